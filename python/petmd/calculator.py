@@ -1,0 +1,45 @@
+"""An ASE calculator for a petmd checkpoint or exported model."""
+
+from __future__ import annotations
+
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from .batch import frame_from_atoms
+from .data import check_species
+from .export import load_model
+
+
+class PETCalculator(Calculator):
+    """Energy, forces, stress (periodic cells) and per-atom energies from a PET model.
+
+    Runs the model through its exported interface (the same one LAMMPS uses), so a checkpoint and its exported
+    file give the same numbers.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+
+    def __init__(self, model, **kwargs):
+        super().__init__(**kwargs)
+        self.model = load_model(model) if not hasattr(model, "metadata") else model
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        check_species(atoms.numbers, self.model.atomic_numbers, "PETCalculator")
+        frame = frame_from_atoms(atoms, self.model.cutoff)
+        out = self.model(frame)
+        energy = float(out["energy"].detach())
+        self.results["energy"] = energy
+        self.results["free_energy"] = energy
+        self.results["energies"] = out["energies"].detach().numpy().copy()
+        self.results["forces"] = out["forces"].detach().numpy().copy()
+        if atoms.cell.rank == 3 and atoms.pbc.all():
+            # ASE stress = (1/V) ∂E/∂ε = −W/V; the model's virial W is not exactly symmetric (PET is not
+            # rotation invariant), ASE's Voigt form keeps its symmetric part
+            virial = out["virial"].detach().numpy()
+            stress = -0.5 * (virial + virial.T) / atoms.get_volume()
+            self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
+        elif "stress" in properties:
+            raise PropertyNotImplementedError("stress needs a fully periodic cell")
+

@@ -1,0 +1,95 @@
+"""Training checkpoints: written atomically (temp file, fsync, rename), checked when read."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .config import ModelConfig
+from .errors import PetmdError
+from .model import PET
+
+FORMAT = "petmd-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        torch.save({"format": FORMAT, "version": VERSION, **state}, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    _debug_kill("PETMD_DEBUG_KILL_IN_SAVE")
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise PetmdError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise PetmdError(f"checkpoint {path} is empty (an interrupted copy?)")
+    if is_exported_model(path):
+        raise PetmdError(f"{path} is an exported TorchScript model, not a training checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise PetmdError(f"{path} is not a readable petmd checkpoint (corrupted or wrong format: "
+                         f"{type(err).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise PetmdError(f"{path} is not a petmd checkpoint (no '{FORMAT}' format marker)")
+    if state.get("version") != VERSION:
+        raise PetmdError(f"{path} has checkpoint version {state.get('version')}; this petmd reads version {VERSION}")
+    return state
+
+
+def is_exported_model(path: str | Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(name.endswith("constants.pkl") or name.endswith("code/__torch__.py") or "/code/" in name
+                       for name in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def build_model(model_config: dict, atomic_numbers) -> PET:
+    cfg = ModelConfig(**model_config)
+    return PET(
+        atomic_numbers,
+        cutoff=cfg.cutoff,
+        cutoff_width=cfg.cutoff_width,
+        d_model=cfg.d_model,
+        n_heads=cfg.n_heads,
+        d_ff=cfg.d_ff,
+        n_gnn_layers=cfg.n_gnn_layers,
+        n_transformer_layers=cfg.n_transformer_layers,
+        head_hidden=cfg.head_hidden,
+        neighbor_species_every_layer=cfg.neighbor_species_every_layer,
+    )
+
+
+def model_from_checkpoint(state: dict, source: str = "checkpoint") -> PET:
+    try:
+        model = build_model(state["config"]["model"], state["atomic_numbers"])
+        model.load_state_dict(state["model_state"])
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise PetmdError(f"{source}: checkpoint does not hold a consistent PET model ({err})") from None
+    dtype = torch.float64 if state["config"]["training"].get("dtype") == "float64" else torch.float32
+    return model.to(dtype)
+
+
+def _debug_kill(variable: str) -> None:
+    # test hook: a real SIGKILL at a chosen point, so the resume tests exercise the real failure
+    if os.environ.get(variable):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)

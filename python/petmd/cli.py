@@ -1,0 +1,106 @@
+"""The `petmd` command line: argument parsing and dispatch only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import PetmdError
+
+
+def _train(args) -> int:
+    from .train import summary_table, train_from_config
+
+    result = train_from_config(args.config, args.output, resume=args.resume, max_time=args.max_time,
+                               progress=not args.no_progress)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "history"} | {"history": result["history"]}))
+    else:
+        print(summary_table(result))
+    return 0
+
+
+def _read_indices(path) -> list:
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise PetmdError(f"--indices {path}: cannot read a JSON list of frame indices ({err})") from None
+    if isinstance(value, dict):  # a training run's split.json
+        if "validation" not in value:
+            raise PetmdError(f"--indices {path}: a JSON object must hold a 'validation' list (split.json)")
+        value = value["validation"]
+    if not isinstance(value, list) or not all(isinstance(i, int) for i in value):
+        raise PetmdError(f"--indices {path}: expected a list of integer frame indices")
+    return value
+
+
+def _eval(args) -> int:
+    from .evaluate import evaluate, format_table
+
+    indices = _read_indices(args.indices) if args.indices else None
+    result = evaluate(args.model, args.data, args.energy_key, args.forces_key, indices=indices,
+                      progress=not args.json)
+    print(json.dumps(result, indent=1) if args.json else format_table(result))
+    return 0
+
+
+def _export(args) -> int:
+    from .export import export_checkpoint
+
+    meta = export_checkpoint(args.checkpoint, args.output, dtype=args.dtype)
+    if args.json:
+        print(json.dumps(meta))
+    else:
+        print(f"exported {args.checkpoint} → {args.output} ({meta['dtype']}, species {' '.join(meta['species'])}, "
+              f"cutoff {meta['cutoff']} Å, interaction range {meta['interaction_range']} Å)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="petmd", description="Train, evaluate and export PET potentials.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a PET model from a YAML config",
+                       description="Train PET on energies and forces (extxyz) with random O(3) augmentation.")
+    p.add_argument("config", help="YAML config (sections model, data, training)")
+    p.add_argument("-o", "--output", default="run", help="output directory (checkpoints, metrics.csv)")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.ckpt")
+    p.add_argument("--max-time", type=float, default=None, metavar="SECONDS",
+                   help="stop cleanly (checkpoint written) after this many seconds")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("eval", help="energy/force errors of a model on a data file",
+                       description="Energy (meV/atom) and force (meV/Å) errors, overall and by config_type/phase.")
+    p.add_argument("model", help="checkpoint (.ckpt) or exported model (.pt)")
+    p.add_argument("data", help="labelled structures (extxyz or any ASE format)")
+    p.add_argument("--energy-key", default="energy")
+    p.add_argument("--forces-key", default="forces")
+    p.add_argument("--indices", help="JSON list of frame indices to use, or a training run's split.json")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("export", help="export a checkpoint to TorchScript",
+                       description="Write a self-contained TorchScript model (see docs/model-interface.md).")
+    p.add_argument("checkpoint")
+    p.add_argument("-o", "--output", required=True, help="output file, e.g. model.pt")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--json", action="store_true", help="print the metadata as JSON")
+    p.set_defaults(func=_export)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PetmdError as err:
+        print(f"petmd {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

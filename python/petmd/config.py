@@ -1,0 +1,176 @@
+"""Configuration: model hyper-parameters and training settings, read strictly from YAML.
+
+Every section is a dataclass; an unknown key is an error that names the key and lists the valid ones, so a typo
+never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import PetmdError
+
+
+@dataclass
+class ModelConfig:
+    cutoff: float = 4.0  # R_c, Å
+    cutoff_width: float = 0.2  # Δ, Å
+    d_model: int = 128
+    n_heads: int = 4
+    d_ff: int = 512
+    n_gnn_layers: int = 4
+    n_transformer_layers: int = 2
+    head_hidden: int = 128
+    # concatenate the neighbour-species embedding into the edge token at every layer, not only the first
+    neighbor_species_every_layer: bool = True
+
+
+@dataclass
+class DataConfig:
+    path: str = ""  # empty: $PETMD_DATA, else ../shared/data/water-scan/water-scan.extxyz.gz
+    energy_key: str = "energy"
+    forces_key: str = "forces"
+    # optional: read every k-th frame / at most n frames (after the stride), for quick runs
+    stride: int = 1
+    max_frames: int | None = None
+    # validation split: either an explicit list of frame indices (after stride/max_frames), or a fraction + seed
+    validation_fraction: float = 0.1
+    validation_indices: list[int] | None = None
+    split_seed: int = 0
+
+
+@dataclass
+class TrainingConfig:
+    seed: int = 0
+    epochs: int = 100
+    atoms_per_batch: int = 1000
+    optimizer: str = "adamw"  # adam | adamw
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 200
+    schedule: str = "cosine"  # cosine | step | constant
+    step_decay_every: int = 1000  # steps, for schedule: step
+    step_decay_factor: float = 0.5
+    min_lr_ratio: float = 0.02  # cosine floor, as a fraction of learning_rate
+    grad_clip: float = 1.0
+    energy_weight: float = 0.1
+    force_weight: float = 1.0
+    augment_rotations: bool = True
+    augment_inversion: bool = True
+    checkpoint_every_s: float = 600.0  # mid-epoch checkpoint interval, seconds
+    validation_atoms_per_batch: int = 4000
+    num_threads: int | None = None
+    dtype: str = "float32"
+    device: str = "cpu"  # cpu | cuda | cuda:N
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _section(cls, values: Any, where: str):
+    if values is None:
+        return cls()
+    if not isinstance(values, dict):
+        raise PetmdError(f"config section '{where}' must be a mapping, got {type(values).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in names:
+            raise PetmdError(
+                f"unknown config key '{where}.{key}'; valid keys in '{where}': {', '.join(sorted(names))}"
+            )
+    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    return cls(**{key: _coerce(value, types[key], f"{where}.{key}") for key, value in values.items()})
+
+
+def _coerce(value: Any, type_name: str, key: str) -> Any:
+    """Check a YAML value against the field's type; numbers written as strings (YAML 1.1 reads 1e-3 as a string)
+    are converted."""
+    if value is None:
+        if "None" in type_name:
+            return None
+        raise PetmdError(f"config key '{key}' must not be empty")
+    base = type_name.split("|")[0].strip()
+    try:
+        if base == "bool":
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if base == "float" and not isinstance(value, bool):
+            return float(value)
+        if base == "int" and not isinstance(value, bool):
+            as_float = float(value)
+            if as_float != int(as_float):
+                raise ValueError
+            return int(as_float)
+        if base == "str":
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+        if base.startswith("list"):
+            if not isinstance(value, list):
+                raise ValueError
+            return [int(v) for v in value]
+    except (TypeError, ValueError):
+        raise PetmdError(f"config key '{key}' must be of type {type_name}, got {value!r}") from None
+    return value
+
+
+def config_from_dict(values: dict | None, source: str = "config") -> Config:
+    values = values or {}
+    if not isinstance(values, dict):
+        raise PetmdError(f"{source}: the top level must be a mapping with sections model, data, training")
+    sections = {"model": ModelConfig, "data": DataConfig, "training": TrainingConfig}
+    for key in values:
+        if key not in sections:
+            raise PetmdError(f"{source}: unknown config key '{key}'; valid top-level keys: {', '.join(sections)}")
+    try:
+        cfg = Config(**{k: _section(cls, values.get(k), k) for k, cls in sections.items()})
+    except PetmdError as err:
+        raise PetmdError(f"{source}: {err}") from None
+    _validate(cfg, source)
+    return cfg
+
+
+def _validate(cfg: Config, source: str) -> None:
+    m, t = cfg.model, cfg.training
+    if m.cutoff_width <= 0 or m.cutoff_width >= m.cutoff:
+        raise PetmdError(f"{source}: model.cutoff_width must be in (0, cutoff)")
+    if m.d_model % m.n_heads:
+        raise PetmdError(f"{source}: model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})")
+    if t.dtype not in ("float32", "float64"):
+        raise PetmdError(f"{source}: training.dtype must be float32 or float64, got '{t.dtype}'")
+    if t.schedule not in ("cosine", "step", "constant"):
+        raise PetmdError(f"{source}: training.schedule must be cosine, step or constant, got '{t.schedule}'")
+    if t.optimizer not in ("adam", "adamw"):
+        raise PetmdError(f"{source}: training.optimizer must be adam or adamw, got '{t.optimizer}'")
+    if not 0.0 <= cfg.data.validation_fraction < 1.0:
+        raise PetmdError(f"{source}: data.validation_fraction must be in [0, 1)")
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise PetmdError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise PetmdError(f"{path}: not valid YAML ({err})") from None
+    cfg = config_from_dict(values, str(path))
+    if cfg.data.path and not Path(cfg.data.path).is_absolute():
+        # data paths in a config are relative to the config file, so a config travels with its data
+        cfg.data.path = str((path.parent / cfg.data.path).resolve())
+    return cfg

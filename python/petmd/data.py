@@ -1,0 +1,169 @@
+"""Reading labelled structures (extxyz and anything ASE reads), checking them, and splitting them."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+from ase.data import chemical_symbols
+from tqdm import tqdm
+
+from .batch import Frame, frame_from_atoms
+from .errors import PetmdError
+
+INFO_GROUP_KEYS = ("config_type", "phase")
+
+
+def default_data_path() -> Path:
+    """The SCAN water/ice set: $PETMD_DATA, else ../shared/data/water-scan next to the checkout."""
+    env = os.environ.get("PETMD_DATA")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent.parent / "shared" / "data" / "water-scan" / "water-scan.extxyz.gz"
+        if candidate.exists():
+            return candidate
+    return Path.cwd().parent / "shared" / "data" / "water-scan" / "water-scan.extxyz.gz"
+
+
+def read_structures(path: str | Path, index: str = ":"):
+    """All structures of a file as ASE Atoms, with a clear error for a missing, empty or unreadable file."""
+    import ase.io
+
+    path = Path(path)
+    if not path.exists():
+        raise PetmdError(f"data file {path} does not exist")
+    if path.is_dir():
+        raise PetmdError(f"data path {path} is a directory; give an extxyz file")
+    if path.stat().st_size == 0:
+        raise PetmdError(f"data file {path} is empty")
+    try:
+        source, fmt = _readable(path)
+        structures = ase.io.read(source, index=index, format=fmt)
+    except Exception as err:  # ASE raises many types for malformed input
+        raise PetmdError(f"cannot read {path} as a structure file: {type(err).__name__}: {err}") from None
+    if not isinstance(structures, list):
+        structures = [structures]
+    if not structures:
+        raise PetmdError(f"data file {path} holds no structures")
+    return structures
+
+
+def _readable(path: Path):
+    """(source, format or None) for ase.io.read. A compressed file is decompressed into memory first: ASE seeks backwards
+    while indexing frames, which on a gzip stream restarts decompression each time (minutes instead of seconds)."""
+    from ase.io.formats import filetype
+
+    opener = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}.get(path.suffix)
+    if opener is None:
+        return str(path), None
+    import importlib
+
+    fmt = filetype(str(path), read=False)
+    with importlib.import_module(opener).open(path, "rt") as fh:
+        return io.StringIO(fh.read()), fmt
+
+
+def _energy(atoms, key: str) -> Optional[float]:
+    if key in atoms.info:
+        return float(atoms.info[key])
+    if key == "energy" and atoms.calc is not None:
+        try:
+            return float(atoms.get_potential_energy())
+        except Exception:
+            return None
+    return None
+
+
+def _forces(atoms, key: str) -> Optional[np.ndarray]:
+    if key in atoms.arrays:
+        return np.asarray(atoms.arrays[key], dtype=np.float64)
+    if key == "forces" and atoms.calc is not None:
+        try:
+            return np.asarray(atoms.get_forces(), dtype=np.float64)
+        except Exception:
+            return None
+    return None
+
+
+def labels(structures, path, energy_key: str, forces_key: str,
+           frame_numbers: Optional[Sequence[int]] = None) -> Tuple[List[float], List[np.ndarray]]:
+    energies, forces = [], []
+    for n, atoms in enumerate(structures):
+        k = frame_numbers[n] if frame_numbers is not None else n
+        e = _energy(atoms, energy_key)
+        if e is None:
+            raise PetmdError(f"{path}: frame {k} has no energy under key '{energy_key}' (set data.energy_key)")
+        f = _forces(atoms, forces_key)
+        if f is None:
+            raise PetmdError(f"{path}: frame {k} has no forces under key '{forces_key}' (set data.forces_key)")
+        if f.shape != (len(atoms), 3):
+            raise PetmdError(f"{path}: frame {k} has forces of shape {f.shape}, expected ({len(atoms)}, 3)")
+        if not np.isfinite(e) or not np.isfinite(f).all():
+            raise PetmdError(f"{path}: frame {k} has a non-finite energy or force")
+        energies.append(e)
+        forces.append(f)
+    return energies, forces
+
+
+def check_species(numbers: Sequence[int], model_numbers: Sequence[int], where: str) -> None:
+    unknown = sorted(set(int(z) for z in numbers) - set(int(z) for z in model_numbers))
+    if unknown:
+        names = ", ".join(_symbol(z) for z in unknown)
+        known = ", ".join(_symbol(z) for z in model_numbers)
+        raise PetmdError(f"{where}: element {names} is not a species of the model (model species: {known})")
+
+
+def _symbol(z: int) -> str:
+    return chemical_symbols[z] if 0 < z < len(chemical_symbols) else f"Z={z}"
+
+
+def load_frames(path, cutoff: float, energy_key: str = "energy", forces_key: str = "forces",
+                stride: int = 1, max_frames: Optional[int] = None, model_numbers: Optional[Sequence[int]] = None,
+                labelled: bool = True, progress: bool = True, indices: Optional[Sequence[int]] = None) -> List[Frame]:
+    """Read, check and neighbour-list a data file. Frame k of the result is frame k·stride of the file, or
+    frame indices[k] when ``indices`` (file frame numbers) are given."""
+    structures = read_structures(path)
+    if indices is None:
+        indices = list(range(0, len(structures), stride))
+    bad = [i for i in indices if not 0 <= i < len(structures)]
+    if bad:
+        raise PetmdError(f"{path}: frame index {bad[0]} out of range (the file has {len(structures)} frames)")
+    if max_frames is not None:
+        indices = indices[:max_frames]
+    structures = [structures[i] for i in indices]
+    if labelled:
+        energies, forces = labels(structures, path, energy_key, forces_key, indices)
+    else:
+        energies, forces = [None] * len(structures), [None] * len(structures)
+    if model_numbers is not None:
+        for k, atoms in enumerate(structures):
+            check_species(atoms.numbers, model_numbers, f"{path}: frame {indices[k]}")
+    frames = []
+    for atoms, e, f in tqdm(list(zip(structures, energies, forces)), desc="neighbour lists", unit="frame",
+                            disable=not progress, leave=False):
+        info = {key: str(atoms.info[key]) for key in INFO_GROUP_KEYS if key in atoms.info}
+        frames.append(frame_from_atoms(atoms, cutoff, energy=e, forces=f, info=info))
+    return frames
+
+
+def split_indices(n_frames: int, validation_fraction: float, seed: int,
+                  validation_indices: Optional[Sequence[int]] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """(train, validation) frame indices: an explicit validation list, or a seeded random fraction."""
+    if validation_indices is not None:
+        val = np.array(sorted(set(int(i) for i in validation_indices)), dtype=np.int64)
+        if len(val) and (val.min() < 0 or val.max() >= n_frames):
+            raise PetmdError(f"data.validation_indices must lie in 0..{n_frames - 1}")
+    else:
+        n_val = int(round(validation_fraction * n_frames))
+        if validation_fraction > 0:
+            n_val = max(1, n_val)
+        val = np.sort(np.random.default_rng(seed).permutation(n_frames)[:n_val])
+    train = np.setdiff1d(np.arange(n_frames), val)
+    if len(train) == 0:
+        raise PetmdError("no training frames left after the validation split")
+    return train, val

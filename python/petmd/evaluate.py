@@ -1,0 +1,73 @@
+"""`petmd eval`: energy and force errors of a model on labelled structures, overall and per group."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from .batch import batches_by_atom_budget, collate
+from .data import INFO_GROUP_KEYS, load_frames
+from .export import load_model
+
+
+def _summary(e_err: List[float], f_err: List[np.ndarray]) -> Dict[str, float]:
+    e = np.abs(np.asarray(e_err))
+    f = np.abs(np.concatenate([x.ravel() for x in f_err])) if f_err else np.zeros(0)
+    return {
+        "n_frames": int(len(e)),
+        "energy_mae_mev_per_atom": 1e3 * float(e.mean()) if len(e) else math.nan,
+        "energy_rmse_mev_per_atom": 1e3 * float(np.sqrt((e ** 2).mean())) if len(e) else math.nan,
+        "force_mae_mev_per_A": 1e3 * float(f.mean()) if len(f) else math.nan,
+        "force_rmse_mev_per_A": 1e3 * float(np.sqrt((f ** 2).mean())) if len(f) else math.nan,
+    }
+
+
+def evaluate(model_path, data_path, energy_key="energy", forces_key="forces",
+             indices: Optional[Sequence[int]] = None, atoms_per_batch: int = 4000, progress: bool = True) -> dict:
+    model = load_model(model_path)
+    frames = load_frames(data_path, model.cutoff, energy_key, forces_key, model_numbers=model.atomic_numbers,
+                         progress=progress, indices=indices)
+    e_err: List[float] = []
+    f_err: List[np.ndarray] = []
+    groups: Dict[str, List[int]] = defaultdict(list)
+    batches = batches_by_atom_budget(frames, range(len(frames)), atoms_per_batch)
+    for group in tqdm(batches, desc="evaluating", unit="batch", disable=not progress, leave=False):
+        batch = collate([frames[i] for i in group])
+        out = model.batched(batch)
+        energy = out["energy"].detach().numpy()
+        forces = out["forces"].detach().numpy()
+        offset = 0
+        for k, idx in enumerate(group):
+            f = frames[idx]
+            e_err.append((energy[k] - f.energy) / f.n_atoms)
+            f_err.append(forces[offset:offset + f.n_atoms] - f.forces)
+            offset += f.n_atoms
+            for key in INFO_GROUP_KEYS:
+                if key in f.info:
+                    groups[f"{key}={f.info[key]}"].append(len(e_err) - 1)
+    result = _summary(e_err, f_err)
+    result["by_group"] = {name: _summary([e_err[i] for i in members], [f_err[i] for i in members])
+                          for name, members in sorted(groups.items())}
+    result["model"] = str(model_path)
+    result["data"] = str(data_path)
+    return result
+
+
+def format_table(result: dict) -> str:
+    head = f"{'group':<42} {'frames':>6} {'E MAE':>8} {'E RMSE':>8} {'F MAE':>8} {'F RMSE':>8}"
+    rows = [f"model {result['model']} on {result['data']}",
+            "energies in meV/atom, forces in meV/Å (per component)", head, "-" * len(head)]
+
+    def row(name, r):
+        return (f"{name:<42} {r['n_frames']:>6} {r['energy_mae_mev_per_atom']:>8.3f} "
+                f"{r['energy_rmse_mev_per_atom']:>8.3f} {r['force_mae_mev_per_A']:>8.1f} "
+                f"{r['force_rmse_mev_per_A']:>8.1f}")
+
+    rows.append(row("all", result))
+    for name, r in result["by_group"].items():
+        rows.append(row(name, r))
+    return "\n".join(rows)

@@ -1,0 +1,167 @@
+"""`petmd export`: a self-contained TorchScript file with the LAMMPS-friendly interface of docs/model-interface.md,
+and `load_model`, which opens either an exported file or a training checkpoint behind that same interface."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+from ase.data import chemical_symbols
+from torch import nn
+
+from . import __version__
+from .batch import Batch, Frame
+from .checkpoint import is_exported_model, load_checkpoint, model_from_checkpoint
+from .errors import PetmdError
+from .model import PET
+from .neighbors import reverse_edge_index
+
+FORMAT = "petmd-model"
+FORMAT_VERSION = 1
+METADATA_FILE = "petmd.json"
+
+
+class ExportedPET(nn.Module):
+    """The exported interface: one system (local atoms and any ghosts) with an explicit edge list."""
+
+    def __init__(self, pet: PET):
+        super().__init__()
+        self.pet = pet
+
+    def forward(
+        self,
+        positions: torch.Tensor,  # [n, 3] float64, Å: all atoms the edges refer to (local + ghosts)
+        atomic_numbers: torch.Tensor,  # [n] int64
+        cell: torch.Tensor,  # [3, 3] float64, rows = cell vectors (zeros when there are no periodic shifts)
+        edge_index: torch.Tensor,  # [2, E] int64: full, symmetric list of pairs i→j within the cutoff
+        cell_shifts: torch.Tensor,  # [E, 3] int64: x_ij = r_j − r_i + S·cell
+        energy_mask: torch.Tensor,  # [n] bool: atoms whose energies are summed (LAMMPS: local atoms)
+    ) -> Dict[str, torch.Tensor]:
+        n_atoms = positions.shape[0]
+        positions = positions.to(torch.float64)
+        reverse = reverse_edge_index(edge_index, cell_shifts, n_atoms)
+        shift_vectors = torch.matmul(cell_shifts.to(torch.float64), cell.to(torch.float64))
+        structure = torch.zeros(n_atoms, dtype=torch.long, device=positions.device)
+        out = self.pet(positions, atomic_numbers, edge_index, shift_vectors, reverse, structure, 1, energy_mask,
+                       True, True, False)
+        return {"energy": out["energy"][0], "energies": out["energies"], "forces": out["forces"],
+                "virial": out["virial"][0]}
+
+    @torch.jit.export
+    def batched(
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        edge_index: torch.Tensor,
+        shift_vectors: torch.Tensor,
+        reverse: torch.Tensor,
+        structure: torch.Tensor,
+        n_structures: int,
+        compute_virial: bool,
+    ) -> Dict[str, torch.Tensor]:
+        """Several disconnected structures at once (Python-side evaluation; see petmd.batch.collate)."""
+        return self.pet(positions, atomic_numbers, edge_index, shift_vectors, reverse, structure, n_structures,
+                        None, True, compute_virial, False)
+
+
+def build_metadata(pet: PET, config: dict, dtype: str, extra: Optional[dict] = None) -> dict:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "species": [chemical_symbols[z] for z in pet.atomic_numbers],
+        "atomic_numbers": list(pet.atomic_numbers),
+        "cutoff": pet.cutoff,
+        "cutoff_width": pet.cutoff_width,
+        "interaction_range": pet.n_gnn_layers * pet.cutoff,
+        "n_gnn_layers": pet.n_gnn_layers,
+        "dtype": dtype,
+        "units": "metal",
+        "symmetrize": "none",
+        "hyperparameters": config["model"],
+        "petmd_version": __version__,
+        "torch_version": torch.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "citation": "Pozdnyakov & Ceriotti, NeurIPS 2023 (PET); petmd",
+        **(extra or {}),
+    }
+
+
+def export_checkpoint(checkpoint: str | Path, output: str | Path, dtype: str = "float32") -> dict:
+    state = load_checkpoint(checkpoint)
+    pet = model_from_checkpoint(state, str(checkpoint))
+    pet = pet.to(torch.float64 if dtype == "float64" else torch.float32).eval()
+    for p in pet.parameters():
+        p.requires_grad_(False)
+    history = state.get("history") or []
+    training = {"epochs": state.get("epoch"), "checkpoint": Path(checkpoint).name}
+    if history:
+        training["last_validation"] = {k: v for k, v in history[-1].items() if k.startswith("val_")}
+    metadata = build_metadata(pet, state["config"], dtype, {"training": training})
+    try:
+        scripted = torch.jit.script(ExportedPET(pet))
+    except Exception as err:  # a TorchScript failure is a petmd bug, but say where it came from
+        raise PetmdError(f"TorchScript compilation of the model failed: {err}") from None
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata)})
+    os.replace(tmp, output)
+    return metadata
+
+
+class LoadedModel:
+    """An exported file or a checkpoint, with its metadata, behind the exported interface."""
+
+    def __init__(self, module: nn.Module, metadata: dict, source: str):
+        self.module = module
+        self.metadata = metadata
+        self.source = source
+        self.atomic_numbers = list(metadata["atomic_numbers"])
+        self.cutoff = float(metadata["cutoff"])
+
+    def __call__(self, frame: Frame) -> Dict[str, torch.Tensor]:
+        """Energy, per-atom energies, forces and virial of one structure through the exported forward."""
+        n = frame.n_atoms
+        return self.module(
+            torch.from_numpy(frame.positions),
+            torch.from_numpy(frame.numbers),
+            torch.from_numpy(frame.cell),
+            torch.from_numpy(frame.edge_index),
+            torch.from_numpy(frame.cell_shifts),
+            torch.ones(n, dtype=torch.bool),
+        )
+
+    def batched(self, batch: Batch, compute_virial: bool = False) -> Dict[str, torch.Tensor]:
+        return self.module.batched(batch.positions, batch.numbers, batch.edge_index, batch.shift_vectors,
+                                   batch.reverse, batch.structure, batch.n_structures, compute_virial)
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    path = Path(path)
+    if not path.exists():
+        raise PetmdError(f"model file {path} does not exist")
+    if is_exported_model(path):
+        extra = {METADATA_FILE: ""}
+        try:
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        except Exception as err:
+            raise PetmdError(f"{path}: cannot load the TorchScript file ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0] if str(err) else ''})") from None
+        if not extra[METADATA_FILE]:
+            raise PetmdError(f"{path} is a TorchScript file but not a petmd model (no {METADATA_FILE} metadata)")
+        metadata = json.loads(extra[METADATA_FILE])
+        if metadata.get("format") != FORMAT:
+            raise PetmdError(f"{path} is not a petmd model (format {metadata.get('format')!r})")
+        if metadata.get("format_version") != FORMAT_VERSION:
+            raise PetmdError(f"{path} has model format version {metadata.get('format_version')}; this petmd reads "
+                             f"version {FORMAT_VERSION}: re-export it with this petmd")
+        return LoadedModel(module, metadata, str(path))
+    state = load_checkpoint(path)
+    pet = model_from_checkpoint(state, str(path)).eval()
+    dtype = "float64" if state["config"]["training"].get("dtype") == "float64" else "float32"
+    return LoadedModel(ExportedPET(pet), build_metadata(pet, state["config"], dtype), str(path))
+

@@ -1,0 +1,1 @@
+from .pet import PET  # noqa: F401

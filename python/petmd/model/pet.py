@@ -1,0 +1,274 @@
+"""The Point Edge Transformer (Pozdnyakov & Ceriotti 2023), as described in docs/pet-reference.
+
+Data flow for N atoms and E directed edges (i→j, vector x_ij):
+  edge tokens [E, d] live in edge space (no padding) for the per-edge MLPs; only the per-atom transformer works on a
+  padded [N, 1 + M, d] layout (central token + up to M neighbour tokens). After each GNN layer the message of edge
+  ij becomes ½(m_ij + output token of the reverse edge ji), which needs the reverse-edge index.
+
+Energies: y_i = scale · Σ_layers [H_c(central_i) + Σ_j f_c(r_ij) H_b(edge_ij)] + e_{species_i}.
+Forces and virial come from one gradient of the energy w.r.t. the edge vectors (see ``forward``).
+The module is TorchScript-compatible; ``petmd export`` scripts it unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .cutoff import cutoff_function
+
+
+class MLP(nn.Module):
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, n_hidden: int = 1):
+        super().__init__()
+        layers: List[nn.Module] = []
+        d = d_in
+        for _ in range(n_hidden):
+            layers += [nn.Linear(d, d_hidden), nn.SiLU()]
+            d = d_hidden
+        layers.append(nn.Linear(d, d_out))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with an additive per-key mask (log f_c; −inf for padding).
+
+    Written with explicit matmul/softmax rather than scaled_dot_product_attention: training needs the gradient of
+    the forces (double backward), which the fused CPU kernel does not provide.
+    """
+
+    def __init__(self, d_model: int, n_heads: int):
+        super().__init__()
+        self.n_heads = n_heads
+        self.d_head = d_model // n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        n, t, d = x.shape
+        qkv = self.qkv(x).view(n, t, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        logits = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(self.d_head))
+        weights = torch.softmax(logits + key_mask[:, None, None, :], dim=-1)
+        y = torch.matmul(weights, v).transpose(1, 2).reshape(n, t, d)
+        return self.out(y)
+
+
+class TransformerLayer(nn.Module):
+    """Post-LN transformer layer: x = LN(x + Att(x)); x = LN(x + MLP(x))."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int):
+        super().__init__()
+        self.attention = Attention(d_model, n_heads)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.mlp = MLP(d_model, d_ff, d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.attention(x, key_mask))
+        return self.norm2(x + self.mlp(x))
+
+
+class GNNLayer(nn.Module):
+    """One PET message-passing layer: edge tokens → per-atom transformer → central/bond energy heads."""
+
+    def __init__(self, n_species: int, cfg_d: int, n_heads: int, d_ff: int, n_layers: int, head_hidden: int,
+                 with_neighbor_species: bool):
+        super().__init__()
+        self.with_neighbor_species = with_neighbor_species
+        self.geometry = nn.Linear(4, cfg_d)
+        n_in = 3 if with_neighbor_species else 2
+        self.compress = MLP(n_in * cfg_d, cfg_d, cfg_d)
+        self.central_embedding = nn.Embedding(n_species, cfg_d)
+        self.transformer = nn.ModuleList([TransformerLayer(cfg_d, n_heads, d_ff) for _ in range(n_layers)])
+        self.central_head = MLP(cfg_d, head_hidden, 1, n_hidden=2)
+        self.bond_head = MLP(cfg_d, head_hidden, 1, n_hidden=2)
+        # an untrained model predicts exactly the composition baseline and zero forces
+        for head in (self.central_head, self.bond_head):
+            nn.init.zeros_(head.net[-1].weight)
+            nn.init.zeros_(head.net[-1].bias)
+
+    def forward(
+        self,
+        geometry_input: torch.Tensor,  # [E, 4]: x_ij, |x_ij|
+        messages: torch.Tensor,  # [E, d]
+        neighbor_embedding: torch.Tensor,  # [E, d]
+        species: torch.Tensor,  # [N]
+        key_mask: torch.Tensor,  # [N, 1 + M]
+        pad_index: torch.Tensor,  # [E] → row of the padded [N * M] edge layout
+        max_neighbors: int,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        parts = [self.geometry(geometry_input), messages]
+        if self.with_neighbor_species:
+            parts.append(neighbor_embedding)
+        edge_tokens = self.compress(torch.cat(parts, dim=1))
+        n_atoms = species.shape[0]
+        d = edge_tokens.shape[1]
+        padded = torch.zeros(n_atoms * max_neighbors, d, dtype=edge_tokens.dtype, device=edge_tokens.device)
+        padded = padded.index_copy(0, pad_index, edge_tokens).view(n_atoms, max_neighbors, d)
+        tokens = torch.cat([self.central_embedding(species).unsqueeze(1), padded], dim=1)
+        for layer in self.transformer:
+            tokens = layer(tokens, key_mask)
+        central_out = tokens[:, 0]
+        edge_out = tokens[:, 1:].reshape(n_atoms * max_neighbors, d).index_select(0, pad_index)
+        central_energy = self.central_head(central_out).squeeze(-1)
+        bond_energy = self.bond_head(edge_out).squeeze(-1)
+        return central_energy, bond_energy, edge_out
+
+
+def padded_layout(edge_i: torch.Tensor, n_atoms: int) -> Tuple[torch.Tensor, int]:
+    """Slot of every edge in a padded [n_atoms, M] per-atom layout; M = the largest neighbour count."""
+    n_edges = edge_i.shape[0]
+    if n_edges == 0:
+        return torch.zeros(0, dtype=torch.long, device=edge_i.device), 0
+    counts = torch.bincount(edge_i, minlength=n_atoms)
+    max_neighbors = int(counts.max())
+    order = torch.argsort(edge_i, stable=True)
+    offsets = torch.cumsum(counts, 0) - counts
+    sorted_i = edge_i.index_select(0, order)
+    slot_sorted = torch.arange(n_edges, device=edge_i.device) - offsets.index_select(0, sorted_i)
+    slot = torch.empty_like(slot_sorted).index_copy_(0, order, slot_sorted)
+    return edge_i * max_neighbors + slot, max_neighbors
+
+
+class PET(nn.Module):
+    def __init__(
+        self,
+        atomic_numbers: List[int],
+        cutoff: float = 4.0,
+        cutoff_width: float = 0.2,
+        d_model: int = 128,
+        n_heads: int = 4,
+        d_ff: int = 512,
+        n_gnn_layers: int = 4,
+        n_transformer_layers: int = 2,
+        head_hidden: int = 128,
+        neighbor_species_every_layer: bool = True,
+    ):
+        super().__init__()
+        self.atomic_numbers: List[int] = [int(z) for z in atomic_numbers]
+        self.cutoff = float(cutoff)
+        self.cutoff_width = float(cutoff_width)
+        self.n_gnn_layers = n_gnn_layers
+        n_species = len(self.atomic_numbers)
+        z_to_index = torch.full((119,), -1, dtype=torch.long)
+        for k, z in enumerate(self.atomic_numbers):
+            z_to_index[z] = k
+        self.register_buffer("z_to_index", z_to_index)
+        self.register_buffer("composition_energies", torch.zeros(n_species, dtype=torch.float64))
+        self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
+        self.neighbor_embedding = nn.Embedding(n_species, d_model)
+        self.layers = nn.ModuleList(
+            [
+                GNNLayer(n_species, d_model, n_heads, d_ff, n_transformer_layers, head_hidden,
+                         with_neighbor_species=(k > 0 and neighbor_species_every_layer))
+                for k in range(n_gnn_layers)
+            ]
+        )
+
+    def _apply(self, fn, recurse=True):
+        # .to(dtype) converts the network; the energy baseline and scale stay float64 (see atomic_energies)
+        super()._apply(fn, recurse)
+        self.composition_energies = self.composition_energies.to(torch.float64)
+        self.energy_scale = self.energy_scale.to(torch.float64)
+        return self
+
+    def species_index(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        if atomic_numbers.numel() > 0:
+            if bool((atomic_numbers < 0).any()) or bool((atomic_numbers > 118).any()):
+                raise RuntimeError("atomic numbers must be in 1..118")
+        index = self.z_to_index.index_select(0, atomic_numbers)
+        if bool((index < 0).any()):
+            unknown: List[int] = torch.unique(atomic_numbers[index < 0]).tolist()
+            raise RuntimeError(
+                "atomic numbers " + str(unknown) + " are not species of this model; its species are "
+                + str(self.atomic_numbers)
+            )
+        return index
+
+    def atomic_energies(self, species: torch.Tensor, edge_vectors: torch.Tensor, edge_index: torch.Tensor,
+                        reverse: torch.Tensor) -> torch.Tensor:
+        """Per-atom energies y_i [N] (eV) from species indices and edge vectors (autograd flows through these)."""
+        n_atoms = species.shape[0]
+        edge_i = edge_index[0]
+        edge_j = edge_index[1]
+        r = torch.linalg.norm(edge_vectors, dim=1)
+        # edges at or beyond R_c (a list built with a skin) behave exactly as absent ones
+        inside = r < self.cutoff
+        fc = torch.where(inside, cutoff_function(r, self.cutoff, self.cutoff_width), torch.zeros_like(r))
+        log_fc = torch.where(inside, torch.log(fc.clamp(min=1e-30)), torch.full_like(r, float("-inf")))
+        pad_index, max_neighbors = padded_layout(edge_i, n_atoms)
+        key_mask = torch.full((n_atoms * max_neighbors,), float("-inf"), dtype=r.dtype, device=r.device)
+        key_mask = key_mask.index_copy(0, pad_index, log_fc).view(n_atoms, max_neighbors)
+        key_mask = torch.cat([torch.zeros(n_atoms, 1, dtype=r.dtype, device=r.device), key_mask], dim=1)
+
+        geometry_input = torch.cat([edge_vectors, r.unsqueeze(1)], dim=1)
+        neighbor_embedding = self.neighbor_embedding(species.index_select(0, edge_j))
+        messages = neighbor_embedding
+        energy = torch.zeros(n_atoms, dtype=r.dtype, device=r.device)
+        for layer in self.layers:
+            central, bond, edge_out = layer(geometry_input, messages, neighbor_embedding, species, key_mask,
+                                            pad_index, max_neighbors)
+            energy = energy + central
+            energy = energy.index_add(0, edge_i, bond * fc)
+            messages = 0.5 * (messages + edge_out.index_select(0, reverse))
+        # the network may run in float32; energies are scaled and summed in float64 (cells hold ~10^5 eV)
+        baseline = self.composition_energies.index_select(0, species)
+        return self.energy_scale * energy.to(torch.float64) + baseline
+
+    def forward(
+        self,
+        positions: torch.Tensor,  # [N, 3]
+        atomic_numbers: torch.Tensor,  # [N] int64
+        edge_index: torch.Tensor,  # [2, E] int64
+        shift_vectors: torch.Tensor,  # [E, 3]: S · cell of each edge
+        reverse: torch.Tensor,  # [E] int64
+        structure: torch.Tensor,  # [N] int64: which structure each atom belongs to
+        n_structures: int,
+        energy_mask: Optional[torch.Tensor] = None,  # [N] bool: whose energies to sum (default all)
+        compute_forces: bool = True,
+        compute_virial: bool = False,
+        create_graph: bool = False,
+    ) -> Dict[str, torch.Tensor]:
+        """energy [n_structures], energies [N], and optionally forces [N, 3] and virial [n_structures, 3, 3],
+        all float64 whatever the network's dtype (positions and shift vectors should be float64 too).
+
+        Forces and virial come from g_e = ∂E/∂x_e for every edge e = (i→j): F_j −= g_e, F_i += g_e, and
+        W = −Σ_e x_e ⊗ g_e (the strain derivative −∂E/∂ε, exact also for a model that is not rotation invariant).
+        """
+        species = self.species_index(atomic_numbers)
+        edge_i = edge_index[0]
+        edge_j = edge_index[1]
+        # difference of (float64) positions first, then the network dtype: a float32 model keeps Å-level
+        # precision on edge vectors even in boxes of 100 Å and more
+        net_dtype = self.neighbor_embedding.weight.dtype
+        edge_vectors = positions.index_select(0, edge_j) - positions.index_select(0, edge_i) + shift_vectors
+        edge_vectors = edge_vectors.to(net_dtype)
+        need_grad = compute_forces or compute_virial
+        if need_grad and not edge_vectors.requires_grad:
+            edge_vectors.requires_grad_(True)
+        energies = self.atomic_energies(species, edge_vectors, edge_index, reverse)
+        summed = energies if energy_mask is None else torch.where(energy_mask, energies, torch.zeros_like(energies))
+        energy = torch.zeros(n_structures, dtype=energies.dtype, device=energies.device).index_add(
+            0, structure, summed)
+        out: Dict[str, torch.Tensor] = {"energy": energy, "energies": energies}
+        if need_grad:
+            grads = torch.autograd.grad([energy.sum()], [edge_vectors], create_graph=create_graph, allow_unused=True)
+            g = grads[0]
+            if g is None:
+                g = torch.zeros_like(edge_vectors)
+            g = g.to(torch.float64)
+            if compute_forces:
+                forces = torch.zeros(positions.shape, dtype=torch.float64, device=positions.device)
+                out["forces"] = forces.index_add(0, edge_i, g).index_add(0, edge_j, -g)
+            if compute_virial:
+                per_edge = -edge_vectors.to(torch.float64).unsqueeze(2) * g.unsqueeze(1)
+                virial = torch.zeros(n_structures, 3, 3, dtype=torch.float64, device=g.device)
+                out["virial"] = virial.index_add(0, structure.index_select(0, edge_i), per_edge)
+        return out

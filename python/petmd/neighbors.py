@@ -1,0 +1,86 @@
+"""Neighbour lists (vesin) and the reverse-edge index that PET's message passing needs.
+
+A structure's graph is the full list of directed edges i→j with integer cell shifts S, such that the edge vector is
+x_ij = r_j − r_i + S·cell. Edges are symmetric: for every (i, j, S) the list holds (j, i, −S).
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+import torch
+import vesin
+
+
+
+def neighbor_graph(positions, cell, pbc, cutoff: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Full neighbour list within ``cutoff``: returns (edge_index [2, E] int64, cell_shifts [E, 3] int64).
+
+    Works for triclinic cells, cells smaller than 2·cutoff (several images of one atom are distinct edges, an atom
+    can neighbour its own image), mixed periodicity, and molecules (pbc all False).
+    """
+    positions = np.ascontiguousarray(positions, dtype=np.float64)
+    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
+    box = _box_for_vesin(np.asarray(cell, dtype=np.float64).reshape(3, 3), pbc, positions, cutoff)
+    if len(positions) == 0:
+        return np.zeros((2, 0), np.int64), np.zeros((0, 3), np.int64)
+    nl = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
+    i, j, shifts = nl.compute(points=positions, box=box, periodic=pbc.tolist(), quantities="ijS")
+    return np.stack([i, j]).astype(np.int64), np.asarray(shifts, dtype=np.int64).reshape(-1, 3)
+
+
+def _box_for_vesin(cell: np.ndarray, pbc: np.ndarray, positions: np.ndarray, cutoff: float) -> np.ndarray:
+    # vesin needs a non-degenerate box only along periodic directions; a zero cell vector along a non-periodic
+    # direction (ASE's default for molecules and slabs) is replaced by a perpendicular one (its shift is always 0).
+    if not pbc.any():
+        return np.zeros((3, 3))
+    box = cell.copy()
+    for d in range(3):
+        if not pbc[d] and np.linalg.norm(box[d]) < 1e-12:
+            others = [box[k] for k in range(3) if k != d]
+            normal = np.cross(others[0], others[1])
+            if np.linalg.norm(normal) < 1e-12:
+                normal = np.eye(3)[d]
+            extent = np.ptp(positions, axis=0).max() if len(positions) else 0.0
+            box[d] = normal / np.linalg.norm(normal) * (extent + 2 * cutoff + 1.0)
+    for d in range(3):
+        if pbc[d] and np.linalg.norm(cell[d]) < 1e-12:
+            raise ValueError(f"periodic along direction {d} but cell vector {d} is zero")
+    return box
+
+
+def reverse_edge_index(edge_index: torch.Tensor, cell_shifts: torch.Tensor, n_atoms: int) -> torch.Tensor:
+    """For every edge (i, j, S) the position of its reverse (j, i, −S) in the same list.
+
+    Raises if the list is not symmetric or holds duplicate edges. TorchScript-compatible: the exported model calls
+    it on the edges LAMMPS passes in.
+    """
+    n_edges = edge_index.shape[1]
+    if n_edges == 0:
+        return torch.zeros(0, dtype=torch.long, device=edge_index.device)
+    # one int64 key per edge: (i·n + j) and the shift packed in 6 bits per component (|S| ≤ 31)
+    if bool((cell_shifts.abs() > 31).any()):
+        raise RuntimeError("cell shifts larger than 31 cells are not supported: use a larger simulation cell")
+    if n_atoms > 5_000_000:
+        raise RuntimeError("more than 5,000,000 atoms (local + ghost) in one model call are not supported")
+    i = edge_index[0]
+    j = edge_index[1]
+    s = cell_shifts + 32
+    span = 64
+    fwd_shift = (s[:, 0] * span + s[:, 1]) * span + s[:, 2]
+    rs = 64 - s
+    rev_shift = (rs[:, 0] * span + rs[:, 1]) * span + rs[:, 2]
+    width = span * span * span
+    fwd_key = (i * n_atoms + j) * width + fwd_shift
+    rev_key = (j * n_atoms + i) * width + rev_shift
+    sorted_keys, order = torch.sort(fwd_key)
+    if n_edges > 1 and bool((sorted_keys[1:] == sorted_keys[:-1]).any()):
+        raise RuntimeError("the edge list holds the same edge (i, j, shift) twice")
+    where = torch.searchsorted(sorted_keys, rev_key).clamp(max=n_edges - 1)
+    if not bool((sorted_keys[where] == rev_key).all()):
+        raise RuntimeError(
+            "the edge list is not symmetric: for every edge (i, j, shift) the reverse edge (j, i, -shift) "
+            "must be present (use a full neighbour list)"
+        )
+    return order[where]

@@ -1,0 +1,369 @@
+"""`petmd train`: fit PET to energies and forces with O(3) augmentation; resumable at any point.
+
+Reproducibility is by construction: the epoch's frame order comes from (seed, epoch) and each batch's rotations from
+(seed, epoch, batch), so a run resumed from any checkpoint, mid-epoch included, takes exactly the steps an
+uninterrupted run would have taken.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from . import __version__
+from .batch import Batch, Frame, batches_by_atom_budget, collate, random_rotations
+from .checkpoint import _debug_kill, build_model, load_checkpoint, save_checkpoint
+from .config import Config, config_from_dict
+from .data import default_data_path, load_frames, split_indices
+from .errors import PetmdError
+from .model.composition import fit_composition_energies
+
+METRIC_FIELDS = ["epoch", "step", "lr", "train_loss", "train_energy_rmse_mev_per_atom", "train_force_rmse_mev_per_A",
+                 "val_energy_mae_mev_per_atom", "val_energy_rmse_mev_per_atom", "val_force_mae_mev_per_A",
+                 "val_force_rmse_mev_per_A", "wall_s"]
+
+
+def learning_rate(cfg, step: int, total_steps: int) -> float:
+    t = cfg.training
+    if step < t.warmup_steps:
+        return t.learning_rate * (step + 1) / t.warmup_steps
+    if t.schedule == "constant":
+        return t.learning_rate
+    if t.schedule == "step":
+        return t.learning_rate * t.step_decay_factor ** ((step - t.warmup_steps) // t.step_decay_every)
+    progress = min(1.0, (step - t.warmup_steps) / max(1, total_steps - t.warmup_steps))
+    return t.learning_rate * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def dtype_of(name: str) -> torch.dtype:
+    return torch.float64 if name == "float64" else torch.float32
+
+
+def predict(model, frames: List[Frame], device: torch.device, create_graph: bool = False,
+            rotations: Optional[np.ndarray] = None):
+    batch = collate(frames, rotations=rotations).to(device)
+    out = model(**batch.model_inputs(), compute_forces=True, create_graph=create_graph)
+    return batch, out
+
+
+def error_sums(batch: Batch, out: Dict[str, torch.Tensor]) -> Dict[str, float]:
+    """Sums of absolute and squared errors (per-atom energy in eV/atom, force components in eV/Å)."""
+    de = ((out["energy"].detach() - batch.energy) / batch.n_atoms).abs()
+    df = (out["forces"].detach() - batch.forces).abs()
+    return {"e_abs": float(de.sum()), "e_sq": float((de ** 2).sum()), "n_e": int(de.numel()),
+            "f_abs": float(df.sum()), "f_sq": float((df ** 2).sum()), "n_f": int(df.numel())}
+
+
+class Trainer:
+    def __init__(self, cfg: Config, output_dir: Path, resume: bool = False, progress: bool = True):
+        self.cfg = cfg
+        self.out = Path(output_dir)
+        self.progress = progress
+        t = cfg.training
+        if t.num_threads:
+            torch.set_num_threads(t.num_threads)
+        self.dtype = dtype_of(t.dtype)
+        try:
+            self.device = torch.device(t.device)
+        except RuntimeError:
+            raise PetmdError(f"training.device '{t.device}' is not a device (use cpu, cuda or cuda:N)") from None
+        if self.device.type == "cuda" and (not torch.cuda.is_available()
+                                           or (self.device.index or 0) >= torch.cuda.device_count()):
+            raise PetmdError(f"training.device '{t.device}': no such CUDA device on this machine")
+        last = self.out / "last.ckpt"
+        state = None
+        if resume:
+            if not last.exists():
+                raise PetmdError(f"--resume: {last} does not exist (start without --resume)")
+            state = load_checkpoint(last)
+            self._check_resumable(state)
+        elif last.exists():
+            raise PetmdError(f"{self.out} already holds a training run (last.ckpt); use --resume to continue it "
+                             "or choose another --output directory")
+        self._load_data()
+        self._build(state)
+
+    # --- set-up -----------------------------------------------------------------------------------------------
+    def _check_resumable(self, state: dict) -> None:
+        saved = state["config"]
+        for section in ("model", "data"):
+            for key, value in asdict(getattr(self.cfg, section)).items():
+                if key != "path" and saved[section].get(key) != value:  # the data may move between machines
+                    raise PetmdError(f"--resume: config key '{section}.{key}' is {value!r} but the checkpoint was "
+                                     f"trained with {saved[section].get(key)!r}; restore it or start a new run")
+
+    def _load_data(self) -> None:
+        d = self.cfg.data
+        if not d.path:
+            d.path = str(default_data_path())
+        frames = load_frames(d.path, self.cfg.model.cutoff, d.energy_key, d.forces_key, d.stride, d.max_frames,
+                             progress=self.progress)
+        train_idx, val_idx = split_indices(len(frames), d.validation_fraction, d.split_seed, d.validation_indices)
+        self.frames = frames
+        self.train_idx, self.val_idx = train_idx, val_idx
+        self.atomic_numbers = sorted({int(z) for f in frames for z in f.numbers})
+
+    def _build(self, state: Optional[dict]) -> None:
+        t = self.cfg.training
+        torch.manual_seed(t.seed)
+        self.model = build_model(asdict(self.cfg.model), self.atomic_numbers).to(self.dtype)
+        if state is None:
+            self._fit_baseline()
+        params = self.model.parameters()
+        opt_cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt_cls(params, lr=t.learning_rate, weight_decay=t.weight_decay)
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.best = float("inf")
+        self.history: List[dict] = []
+        self.elapsed = 0.0
+        if state is not None:
+            if state["atomic_numbers"] != self.atomic_numbers:
+                raise PetmdError("--resume: the data's species differ from the checkpoint's")
+            self.model.load_state_dict(state["model_state"])
+            self.optimizer.load_state_dict(state["optimizer_state"])
+            self.sigma_e, self.sigma_f = state["sigma_e"], state["sigma_f"]
+            self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+            self.global_step, self.best = state["global_step"], state["best_val_force_mae"]
+            self.history, self.elapsed = state["history"], state["elapsed_s"]
+            torch.set_rng_state(state["torch_rng"])
+        self.model.to(self.device)
+        self.steps_per_epoch = len(self._epoch_batches(0))
+        self.total_steps = t.epochs * self.steps_per_epoch
+
+    def _fit_baseline(self) -> None:
+        """Composition energies by least squares; energy scale and loss normalisation from training-set statistics."""
+        train = [self.frames[i] for i in self.train_idx]
+        species = self.atomic_numbers
+        counts = np.array([[np.sum(f.numbers == z) for z in species] for f in train], dtype=np.float64)
+        energies = np.array([f.energy for f in train])
+        e_species = fit_composition_energies(counts, energies)
+        residual_per_atom = (energies - counts @ e_species) / counts.sum(1)
+        force_rms = float(np.sqrt(np.mean(np.concatenate([f.forces.ravel() for f in train]) ** 2)))
+        self.sigma_e = float(max(residual_per_atom.std(), 1e-6))
+        self.sigma_f = float(max(force_rms, 1e-6))
+        with torch.no_grad():
+            self.model.composition_energies.copy_(torch.from_numpy(e_species))
+            # network outputs O(1): one unit of atomic energy ~ force RMS × 1 Å
+            self.model.energy_scale.fill_(self.sigma_f)
+
+    def _epoch_batches(self, epoch: int) -> List[List[int]]:
+        rng = np.random.default_rng([self.cfg.training.seed, epoch])
+        order = self.train_idx[rng.permutation(len(self.train_idx))]
+        return batches_by_atom_budget(self.frames, order, self.cfg.training.atoms_per_batch)
+
+    def _rotations(self, epoch: int, step: int, n: int) -> Optional[np.ndarray]:
+        t = self.cfg.training
+        if not t.augment_rotations and not t.augment_inversion:
+            return None
+        rng = np.random.default_rng([t.seed, epoch, step, 1])
+        if t.augment_rotations:
+            return random_rotations(n, rng, inversion=t.augment_inversion)
+        signs = np.where(rng.random(n) < 0.5, -1.0, 1.0)
+        return signs[:, None, None] * np.eye(3)[None]
+
+    # --- state ------------------------------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {
+            "petmd_version": __version__,
+            "config": self.cfg.to_dict(),
+            "atomic_numbers": self.atomic_numbers,
+            "model_state": self.model.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "sigma_e": self.sigma_e,
+            "sigma_f": self.sigma_f,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "best_val_force_mae": self.best,
+            "history": self.history,
+            "elapsed_s": self.elapsed,
+            "torch_rng": torch.get_rng_state(),
+            "validation_indices": [int(i) for i in self.val_idx],
+        }
+
+    def _write_side_files(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "config.yaml", "w") as fh:
+            yaml.safe_dump(self.cfg.to_dict(), fh, sort_keys=False)
+        d = self.cfg.data
+        split = {"data": d.path, "stride": d.stride, "max_frames": d.max_frames,
+                 "train": [int(i) * d.stride for i in self.train_idx],
+                 "validation": [int(i) * d.stride for i in self.val_idx]}
+        (self.out / "split.json").write_text(json.dumps(split))
+
+    def _write_metrics(self) -> None:
+        tmp = self.out / ".metrics.csv.tmp"
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
+            writer.writeheader()
+            for row in self.history:
+                writer.writerow(row)
+        os.replace(tmp, self.out / "metrics.csv")
+
+    # --- the loop ---------------------------------------------------------------------------------------------
+    def validate(self) -> Dict[str, float]:
+        frames = [self.frames[i] for i in self.val_idx]
+        groups = batches_by_atom_budget(frames, range(len(frames)), self.cfg.training.validation_atoms_per_batch)
+        total = {"e_abs": 0.0, "e_sq": 0.0, "n_e": 0, "f_abs": 0.0, "f_sq": 0.0, "n_f": 0}
+        for group in groups:
+            batch, out = predict(self.model, [frames[i] for i in group], self.device)
+            for k, v in error_sums(batch, out).items():
+                total[k] += v
+        n_e, n_f = max(total["n_e"], 1), max(total["n_f"], 1)
+        return {"val_energy_mae_mev_per_atom": 1e3 * total["e_abs"] / n_e,
+                "val_energy_rmse_mev_per_atom": 1e3 * math.sqrt(total["e_sq"] / n_e),
+                "val_force_mae_mev_per_A": 1e3 * total["f_abs"] / n_f,
+                "val_force_rmse_mev_per_A": 1e3 * math.sqrt(total["f_sq"] / n_f)}
+
+    def train_step(self, group: List[int], rotations) -> Dict[str, float]:
+        t = self.cfg.training
+        batch, out = predict(self.model, [self.frames[i] for i in group], self.device, create_graph=True,
+                             rotations=rotations)
+        de = (out["energy"] - batch.energy) / batch.n_atoms
+        df = out["forces"] - batch.forces
+        loss_e = (de ** 2).mean() / self.sigma_e ** 2
+        loss_f = (df ** 2).mean() / self.sigma_f ** 2
+        loss = t.energy_weight * loss_e + t.force_weight * loss_f
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.optimizer.step()
+        return {"loss": float(loss.detach()), "e_sq": float((de.detach() ** 2).sum()), "n_e": de.numel(),
+                "f_sq": float((df.detach() ** 2).sum()), "n_f": df.numel(), "atoms": int(batch.n_atoms.sum())}
+
+    def run(self, max_time: Optional[float] = None, max_epochs: Optional[int] = None) -> dict:
+        t = self.cfg.training
+        self._write_side_files()
+        start = time.monotonic()
+        elapsed_at_start = self.elapsed
+        last_save = start
+        stop_reason = "completed"
+        stopping = {"signal": None}
+
+        def on_signal(signum, _frame):
+            stopping["signal"] = signum
+
+        old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        end_epoch = t.epochs if max_epochs is None else min(t.epochs, self.epoch + max_epochs)
+        kill_at = int(os.environ.get("PETMD_DEBUG_KILL_AT_STEP", "-1"))
+        atoms_seen, train_time = 0, 0.0
+        try:
+            while self.epoch < end_epoch:
+                groups = self._epoch_batches(self.epoch)
+                sums = {"loss": 0.0, "e_sq": 0.0, "n_e": 0, "f_sq": 0.0, "n_f": 0, "n": 0}
+                bar = tqdm(total=len(groups), initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{t.epochs}",
+                           unit="batch", disable=not self.progress, leave=False)
+                while self.step_in_epoch < len(groups):
+                    group = groups[self.step_in_epoch]
+                    for g in self.optimizer.param_groups:
+                        g["lr"] = learning_rate(self.cfg, self.global_step, self.total_steps)
+                    t0 = time.monotonic()
+                    r = self.train_step(group, self._rotations(self.epoch, self.step_in_epoch, len(group)))
+                    train_time += time.monotonic() - t0
+                    atoms_seen += r["atoms"]
+                    for k in ("e_sq", "n_e", "f_sq", "n_f"):
+                        sums[k] += r[k]
+                    sums["loss"] += r["loss"]
+                    sums["n"] += 1
+                    self.step_in_epoch += 1
+                    self.global_step += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{r['loss']:.3g}")
+                    if self.global_step == kill_at:
+                        _debug_kill("PETMD_DEBUG_KILL_AT_STEP")
+                    now = time.monotonic()
+                    self.elapsed = elapsed_at_start + (now - start)
+                    if stopping["signal"] is not None or (max_time is not None and now - start >= max_time):
+                        stop_reason = "signal" if stopping["signal"] is not None else "max-time"
+                        break
+                    if now - last_save >= t.checkpoint_every_s and self.step_in_epoch < len(groups):
+                        save_checkpoint(self._state(), self.out / "last.ckpt")
+                        last_save = now
+                bar.close()
+                if stop_reason != "completed":
+                    break
+                self._end_epoch(sums)
+                last_save = time.monotonic()
+        finally:
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+        self.elapsed = elapsed_at_start + (time.monotonic() - start)
+        save_checkpoint(self._state(), self.out / "last.ckpt")
+        return {"stop_reason": stop_reason, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                "global_step": self.global_step, "best_val_force_mae_mev_per_A": self.best,
+                "train_atoms_per_s": atoms_seen / train_time if train_time > 0 else float("nan"),
+                "history": self.history, "output_dir": str(self.out)}
+
+    def _end_epoch(self, sums: dict) -> None:
+        val = self.validate() if len(self.val_idx) else {}
+        row = {"epoch": self.epoch + 1, "step": self.global_step,
+               "lr": learning_rate(self.cfg, max(self.global_step - 1, 0), self.total_steps),
+               "train_loss": sums["loss"] / max(sums["n"], 1),
+               "train_energy_rmse_mev_per_atom": 1e3 * math.sqrt(sums["e_sq"] / max(sums["n_e"], 1)),
+               "train_force_rmse_mev_per_A": 1e3 * math.sqrt(sums["f_sq"] / max(sums["n_f"], 1)),
+               **val, "wall_s": self.elapsed}
+        self.history.append(row)
+        self.epoch += 1
+        self.step_in_epoch = 0
+        score = val.get("val_force_mae_mev_per_A", row["train_force_rmse_mev_per_A"])
+        improved = score < self.best
+        if improved:
+            self.best = score
+        # best.ckpt before last.ckpt: a kill between the two writes makes the resume redo this epoch and rewrite
+        # the same best.ckpt, while the other order could record an improvement whose checkpoint was never written
+        state = self._state()
+        if improved:
+            save_checkpoint(state, self.out / "best.ckpt")
+        save_checkpoint(state, self.out / "last.ckpt")
+        self._write_metrics()
+        if self.progress:
+            tqdm.write(f"epoch {row['epoch']:4d}  loss {row['train_loss']:.4g}  "
+                       f"val E {val.get('val_energy_mae_mev_per_atom', float('nan')):.3f} meV/atom  "
+                       f"val F {val.get('val_force_mae_mev_per_A', float('nan')):.1f} meV/Å"
+                       + ("  *best" if improved else ""))
+
+
+def summary_table(result: dict) -> str:
+    lines = [f"training stopped: {result['stop_reason']} after epoch {result['epoch']} "
+             f"(step {result['global_step']}), output in {result['output_dir']}",
+             f"training throughput this run: {result['train_atoms_per_s']:.1f} atoms/s"]
+    history = result["history"]
+    if history:
+        lines.append(f"{'epoch':>6} {'train F RMSE':>13} {'val E MAE':>10} {'val E RMSE':>11} {'val F MAE':>10} "
+                     f"{'val F RMSE':>11}   (meV/atom, meV/Å)")
+        shown = history if len(history) <= 10 else history[:3] + history[-7:]
+        for row in shown:
+            lines.append(f"{row['epoch']:>6} {row['train_force_rmse_mev_per_A']:>13.1f} "
+                         f"{row.get('val_energy_mae_mev_per_atom', float('nan')):>10.3f} "
+                         f"{row.get('val_energy_rmse_mev_per_atom', float('nan')):>11.3f} "
+                         f"{row.get('val_force_mae_mev_per_A', float('nan')):>10.1f} "
+                         f"{row.get('val_force_rmse_mev_per_A', float('nan')):>11.1f}")
+        lines.append(f"best validation force MAE: {result['best_val_force_mae_mev_per_A']:.1f} meV/Å (best.ckpt)")
+    return "\n".join(lines)
+
+
+def train_from_config(config_path, output_dir, resume=False, max_time=None, progress=True,
+                      overrides: Optional[dict] = None) -> dict:
+    from .config import load_config
+
+    cfg = load_config(config_path)
+    if overrides:
+        merged = cfg.to_dict()
+        for section, values in overrides.items():
+            merged[section].update(values)
+        cfg = config_from_dict(merged, str(config_path))
+    trainer = Trainer(cfg, Path(output_dir), resume=resume, progress=progress)
+    return trainer.run(max_time=max_time)
