@@ -14,6 +14,7 @@ from .model import PET
 
 FORMAT = "petmd-checkpoint"
 VERSION = 1
+_saves = 0  # checkpoint writes in this process, for the PETMD_DEBUG_KILL_IN_SAVE test hook
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
@@ -23,7 +24,10 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
         torch.save({"format": FORMAT, "version": VERSION, **state}, fh)
         fh.flush()
         os.fsync(fh.fileno())
-    _debug_kill("PETMD_DEBUG_KILL_IN_SAVE")
+    global _saves
+    _saves += 1
+    if os.environ.get("PETMD_DEBUG_KILL_IN_SAVE") == str(_saves):
+        _debug_kill("PETMD_DEBUG_KILL_IN_SAVE")
     os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -88,7 +92,8 @@ def model_from_checkpoint(state: dict, source: str = "checkpoint") -> PET:
 
 
 def _debug_kill(variable: str) -> None:
-    # test hook: a real SIGKILL at a chosen point, so the resume tests exercise the real failure
+    # test hooks (PETMD_DEBUG_KILL_AT_STEP=N, PETMD_DEBUG_KILL_IN_SAVE=N): a real SIGKILL at a chosen point, so the
+    # resume tests exercise the real failure rather than a simulated one
     if os.environ.get(variable):
         import signal
 

@@ -57,8 +57,9 @@ class TrainingConfig:
     step_decay_every: int = 1000  # steps, for schedule: step
     step_decay_factor: float = 0.5
     min_lr_ratio: float = 0.02  # cosine floor, as a fraction of learning_rate
-    grad_clip: float = 1.0
-    energy_weight: float = 0.1
+    grad_clip: float = 10.0  # gradient-norm clipping (0: off); norms of 1–10 are normal early in training
+    # loss = energy_weight·MSE(E/atom) + force_weight·MSE(F), both in units of σ_F² (the force RMS of the data)
+    energy_weight: float = 1.0
     force_weight: float = 1.0
     augment_rotations: bool = True
     augment_inversion: bool = True

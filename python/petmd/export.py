@@ -102,7 +102,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, dtype: str = "
         training["last_validation"] = {k: v for k, v in history[-1].items() if k.startswith("val_")}
     metadata = build_metadata(pet, state["config"], dtype, {"training": training})
     try:
-        scripted = torch.jit.script(ExportedPET(pet))
+        scripted = torch.jit.script(ExportedPET(pet).eval())
     except Exception as err:  # a TorchScript failure is a petmd bug, but say where it came from
         raise PetmdError(f"TorchScript compilation of the model failed: {err}") from None
     output = Path(output)

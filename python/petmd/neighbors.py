@@ -66,6 +66,10 @@ def reverse_edge_index(edge_index: torch.Tensor, cell_shifts: torch.Tensor, n_at
         raise RuntimeError("more than 5,000,000 atoms (local + ghost) in one model call are not supported")
     i = edge_index[0]
     j = edge_index[1]
+    if bool((edge_index.min() < 0).item()) or bool((edge_index.max() >= n_atoms).item()):
+        raise RuntimeError("edge_index refers to atoms outside 0..n_atoms-1")
+    if bool(((i == j) & (cell_shifts == 0).all(dim=1)).any()):
+        raise RuntimeError("the edge list holds an atom paired with itself (i == j with zero cell shift)")
     s = cell_shifts + 32
     span = 64
     fwd_shift = (s[:, 0] * span + s[:, 1]) * span + s[:, 2]

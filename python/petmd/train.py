@@ -143,7 +143,8 @@ class Trainer:
         self.total_steps = t.epochs * self.steps_per_epoch
 
     def _fit_baseline(self) -> None:
-        """Composition energies by least squares; energy scale and loss normalisation from training-set statistics."""
+        """Composition energies by least squares; the energy scale and the loss unit σ_F (force RMS) from the
+        training set. σ_E (residual energy spread per atom) is recorded for reference."""
         train = [self.frames[i] for i in self.train_idx]
         species = self.atomic_numbers
         counts = np.array([[np.sum(f.numbers == z) for z in species] for f in train], dtype=np.float64)
@@ -233,7 +234,9 @@ class Trainer:
                              rotations=rotations)
         de = (out["energy"] - batch.energy) / batch.n_atoms
         df = out["forces"] - batch.forces
-        loss_e = (de ** 2).mean() / self.sigma_e ** 2
+        # both terms in the model's own unit σ_F (eV/atom and eV/Å alike): normalising the energy by its much
+        # smaller residual spread σ_E made it ~10⁴ times stiffer, and its gradients kept the forces at zero
+        loss_e = (de ** 2).mean() / self.sigma_f ** 2
         loss_f = (df ** 2).mean() / self.sigma_f ** 2
         loss = t.energy_weight * loss_e + t.force_weight * loss_f
         self.optimizer.zero_grad(set_to_none=True)

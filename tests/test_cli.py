@@ -1,0 +1,135 @@
+"""The petmd command line: eval figures, and one clear line for every kind of bad input, with nothing overwritten."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+
+from conftest import run_petmd, small_pet, write_checkpoint, write_config, write_labelled_data
+from petmd.calculator import PETCalculator
+from petmd.errors import PetmdError
+from petmd.export import export_checkpoint
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cli")
+    ckpt = write_checkpoint(base / "model.ckpt", small_pet(seed=21))
+    export_checkpoint(ckpt, base / "model.pt")
+    return {"base": base, "ckpt": ckpt, "pt": base / "model.pt",
+            "data": write_labelled_data(base / "data.extxyz", n_frames=4)}
+
+
+def assert_one_line_error(result, *needles):
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_every_subcommand_has_help():
+    for sub in ("train", "eval", "export"):
+        result = run_petmd(sub, "--help", check=True)
+        assert "usage: petmd " + sub in result.stdout
+
+
+@pytest.mark.parametrize("which", ["ckpt", "pt"])
+def test_eval_json_figures(files, which):
+    result = run_petmd("eval", files[which], files["data"], "--json", check=True)
+    figures = json.loads(result.stdout)
+    for key in ("energy_mae_mev_per_atom", "energy_rmse_mev_per_atom", "force_mae_mev_per_A",
+                "force_rmse_mev_per_A", "n_frames", "by_group"):
+        assert key in figures
+    assert figures["n_frames"] == 4
+    assert set(figures["by_group"]) == {"config_type=group0", "config_type=group1"}
+    assert figures["by_group"]["config_type=group0"]["n_frames"] == 2
+    assert figures["energy_rmse_mev_per_atom"] >= figures["energy_mae_mev_per_atom"] > 0
+
+
+def test_eval_on_scan_frames_grouped_by_phase(files, scan_data_path, tmp_path):
+    """Real data: frames of several phases; a model of the right species evaluates them, grouped."""
+    indices = tmp_path / "idx.json"
+    indices.write_text(json.dumps([0, 400, 700]))
+    result = run_petmd("eval", files["pt"], scan_data_path, "--indices", indices, "--json", check=True)
+    figures = json.loads(result.stdout)
+    assert figures["n_frames"] == 3
+    assert any(k.startswith("phase=") for k in figures["by_group"])
+    assert np.isfinite(figures["force_mae_mev_per_A"])
+
+
+def test_unknown_element_in_data(files, tmp_path):
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    atoms = Atoms("COO", positions=[[0, 0, 0], [1.16, 0, 0], [-1.16, 0, 0]])
+    atoms.calc = SinglePointCalculator(atoms, energy=-1.0, forces=np.zeros((3, 3)))
+    path = tmp_path / "co2.extxyz"
+    ase.io.write(str(path), [atoms])
+    assert_one_line_error(run_petmd("eval", files["pt"], path), "co2.extxyz", "frame 0", "element C",
+                          "model species: H, O")
+
+
+def test_unknown_element_in_calculator(files):
+    atoms = Atoms("OHC", positions=[[0, 0, 0], [0.96, 0, 0], [-1.5, 0, 0]])
+    atoms.calc = PETCalculator(files["pt"])
+    with pytest.raises(PetmdError, match="element C is not a species of the model .model species: H, O"):
+        atoms.get_potential_energy()
+
+
+@pytest.mark.parametrize("label", ["energy", "forces"])
+def test_frame_without_labels(files, tmp_path, label):
+    path = write_labelled_data(tmp_path / "bad.extxyz", n_frames=3, missing=(1, label))
+    assert_one_line_error(run_petmd("eval", files["pt"], path), "bad.extxyz", "frame 1", f"no {label}")
+    cfg = write_config(tmp_path / "cfg.yaml", path)
+    assert_one_line_error(run_petmd("train", cfg, "-o", tmp_path / "run"), "frame 1", f"no {label}")
+    assert not (tmp_path / "run").exists()
+
+
+def test_empty_missing_and_unreadable_data(files, tmp_path):
+    empty = tmp_path / "empty.extxyz"
+    empty.write_text("")
+    assert_one_line_error(run_petmd("eval", files["pt"], empty), "empty.extxyz", "empty")
+    assert_one_line_error(run_petmd("eval", files["pt"], tmp_path / "nope.extxyz"), "nope.extxyz", "does not exist")
+    garbage = tmp_path / "garbage.extxyz"
+    garbage.write_text("this is\nnot a structure file\n")
+    assert_one_line_error(run_petmd("eval", files["pt"], garbage), "garbage.extxyz", "cannot read")
+
+
+def test_corrupted_and_wrong_format_checkpoints(files, tmp_path):
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(files["ckpt"].read_bytes()[:2000])
+    random_bytes = tmp_path / "random.ckpt"
+    random_bytes.write_bytes(np.random.default_rng(0).bytes(5000))
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    output = tmp_path / "out.pt"
+    output.write_bytes(b"previous export")
+    for bad, needle in ((truncated, "not a readable petmd checkpoint"), (random_bytes, "not a readable petmd"),
+                        (foreign, "not a petmd checkpoint")):
+        assert_one_line_error(run_petmd("export", bad, "-o", output), bad.name, needle)
+        assert_one_line_error(run_petmd("eval", bad, files["data"]), bad.name, needle)
+        assert output.read_bytes() == b"previous export"  # nothing overwritten
+    # a TorchScript file that is not a petmd model
+    other = tmp_path / "other.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(other))
+    assert_one_line_error(run_petmd("eval", other, files["data"]), "other.pt", "not a petmd model")
+    # an exported model where a checkpoint is expected
+    assert_one_line_error(run_petmd("export", files["pt"], "-o", output), "exported TorchScript model")
+
+
+def test_config_with_unknown_or_mistyped_key(files, tmp_path):
+    cfg = write_config(tmp_path / "cfg.yaml", files["data"])
+    cfg.write_text(cfg.read_text().replace("learning_rate:", "learning_rte:"))
+    assert_one_line_error(run_petmd("train", cfg, "-o", tmp_path / "run"), "cfg.yaml",
+                          "unknown config key 'training.learning_rte'", "learning_rate")
+    assert not (tmp_path / "run").exists()
+    cfg2 = write_config(tmp_path / "cfg2.yaml", files["data"], epochs="many")
+    assert_one_line_error(run_petmd("train", cfg2, "-o", tmp_path / "run"), "training.epochs", "int")
+    cfg3 = tmp_path / "cfg3.yaml"
+    cfg3.write_text("model: {d_model: 16}\noptimiser: adam\n")
+    assert_one_line_error(run_petmd("train", cfg3, "-o", tmp_path / "run"), "unknown config key 'optimiser'")

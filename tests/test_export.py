@@ -1,0 +1,155 @@
+"""The exported TorchScript model and the ASE calculator agree with the eager model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+
+from conftest import frame, small_pet, water_box, write_checkpoint
+from petmd.batch import collate
+from petmd.calculator import PETCalculator
+from petmd.export import export_checkpoint, load_model
+
+
+def eager(model, atoms):
+    batch = collate([frame(atoms)])
+    out = model(**batch.model_inputs(), compute_virial=True)
+    return {k: v.detach()[0] if k in ("energy", "virial") else v.detach() for k, v in out.items()}
+
+
+@pytest.fixture(scope="module")
+def systems():
+    return {"box": water_box(2, seed=7, cell_tilt=0.6),
+            "molecule": Atoms("OHH", positions=[[0, 0, 0], [0.96, 0.1, 0], [-0.24, 0.93, 0.05]])}
+
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-5)])
+def test_exported_equals_eager(tmp_path, systems, dtype, tol):
+    model64 = small_pet(seed=11)
+    ckpt = write_checkpoint(tmp_path / "m.ckpt", model64)
+    meta = export_checkpoint(ckpt, tmp_path / "m.pt", dtype=dtype)
+    assert meta["dtype"] == dtype and meta["species"] == ["H", "O"]
+    assert meta["interaction_range"] == pytest.approx(2 * 4.0)
+    exported = load_model(tmp_path / "m.pt")
+    assert isinstance(exported.module, torch.jit.ScriptModule)
+    for name, atoms in systems.items():
+        ref = eager(model64, atoms)
+        out = {k: v.detach() for k, v in exported(frame(atoms)).items()}
+        baseline = model64.composition_energies[model64.species_index(torch.from_numpy(atoms.numbers))]
+        # float32 rounding is relative to the magnitudes summed: the per-atom energies above the baseline
+        learned = {"energy": (ref["energies"] - baseline).abs().sum(), "energies": ref["energies"] - baseline}
+        for key in ("energy", "energies", "forces", "virial"):
+            assert out[key].dtype == torch.float64
+            # relative to the largest magnitude of the quantity (energies: the part above the baseline)
+            scale = float(learned.get(key, ref[key]).abs().max())
+            err = float((out[key] - ref[key]).abs().max())
+            assert err <= tol * scale, (name, key, err, scale)
+
+
+def test_exported_batched_method_matches_forward(tmp_path, systems):
+    ckpt = write_checkpoint(tmp_path / "m.ckpt", small_pet(seed=3))
+    export_checkpoint(ckpt, tmp_path / "m.pt", dtype="float64")
+    exported = load_model(tmp_path / "m.pt")
+    frames = [frame(a) for a in systems.values()]
+    together = exported.batched(collate(frames), compute_virial=True)
+    for k, f in enumerate(frames):
+        alone = exported(f)
+        assert float(together["energy"][k].detach()) == pytest.approx(float(alone["energy"].detach()), rel=1e-13)
+
+
+def test_metadata_is_readable_without_petmd(tmp_path):
+    ckpt = write_checkpoint(tmp_path / "m.ckpt", small_pet())
+    export_checkpoint(ckpt, tmp_path / "m.pt")
+    extra = {"petmd.json": ""}
+    torch.jit.load(str(tmp_path / "m.pt"), _extra_files=extra)
+    meta = json.loads(extra["petmd.json"])
+    for key in ("format", "format_version", "species", "cutoff", "interaction_range", "dtype", "units",
+                "hyperparameters", "symmetrize"):
+        assert key in meta
+    assert meta["units"] == "metal"
+
+
+def test_ghost_atoms_with_energy_mask_reproduce_the_periodic_result(tmp_path):
+    """LAMMPS across ranks: periodic images within the interaction range are explicit ghost nodes (no cell
+    shifts), only local energies are summed, ghost forces are folded back onto their owners."""
+    from petmd.neighbors import neighbor_graph
+
+    model = small_pet(seed=5)  # 2 GNN layers: interaction range 2·R_c = 8 Å
+    ckpt = write_checkpoint(tmp_path / "m.ckpt", model)
+    export_checkpoint(ckpt, tmp_path / "m.pt", dtype="float64")
+    loaded = load_model(tmp_path / "m.pt")
+    box = water_box(2, seed=9, cell_tilt=0.5)
+    ref = {k: v.detach() for k, v in loaded(frame(box)).items()}
+
+    n = len(box)
+    cell = box.cell.array
+    frac = box.get_scaled_positions()
+    positions, numbers, owner = [box.positions], [box.numbers], [np.arange(n)]
+    reach = int(np.ceil(8.0 / min(box.cell.lengths()))) + 1
+    for shift in np.ndindex(*(2 * reach + 1,) * 3):
+        s = np.array(shift) - reach
+        if not s.any():
+            continue
+        image = (frac + s) @ cell
+        # keep images within the interaction range of the cell (distance in fractional terms, generously)
+        keep = np.all((frac + s > -8.0 / box.cell.lengths() - 1e-9) & (frac + s < 1 + 8.0 / box.cell.lengths()),
+                      axis=1)
+        positions.append(image[keep])
+        numbers.append(box.numbers[keep])
+        owner.append(np.arange(n)[keep])
+    pos, num, owner = np.concatenate(positions), np.concatenate(numbers), np.concatenate(owner)
+    assert len(pos) > 10 * n
+    edge_index, shifts = neighbor_graph(pos, np.zeros((3, 3)), [False] * 3, 4.0)
+    mask = torch.zeros(len(pos), dtype=torch.bool)
+    mask[:n] = True
+    out = loaded.module(torch.from_numpy(pos), torch.from_numpy(num), torch.zeros(3, 3, dtype=torch.float64),
+                        torch.from_numpy(edge_index), torch.from_numpy(shifts), mask)
+    assert float(out["energy"]) == pytest.approx(float(ref["energy"]), rel=1e-12)
+    torch.testing.assert_close(out["energies"][:n].detach(), ref["energies"], rtol=0, atol=1e-10)
+    folded = torch.zeros(n, 3, dtype=torch.float64).index_add(0, torch.from_numpy(owner), out["forces"].detach())
+    torch.testing.assert_close(folded, ref["forces"], rtol=0, atol=1e-10)
+    torch.testing.assert_close(out["virial"].detach(), ref["virial"], rtol=0, atol=1e-9)
+
+
+def test_ase_calculator_on_checkpoint_and_exported(tmp_path, systems):
+    model = small_pet(seed=13)
+    ckpt = write_checkpoint(tmp_path / "m.ckpt", model)
+    export_checkpoint(ckpt, tmp_path / "m.pt", dtype="float64")
+    box = systems["box"]
+    ref = eager(model, box)
+    for source in (ckpt, tmp_path / "m.pt"):
+        atoms = box.copy()
+        atoms.calc = PETCalculator(source)
+        assert atoms.get_potential_energy() == pytest.approx(float(ref["energy"]), rel=1e-12)
+        np.testing.assert_allclose(atoms.get_forces(), ref["forces"].numpy(), atol=1e-10)
+        np.testing.assert_allclose(atoms.get_potential_energies().sum(), atoms.get_potential_energy(), rtol=1e-12)
+        stress = atoms.get_stress(voigt=False)
+        virial = ref["virial"].numpy()
+        np.testing.assert_allclose(stress, -0.5 * (virial + virial.T) / atoms.get_volume(), atol=1e-10)
+
+
+def test_ase_stress_matches_finite_strain(tmp_path):
+    model = small_pet(seed=17)
+    ckpt = write_checkpoint(tmp_path / "m.ckpt", model)
+    box = water_box(2, seed=2, cell_tilt=0.3)
+    box.calc = PETCalculator(ckpt)
+    stress = box.get_stress(voigt=False)
+    h = 1e-5
+    volume = box.get_volume()
+    for a in range(3):
+        for b in range(a, 3):
+            energies = []
+            for sign in (+1, -1):
+                eps = np.eye(3)
+                eps[a, b] += sign * h / 2
+                eps[b, a] += sign * h / 2
+                strained = box.copy()
+                strained.set_cell(box.cell.array @ eps, scale_atoms=True)
+                strained.calc = PETCalculator(ckpt)
+                energies.append(strained.get_potential_energy())
+            numeric = (energies[0] - energies[1]) / (2 * h) / volume
+            assert numeric == pytest.approx(stress[a, b], abs=1e-7 + 1e-6 * np.abs(stress).max())

@@ -1,0 +1,120 @@
+"""Training: it learns, it is deterministic, and a run killed at any point resumes to the same state."""
+
+from __future__ import annotations
+
+import csv
+import signal
+
+import pytest
+import torch
+
+from conftest import run_petmd, write_config, write_labelled_data
+from petmd.batch import random_rotations
+from petmd.checkpoint import load_checkpoint
+
+import numpy as np
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_labelled_data(tmp_path_factory.mktemp("data") / "lj.extxyz", n_frames=8)
+
+
+def final_state(run_dir):
+    state = load_checkpoint(run_dir / "last.ckpt")
+    return state
+
+
+def assert_same_state(a, b):
+    assert a["global_step"] == b["global_step"] and a["epoch"] == b["epoch"]
+    for key, value in a["model_state"].items():
+        torch.testing.assert_close(b["model_state"][key], value, rtol=1e-9, atol=1e-12)
+    assert len(a["history"]) == len(b["history"])
+    for row_a, row_b in zip(a["history"], b["history"]):
+        assert row_a["val_force_mae_mev_per_A"] == pytest.approx(row_b["val_force_mae_mev_per_A"], rel=1e-8)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, data):
+    base = tmp_path_factory.mktemp("ref")
+    cfg = write_config(base / "cfg.yaml", data)
+    run_petmd("train", cfg, "-o", base / "run", "--no-progress", check=True)
+    return cfg, base / "run"
+
+
+def test_training_writes_outputs_and_reduces_the_loss(reference_run):
+    _, run = reference_run
+    for name in ("last.ckpt", "best.ckpt", "metrics.csv", "config.yaml", "split.json"):
+        assert (run / name).exists(), name
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    state = final_state(run)
+    assert state["epoch"] == 3 and state["step_in_epoch"] == 0
+    assert sorted(state["validation_indices"]) == state["validation_indices"] and len(state["validation_indices"]) == 2
+
+
+def test_killed_mid_epoch_resumes_to_the_same_state(tmp_path, reference_run):
+    cfg, ref = reference_run
+    run = tmp_path / "run"
+    # 3 steps per epoch: step 5 is in the middle of epoch 2; checkpoint_every_s = 0 saves after every step
+    killed = run_petmd("train", cfg, "-o", run, "--no-progress", env={"PETMD_DEBUG_KILL_AT_STEP": "5"})
+    assert killed.returncode == -signal.SIGKILL
+    partial = final_state(run)
+    assert partial["epoch"] == 1 and 0 < partial["step_in_epoch"] < 3
+    run_petmd("train", cfg, "-o", run, "--resume", "--no-progress", check=True)
+    assert_same_state(final_state(ref), final_state(run))
+
+
+def test_killed_while_writing_a_checkpoint_resumes(tmp_path, reference_run):
+    cfg, ref = reference_run
+    run = tmp_path / "run"
+    killed = run_petmd("train", cfg, "-o", run, "--no-progress", env={"PETMD_DEBUG_KILL_IN_SAVE": "4"})
+    assert killed.returncode == -signal.SIGKILL
+    assert any(p.name.startswith(".last.ckpt.tmp") or p.name.startswith(".best.ckpt.tmp") for p in run.iterdir())
+    load_checkpoint(run / "last.ckpt")  # the previous checkpoint is intact
+    run_petmd("train", cfg, "-o", run, "--resume", "--no-progress", check=True)
+    assert_same_state(final_state(ref), final_state(run))
+
+
+def test_max_time_stops_cleanly_and_resumes(tmp_path, reference_run):
+    cfg, ref = reference_run
+    run = tmp_path / "run"
+    result = run_petmd("train", cfg, "-o", run, "--no-progress", "--max-time", "0", check=True)
+    assert "max-time" in result.stdout
+    assert final_state(run)["global_step"] == 1
+    run_petmd("train", cfg, "-o", run, "--resume", "--no-progress", check=True)
+    assert_same_state(final_state(ref), final_state(run))
+
+
+def test_existing_run_is_not_overwritten(reference_run):
+    cfg, run = reference_run
+    before = (run / "last.ckpt").read_bytes()
+    result = run_petmd("train", cfg, "-o", run, "--no-progress")
+    assert result.returncode == 2 and "--resume" in result.stderr
+    assert (run / "last.ckpt").read_bytes() == before
+
+
+def test_resume_with_a_different_model_is_refused(tmp_path, reference_run, data):
+    _, run = reference_run
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    cfg = write_config(tmp_path / "other.yaml", data)
+    text = cfg.read_text().replace("d_model: 16", "d_model: 32")
+    cfg.write_text(text)
+    result = run_petmd("train", cfg, "-o", copy, "--resume", "--no-progress")
+    assert result.returncode == 2 and "model.d_model" in result.stderr
+
+
+def test_random_rotations_cover_o3():
+    q = random_rotations(2000, np.random.default_rng(0))
+    np.testing.assert_allclose(q @ q.transpose(0, 2, 1), np.broadcast_to(np.eye(3), q.shape), atol=1e-12)
+    det = np.linalg.det(q)
+    np.testing.assert_allclose(np.abs(det), 1.0, atol=1e-12)
+    assert 0.45 < np.mean(det < 0) < 0.55  # inversion with probability ½
+    # uniform (Haar) rotations: the rotated z axis has mean ~0 and <z_i²> = 1/3
+    z = q[:, :, 2] * det[:, None]
+    assert np.abs(z.mean(0)).max() < 0.05
+    np.testing.assert_allclose((z ** 2).mean(0), 1 / 3, atol=0.03)
