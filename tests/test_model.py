@@ -118,10 +118,12 @@ def test_energy_smooth_when_neighbour_crosses_cutoff():
     assert np.ptp(energies[far]) < 1e-12
     assert np.abs(forces[far]).max() < 1e-12
     # no jumps: successive differences are small and the force is the derivative of the energy everywhere
-    step = xs[1] - xs[0]
     assert np.abs(np.diff(energies)).max() < 0.05 * np.abs(energies - energies[-1]).max() + 1e-9
-    numeric = -(energies[2:] - energies[:-2]) / (2 * step)
-    assert np.allclose(numeric, forces[1:-1], atol=5e-3 * max(1.0, np.abs(forces).max()))
+    for x, force in zip(xs[::10], forces[::10]):
+        if abs(x - CUTOFF) < 1e-4:
+            continue  # f_c is C¹ but not C² at R_c: a central difference across it has an O(h) error
+        numeric = -(energy_force(x + 1e-6)[0] - energy_force(x - 1e-6)[0]) / 2e-6
+        assert abs(numeric - force) < 1e-6 * max(1.0, np.abs(forces).max()), x
     # approaching R_c from inside: E − E_isolated ∝ δ² and F ∝ δ (f_c is quadratic at R_c), so both vanish
     deltas = 0.02 / 2.0 ** np.arange(5)
     near = np.array([energy_force(CUTOFF - d) for d in deltas])

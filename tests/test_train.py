@@ -118,3 +118,17 @@ def test_random_rotations_cover_o3():
     z = q[:, :, 2] * det[:, None]
     assert np.abs(z.mean(0)).max() < 0.05
     np.testing.assert_allclose((z ** 2).mean(0), 1 / 3, atol=0.03)
+
+
+def test_validation_split_by_fraction_or_list():
+    from petmd.data import split_indices
+    from petmd.errors import PetmdError
+
+    train, val = split_indices(100, 0.1, seed=3)
+    assert len(val) == 10 and len(train) == 90 and not set(train) & set(val)
+    np.testing.assert_array_equal(split_indices(100, 0.1, seed=3)[1], val)  # fixed by the seed
+    assert not np.array_equal(split_indices(100, 0.1, seed=4)[1], val)
+    train, val = split_indices(10, 0.5, seed=0, validation_indices=[7, 2, 2])
+    assert list(val) == [2, 7] and len(train) == 8
+    with pytest.raises(PetmdError, match="validation_indices"):
+        split_indices(10, 0.1, seed=0, validation_indices=[10])

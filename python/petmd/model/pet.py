@@ -79,10 +79,11 @@ class GNNLayer(nn.Module):
     """One PET message-passing layer: edge tokens → per-atom transformer → central/bond energy heads."""
 
     def __init__(self, n_species: int, cfg_d: int, n_heads: int, d_ff: int, n_layers: int, head_hidden: int,
-                 with_neighbor_species: bool):
+                 with_neighbor_species: bool, cutoff: float):
         super().__init__()
         self.with_neighbor_species = with_neighbor_species
         self.geometry = nn.Linear(4, cfg_d)
+        init_geometry_embedding(self.geometry, cutoff)
         n_in = 3 if with_neighbor_species else 2
         self.compress = MLP(n_in * cfg_d, cfg_d, cfg_d)
         self.central_embedding = nn.Embedding(n_species, cfg_d)
@@ -120,6 +121,26 @@ class GNNLayer(nn.Module):
         central_energy = self.central_head(central_out).squeeze(-1)
         bond_energy = self.bond_head(edge_out).squeeze(-1)
         return central_energy, bond_energy, edge_out
+
+
+def init_geometry_embedding(linear: nn.Linear, cutoff: float) -> None:
+    """Start the edge embedding Linear(4→d)(x, |x|) nearly rotation invariant and sharp in |x|.
+
+    Small weights on the Cartesian components; on |x|, weights of magnitude 2–8 Å⁻¹ with biases that put each
+    channel's SiLU kink at a radius drawn uniformly in (0.5 Å, R_c), like a random radial basis. Only the starting
+    point changes, not the architecture. Why: under random rotations the force signal reaching the network is the
+    correlation of the reference forces with the gradient of radial features, of order f''(r)·σ_r² with bond-length
+    fluctuations σ_r ≈ 0.03 Å; with PyTorch's default init it is so small that forces stayed at zero for hundreds of
+    steps on water (force loss 1.12 → 1.12 in 400 steps on 20 frames, against 1.12 → 0.095 with this init).
+    """
+    with torch.no_grad():
+        d = linear.weight.shape[0]
+        linear.weight[:, :3].mul_(0.1)
+        sign = torch.where(torch.rand(d) < 0.5, -1.0, 1.0)
+        weight = torch.empty(d).uniform_(2.0, 8.0) * sign
+        knots = torch.empty(d).uniform_(0.5, cutoff)
+        linear.weight[:, 3] = weight
+        linear.bias.copy_(-weight * knots)
 
 
 def padded_layout(edge_i: torch.Tensor, n_atoms: int) -> Tuple[torch.Tensor, int]:
@@ -167,7 +188,7 @@ class PET(nn.Module):
         self.layers = nn.ModuleList(
             [
                 GNNLayer(n_species, d_model, n_heads, d_ff, n_transformer_layers, head_hidden,
-                         with_neighbor_species=(k > 0 and neighbor_species_every_layer))
+                         with_neighbor_species=(k > 0 and neighbor_species_every_layer), cutoff=cutoff)
                 for k in range(n_gnn_layers)
             ]
         )
