@@ -25,7 +25,7 @@ from tqdm import tqdm
 from . import __version__
 from .batch import Batch, Frame, batches_by_atom_budget, collate, random_rotations
 from .checkpoint import _debug_kill, build_model, load_checkpoint, save_checkpoint
-from .config import Config, config_from_dict
+from .config import Config
 from .data import default_data_path, load_frames, split_indices
 from .errors import PetmdError
 from .model.composition import fit_composition_energies
@@ -247,7 +247,7 @@ class Trainer:
         return {"loss": float(loss.detach()), "e_sq": float((de.detach() ** 2).sum()), "n_e": de.numel(),
                 "f_sq": float((df.detach() ** 2).sum()), "n_f": df.numel(), "atoms": int(batch.n_atoms.sum())}
 
-    def run(self, max_time: Optional[float] = None, max_epochs: Optional[int] = None) -> dict:
+    def run(self, max_time: Optional[float] = None) -> dict:
         t = self.cfg.training
         self._write_side_files()
         start = time.monotonic()
@@ -260,11 +260,10 @@ class Trainer:
             stopping["signal"] = signum
 
         old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        end_epoch = t.epochs if max_epochs is None else min(t.epochs, self.epoch + max_epochs)
         kill_at = int(os.environ.get("PETMD_DEBUG_KILL_AT_STEP", "-1"))
         atoms_seen, train_time = 0, 0.0
         try:
-            while self.epoch < end_epoch:
+            while self.epoch < t.epochs:
                 groups = self._epoch_batches(self.epoch)
                 sums = {"loss": 0.0, "e_sq": 0.0, "n_e": 0, "f_sq": 0.0, "n_f": 0, "n": 0}
                 bar = tqdm(total=len(groups), initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{t.epochs}",
@@ -340,8 +339,10 @@ class Trainer:
 
 
 def summary_table(result: dict) -> str:
-    lines = [f"training stopped: {result['stop_reason']} after epoch {result['epoch']} "
-             f"(step {result['global_step']}), output in {result['output_dir']}",
+    where = (f"in epoch {result['epoch'] + 1} after {result['step_in_epoch']} of its batches"
+             if result["step_in_epoch"] else f"after epoch {result['epoch']}")
+    lines = [f"training stopped ({result['stop_reason']}) {where}, step {result['global_step']}; "
+             f"output in {result['output_dir']}",
              f"training throughput this run: {result['train_atoms_per_s']:.1f} atoms/s"]
     history = result["history"]
     if history:
@@ -358,15 +359,8 @@ def summary_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def train_from_config(config_path, output_dir, resume=False, max_time=None, progress=True,
-                      overrides: Optional[dict] = None) -> dict:
+def train_from_config(config_path, output_dir, resume=False, max_time=None, progress=True) -> dict:
     from .config import load_config
 
-    cfg = load_config(config_path)
-    if overrides:
-        merged = cfg.to_dict()
-        for section, values in overrides.items():
-            merged[section].update(values)
-        cfg = config_from_dict(merged, str(config_path))
-    trainer = Trainer(cfg, Path(output_dir), resume=resume, progress=progress)
+    trainer = Trainer(load_config(config_path), Path(output_dir), resume=resume, progress=progress)
     return trainer.run(max_time=max_time)
