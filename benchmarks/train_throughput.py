@@ -38,6 +38,7 @@ import torch
 
 import petmd
 from petmd.batch import collate, frame_from_atoms, random_rotations
+from petmd.train import training_loss
 from petmd.checkpoint import build_model
 from petmd.config import ModelConfig, TrainingConfig
 from petmd.data import default_data_path, read_structures
@@ -149,7 +150,6 @@ def measure(model_cfg: ModelConfig, frame, repeats: int, seed: int = 0) -> dict:
     torch.manual_seed(seed)
     model = build_model(asdict(model_cfg), [1, 8]).to(torch.float32)
     sigma_f = float(max(np.sqrt(np.mean(frame.forces ** 2)), 1e-6))
-    sigma_e = 1e-3  # eV/atom; loss normalisation only, it does not change the work done
     with torch.no_grad():
         model.energy_scale.fill_(sigma_f)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.learning_rate, weight_decay=tcfg.weight_decay)
@@ -158,10 +158,7 @@ def measure(model_cfg: ModelConfig, frame, repeats: int, seed: int = 0) -> dict:
     def train_step():
         batch = collate([frame], rotations=random_rotations(1, rng, inversion=tcfg.augment_inversion))
         out = model(**batch.model_inputs(), compute_forces=True, create_graph=True)
-        de = (out["energy"] - batch.energy) / batch.n_atoms
-        df = out["forces"] - batch.forces
-        loss = (tcfg.energy_weight * (de ** 2).mean() / sigma_e ** 2
-                + tcfg.force_weight * (df ** 2).mean() / sigma_f ** 2)
+        loss, _, _ = training_loss(out, batch, sigma_f, tcfg.energy_weight, tcfg.force_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)

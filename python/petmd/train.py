@@ -58,6 +58,17 @@ def predict(model, frames: List[Frame], device: torch.device, create_graph: bool
     return batch, out
 
 
+def training_loss(out: Dict[str, torch.Tensor], batch: Batch, sigma_f: float, energy_weight: float,
+                  force_weight: float):
+    """(loss, per-structure energy error per atom, force errors). Both terms are in the model's own unit σ_F
+    (eV/atom and eV/Å alike): normalising the energy by its much smaller residual spread σ_E made it ~10⁴ times
+    stiffer, and its gradients kept the forces at zero."""
+    de = (out["energy"] - batch.energy) / batch.n_atoms
+    df = out["forces"] - batch.forces
+    loss = (energy_weight * (de ** 2).mean() + force_weight * (df ** 2).mean()) / sigma_f ** 2
+    return loss, de, df
+
+
 def error_sums(batch: Batch, out: Dict[str, torch.Tensor]) -> Dict[str, float]:
     """Sums of absolute and squared errors (per-atom energy in eV/atom, force components in eV/Å)."""
     de = ((out["energy"].detach() - batch.energy) / batch.n_atoms).abs()
@@ -232,13 +243,7 @@ class Trainer:
         t = self.cfg.training
         batch, out = predict(self.model, [self.frames[i] for i in group], self.device, create_graph=True,
                              rotations=rotations)
-        de = (out["energy"] - batch.energy) / batch.n_atoms
-        df = out["forces"] - batch.forces
-        # both terms in the model's own unit σ_F (eV/atom and eV/Å alike): normalising the energy by its much
-        # smaller residual spread σ_E made it ~10⁴ times stiffer, and its gradients kept the forces at zero
-        loss_e = (de ** 2).mean() / self.sigma_f ** 2
-        loss_f = (df ** 2).mean() / self.sigma_f ** 2
-        loss = t.energy_weight * loss_e + t.force_weight * loss_f
+        loss, de, df = training_loss(out, batch, self.sigma_f, t.energy_weight, t.force_weight)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if t.grad_clip > 0:
@@ -285,7 +290,7 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{r['loss']:.3g}")
                     if self.global_step == kill_at:
-                        _debug_kill("PETMD_DEBUG_KILL_AT_STEP")
+                        _debug_kill()
                     now = time.monotonic()
                     self.elapsed = elapsed_at_start + (now - start)
                     if stopping["signal"] is not None or (max_time is not None and now - start >= max_time):
