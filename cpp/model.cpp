@@ -1,0 +1,199 @@
+#include "model.h"
+
+#include <torch/script.h>
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+// nlohmann/json as vendored (in its own namespace) with the LAMMPS headers; any nlohmann 3.x would do.
+#include "nlohmann/json.hpp"
+
+namespace petmd {
+namespace {
+
+using json = nlohmann_lmp::basic_json<>;
+
+constexpr const char *kMetadataFile = "petmd.json";
+constexpr const char *kFormat = "petmd-model";
+constexpr int64_t kFormatVersion = 1;
+
+// The one line of a torch/TorchScript exception that says what went wrong (its traceback is for developers).
+std::string torch_message(const std::exception &err) {
+  std::string text = err.what();
+  if (auto c10err = dynamic_cast<const c10::Error *>(&err)) text = c10err->what_without_backtrace();
+  const std::string marker = "RuntimeError: ";
+  auto pos = text.rfind(marker);
+  if (pos != std::string::npos) text = text.substr(pos + marker.size());
+  auto end = text.find('\n');
+  if (end != std::string::npos) text = text.substr(0, end);
+  return text;
+}
+
+template <typename T>
+T required(const json &meta, const std::string &key, const std::string &path) {
+  if (!meta.contains(key))
+    throw Error(path + ": the model metadata lacks '" + key + "': re-export the model with `petmd export`");
+  try {
+    return meta.at(key).get<T>();
+  } catch (const std::exception &) {
+    throw Error(path + ": the model metadata has an invalid '" + key + "' (" + meta.at(key).dump() +
+                "): re-export the model with `petmd export`");
+  }
+}
+
+ModelInfo parse_metadata(const std::string &text, const std::string &path) {
+  json meta;
+  try {
+    meta = json::parse(text);
+  } catch (const std::exception &err) {
+    throw Error(path + ": its petmd.json metadata is not valid JSON (" + std::string(err.what()) + ")");
+  }
+  if (!meta.is_object() || meta.value("format", std::string()) != kFormat)
+    throw Error(path + " is not a petmd model (its metadata format is not '" + kFormat + "')");
+  const auto version = required<int64_t>(meta, "format_version", path);
+  if (version != kFormatVersion)
+    throw Error(path + " has model format version " + std::to_string(version) + "; this petmd reads version " +
+                std::to_string(kFormatVersion) + ": re-export the model with the petmd that built this plugin");
+
+  ModelInfo info;
+  info.json = text;
+  info.atomic_numbers = required<std::vector<int64_t>>(meta, "atomic_numbers", path);
+  info.species = required<std::vector<std::string>>(meta, "species", path);
+  info.cutoff = required<double>(meta, "cutoff", path);
+  info.cutoff_width = meta.value("cutoff_width", 0.0);
+  info.interaction_range = required<double>(meta, "interaction_range", path);
+  info.n_gnn_layers = required<int64_t>(meta, "n_gnn_layers", path);
+  info.dtype = required<std::string>(meta, "dtype", path);
+  info.symmetrize = meta.value("symmetrize", std::string("none"));
+  info.citation = meta.value("citation", std::string());
+  info.torch_version = meta.value("torch_version", std::string("unknown"));
+  info.petmd_version = meta.value("petmd_version", std::string("unknown"));
+
+  const auto units = meta.value("units", std::string("metal"));
+  auto bad = [&](const std::string &what) { throw Error(path + ": invalid model metadata: " + what); };
+  if (units != "metal") bad("units are '" + units + "', only 'metal' is supported");
+  if (info.atomic_numbers.empty()) bad("the model has no species");
+  if (info.species.size() != info.atomic_numbers.size()) bad("'species' and 'atomic_numbers' differ in length");
+  for (auto z : info.atomic_numbers)
+    if (z < 1 || z > 118) bad("atomic number " + std::to_string(z) + " is not in 1..118");
+  if (!(info.cutoff > 0.0)) bad("the cutoff must be positive");
+  if (info.n_gnn_layers < 1) bad("n_gnn_layers must be at least 1");
+  if (info.interaction_range < info.cutoff) bad("interaction_range is smaller than the cutoff");
+  if (info.dtype != "float32" && info.dtype != "float64") bad("dtype '" + info.dtype + "' is not float32/float64");
+  return info;
+}
+
+torch::Tensor view_or_zeros(const void *data, std::vector<int64_t> shape, torch::Dtype dtype) {
+  auto options = torch::TensorOptions().dtype(dtype);
+  int64_t numel = 1;
+  for (auto s : shape) numel *= s;
+  if (data == nullptr || numel == 0) return torch::zeros(shape, options);
+  // The module only reads its inputs, so the caller's memory can back the CPU tensor without a copy.
+  return torch::from_blob(const_cast<void *>(data), shape, options);
+}
+
+}  // namespace
+
+struct Model::Impl {
+  mutable torch::jit::Module module;
+  torch::Device device{torch::kCPU};
+};
+
+std::string resolve_device(const std::string &request, int local_rank) {
+  if (request == "cpu") return "cpu";
+  if (request.rfind("cuda", 0) != 0)
+    throw Error("unknown device '" + request + "': use cpu, cuda or cuda:N");
+  if (!torch::cuda::is_available())
+    throw Error("device '" + request + "' was requested, but this libtorch (" + TORCH_VERSION +
+                ") sees no CUDA device (a CPU-only torch build, or no GPU visible): use device cpu");
+  const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+  int64_t index = 0;
+  if (request == "cuda") {
+    index = local_rank % count;
+  } else {
+    const std::string digits = request.substr(5);
+    if (request[4] != ':' || digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos)
+      throw Error("unknown device '" + request + "': use cpu, cuda or cuda:N");
+    index = std::stoll(digits);
+    if (index >= count)
+      throw Error("device '" + request + "' does not exist: torch sees " + std::to_string(count) +
+                  " CUDA device(s), cuda:0 to cuda:" + std::to_string(count - 1));
+  }
+  return "cuda:" + std::to_string(index);
+}
+
+void set_num_threads(int n) {
+  if (n < 1) throw Error("the number of threads must be at least 1");
+  torch::set_num_threads(n);
+}
+
+Model::Model(const std::string &path, const std::string &device, int local_rank)
+    : impl_(std::make_unique<Impl>()), path_(path) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file.good()) throw Error("model file '" + path + "' does not exist or cannot be read");
+  char magic[2] = {0, 0};
+  file.read(magic, 2);
+  if (magic[0] != 'P' || magic[1] != 'K')  // TorchScript files are zip archives
+    throw Error("'" + path + "' is not a TorchScript model file (not a zip archive): export the model with "
+                "`petmd export CHECKPOINT -o model.pt`");
+  device_ = resolve_device(device, local_rank);
+  impl_->device = torch::Device(device_);
+
+  torch::jit::ExtraFilesMap extra{{kMetadataFile, ""}};
+  try {
+    impl_->module = torch::jit::load(path, impl_->device, extra);
+  } catch (const std::exception &err) {
+    throw Error("cannot load '" + path + "' as a TorchScript model (" + torch_message(err) +
+                "): export it with `petmd export`, using a torch no newer than this libtorch " + TORCH_VERSION);
+  }
+  if (extra[kMetadataFile].empty())
+    throw Error("'" + path + "' is a TorchScript file but not a petmd model (no " + kMetadataFile +
+                " metadata): export it with `petmd export`");
+  info_ = parse_metadata(extra[kMetadataFile], path);
+  impl_->module.eval();
+}
+
+Model::~Model() = default;
+
+Result Model::compute(const SystemView &s, bool per_atom_energies) const {
+  const auto n = s.n_nodes;
+  const auto e = s.n_edges;
+  auto dev = impl_->device;
+  auto to_dev = [&](torch::Tensor t) { return dev.is_cpu() ? t : t.to(dev); };
+  auto positions = to_dev(view_or_zeros(s.positions, {n, 3}, torch::kFloat64));
+  auto numbers = to_dev(view_or_zeros(s.atomic_numbers, {n}, torch::kInt64));
+  auto cell = to_dev(view_or_zeros(s.cell, {3, 3}, torch::kFloat64));
+  auto edges = to_dev(view_or_zeros(s.edge_index, {2, e}, torch::kInt64));
+  auto shifts = to_dev(view_or_zeros(s.cell_shifts, {e, 3}, torch::kInt64));
+  auto mask = s.energy_mask ? to_dev(view_or_zeros(s.energy_mask, {n}, torch::kBool))
+                            : torch::ones({n}, torch::TensorOptions().dtype(torch::kBool).device(dev));
+
+  Result result;
+  try {
+    // forces and virial come from autograd inside forward: gradient recording must be on
+    torch::AutoGradMode grad(true);
+    auto out = impl_->module.forward({positions, numbers, cell, edges, shifts, mask}).toGenericDict();
+    result.energy = out.at("energy").toTensor().detach().item<double>();
+    auto forces = out.at("forces").toTensor().detach().to(torch::kCPU, torch::kFloat64).contiguous();
+    result.forces.resize(static_cast<size_t>(3 * n));
+    if (n > 0) std::memcpy(result.forces.data(), forces.data_ptr<double>(), sizeof(double) * 3 * n);
+    auto virial = out.at("virial").toTensor().detach().to(torch::kCPU, torch::kFloat64).contiguous();
+    std::memcpy(result.virial.data(), virial.data_ptr<double>(), sizeof(double) * 9);
+    if (per_atom_energies) {
+      auto energies = out.at("energies").toTensor().detach().to(torch::kCPU, torch::kFloat64).contiguous();
+      result.energies.resize(static_cast<size_t>(n));
+      if (n > 0) std::memcpy(result.energies.data(), energies.data_ptr<double>(), sizeof(double) * n);
+    }
+  } catch (const Error &) {
+    throw;
+  } catch (const std::exception &err) {
+    throw Error("the model failed on " + std::to_string(n) + " atoms and " + std::to_string(e) +
+                " edges: " + torch_message(err));
+  }
+  return result;
+}
+
+}  // namespace petmd

@@ -1,0 +1,83 @@
+// petmd::Model: an exported petmd model (docs/model-interface.md) loaded with libtorch.
+// No LAMMPS types here: the plugin and the Python module both call this.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace petmd {
+
+// Every user-facing failure of the bridge: one line that names the problem and the fix.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct ModelInfo {
+  std::vector<std::string> species;       // chemical symbols, same order as atomic_numbers
+  std::vector<int64_t> atomic_numbers;
+  double cutoff = 0.0;                     // Å
+  double cutoff_width = 0.0;               // Å
+  double interaction_range = 0.0;          // Å, n_gnn_layers × cutoff: the ghost shell a domain needs
+  int64_t n_gnn_layers = 0;
+  std::string dtype;                       // "float32" | "float64": the network's arithmetic
+  std::string symmetrize;
+  std::string citation;
+  std::string torch_version;               // torch that exported the file
+  std::string petmd_version;
+  std::string json;                        // the whole petmd.json, verbatim
+};
+
+// One system: n nodes, E directed edges; arrays are row-major, as in docs/model-interface.md §3.
+struct SystemView {
+  int64_t n_nodes = 0;
+  const double *positions = nullptr;       // [n, 3] Å
+  const int64_t *atomic_numbers = nullptr; // [n]
+  const double *cell = nullptr;            // [3, 3] rows = cell vectors; nullptr = zeros
+  int64_t n_edges = 0;
+  const int64_t *edge_index = nullptr;     // [2, E]: sources then destinations
+  const int64_t *cell_shifts = nullptr;    // [E, 3]; nullptr = zeros
+  const bool *energy_mask = nullptr;       // [n]; nullptr = every node counts
+};
+
+struct Result {
+  double energy = 0.0;                     // eV, sum over masked-in nodes
+  std::vector<double> energies;            // [n] eV (only if requested)
+  std::vector<double> forces;              // [n, 3] eV/Å, ghosts included
+  std::array<double, 9> virial{};          // W[a][b] = -dE/d(strain_ab), eV, row-major
+};
+
+// "cpu", "cuda" (→ cuda:(local_rank % device count)) or "cuda:N"; throws Error if that device cannot be used.
+std::string resolve_device(const std::string &request, int local_rank);
+
+// Intra-op threads of libtorch for this process (n >= 1).
+void set_num_threads(int n);
+
+class Model {
+ public:
+  // Loads and checks the file; `device` as accepted by resolve_device (already resolved or not).
+  Model(const std::string &path, const std::string &device, int local_rank = 0);
+  ~Model();
+  Model(const Model &) = delete;
+  Model &operator=(const Model &) = delete;
+
+  const ModelInfo &info() const { return info_; }
+  const std::string &device() const { return device_; }
+  const std::string &path() const { return path_; }
+
+  // Forward + backward of the exported module; inputs are copied to the device once, outputs back in float64.
+  Result compute(const SystemView &system, bool per_atom_energies) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  ModelInfo info_;
+  std::string device_;
+  std::string path_;
+};
+
+}  // namespace petmd

@@ -1,0 +1,149 @@
+// petmd._bridge: the C++ bridge seen from Python, for tests and for tools that want exactly what LAMMPS runs.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "domain_graph.h"
+#include "model.h"
+
+namespace py = pybind11;
+using namespace pybind11::literals;
+
+namespace {
+
+template <typename T>
+using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+template <typename T>
+void check_shape(const Array<T> &a, std::vector<py::ssize_t> shape, const char *name) {
+  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
+  for (size_t k = 0; ok && k < shape.size(); k++) ok = shape[k] < 0 || a.shape(k) == shape[k];
+  if (!ok) {
+    std::string want = "(";
+    for (size_t k = 0; k < shape.size(); k++)
+      want += (shape[k] < 0 ? std::string("*") : std::to_string(shape[k])) + (k + 1 < shape.size() ? ", " : "");
+    throw py::value_error(std::string(name) + " must have shape " + want + ")");
+  }
+}
+
+template <typename T>
+py::array_t<T> to_numpy(std::vector<T> values, std::vector<py::ssize_t> shape) {
+  py::array_t<T> out(shape);
+  std::copy(values.begin(), values.end(), out.mutable_data());
+  return out;
+}
+
+py::dict compute(const petmd::Model &model, const Array<double> &positions, const Array<int64_t> &numbers,
+                 const Array<double> &cell, const Array<int64_t> &edge_index, const Array<int64_t> &cell_shifts,
+                 const py::object &energy_mask, bool per_atom_energies) {
+  const auto n = positions.ndim() == 2 ? positions.shape(0) : -1;
+  check_shape(positions, {-1, 3}, "positions");
+  check_shape(numbers, {n}, "atomic_numbers");
+  check_shape(cell, {3, 3}, "cell");
+  check_shape(edge_index, {2, -1}, "edge_index");
+  const auto e = edge_index.shape(1);
+  check_shape(cell_shifts, {e, 3}, "cell_shifts");
+  Array<bool> mask;
+  petmd::SystemView view;
+  if (!energy_mask.is_none()) {
+    mask = energy_mask.cast<Array<bool>>();
+    check_shape(mask, {n}, "energy_mask");
+    view.energy_mask = mask.data();
+  }
+  view.n_nodes = n;
+  view.positions = positions.data();
+  view.atomic_numbers = numbers.data();
+  view.cell = cell.data();
+  view.n_edges = e;
+  view.edge_index = edge_index.data();
+  view.cell_shifts = cell_shifts.data();
+  petmd::Result r;
+  {
+    py::gil_scoped_release release;
+    r = model.compute(view, per_atom_energies);
+  }
+  py::dict out;
+  out["energy"] = r.energy;
+  out["forces"] = to_numpy(r.forces, {n, 3});
+  out["virial"] = to_numpy(std::vector<double>(r.virial.begin(), r.virial.end()), {3, 3});
+  if (per_atom_energies) out["energies"] = to_numpy(r.energies, {n});
+  return out;
+}
+
+py::dict domain_graph(const Array<double> &x, const Array<int64_t> &tags, int64_t nlocal, const Array<double> &cell,
+                      std::vector<bool> periodic, const Array<int> &listed, const Array<int64_t> &offsets,
+                      const Array<int> &neighbors, double cutoff, bool fold) {
+  check_shape(x, {-1, 3}, "x");
+  const auto nall = x.shape(0);
+  check_shape(tags, {nall}, "tags");
+  check_shape(cell, {3, 3}, "cell");
+  check_shape(offsets, {nall + 1}, "offsets");
+  if (periodic.size() != 3) throw py::value_error("periodic must hold 3 flags");
+  if (nlocal < 0 || nlocal > nall) throw py::value_error("nlocal must be in 0..len(x)");
+  // CSR neighbour lists → the per-atom pointers LAMMPS hands over
+  std::vector<int> count(nall);
+  std::vector<const int *> first(nall);
+  for (py::ssize_t i = 0; i < nall; i++) {
+    count[i] = static_cast<int>(offsets.at(i + 1) - offsets.at(i));
+    first[i] = neighbors.data() + offsets.at(i);
+  }
+  for (py::ssize_t k = 0; k < neighbors.size(); k++)
+    if (neighbors.at(k) < 0 || neighbors.at(k) >= nall) throw py::value_error("neighbour index out of range");
+  for (py::ssize_t k = 0; k < listed.size(); k++)
+    if (listed.at(k) < 0 || listed.at(k) >= nall) throw py::value_error("listed atom index out of range");
+
+  petmd::DomainView<int64_t> d;
+  d.nlocal = nlocal;
+  d.nall = nall;
+  d.x = x.data();
+  d.tags = tags.data();
+  for (int a = 0; a < 3; a++) {
+    d.periodic[a] = periodic[a];
+    for (int b = 0; b < 3; b++) d.cell[a][b] = cell.at(a, b);
+  }
+  d.n_listed = listed.size();
+  d.listed = listed.data();
+  d.count = count.data();
+  d.neighbors = first.data();
+  auto g = petmd::build_domain_graph(d, cutoff, fold);
+  const auto n_edges = g.n_edges();
+  py::dict out;
+  out["node_atom"] = to_numpy(g.node_atom, {g.n_nodes()});
+  out["edge_index"] = to_numpy(g.edge_index, {2, n_edges});
+  out["cell_shifts"] = to_numpy(g.cell_shifts, {n_edges, 3});
+  out["n_folded"] = g.n_folded;
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_bridge, m) {
+  m.doc() = "The C++ side of petmd (libtorch model runner, LAMMPS domain graph) for use from Python";
+  py::register_exception<petmd::Error>(m, "BridgeError", PyExc_RuntimeError);
+
+  py::class_<petmd::Model>(m, "Model")
+      .def(py::init<const std::string &, const std::string &, int>(), "path"_a, "device"_a = "cpu",
+           "local_rank"_a = 0, "Load and check an exported petmd model on a device (cpu, cuda, cuda:N)")
+      .def_property_readonly("metadata",
+                             [](const petmd::Model &model) {
+                               return py::module_::import("json").attr("loads")(model.info().json);
+                             })
+      .def_property_readonly("device", &petmd::Model::device)
+      .def_property_readonly("path", &petmd::Model::path)
+      .def_property_readonly("cutoff", [](const petmd::Model &model) { return model.info().cutoff; })
+      .def_property_readonly("interaction_range",
+                             [](const petmd::Model &model) { return model.info().interaction_range; })
+      .def("compute", &compute, "positions"_a, "atomic_numbers"_a, "cell"_a, "edge_index"_a, "cell_shifts"_a,
+           "energy_mask"_a = py::none(), "per_atom_energies"_a = true,
+           "Energy (float), forces [n, 3], virial [3, 3] and per-atom energies [n], as LAMMPS gets them");
+
+  m.def("resolve_device", &petmd::resolve_device, "request"_a, "local_rank"_a = 0);
+  m.def("set_num_threads", &petmd::set_num_threads, "n"_a);
+  m.def("build_domain_graph", &domain_graph, "x"_a, "tags"_a, "nlocal"_a, "cell"_a, "periodic"_a, "listed"_a,
+        "offsets"_a, "neighbors"_a, "cutoff"_a, "fold"_a = true,
+        "The graph pair_style pet evaluates for one domain (local atoms first, then ghosts), from CSR neighbour "
+        "lists; returns node_atom, edge_index, cell_shifts, n_folded");
+}

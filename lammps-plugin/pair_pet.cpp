@@ -1,0 +1,269 @@
+/* pair_style pet: a PET model exported by `petmd export`, run through libtorch. See docs/pair_pet.md. */
+
+#include "pair_pet.h"
+
+#include "atom.h"
+#include "citeme.h"
+#include "comm.h"
+#include "domain.h"
+#include "error.h"
+#include "force.h"
+#include "memory.h"
+#include "neigh_list.h"
+#include "neighbor.h"
+#include "update.h"
+#include "utils.h"
+
+#include "domain_graph.h"
+#include "model.h"
+
+#include <algorithm>
+#include <cstring>
+#include <mpi.h>
+#include <thread>
+
+using namespace LAMMPS_NS;
+
+static const char cite_pet[] =
+    "pair_style pet (petmd), Point Edge Transformer:\n\n"
+    "@inproceedings{pozdnyakov2023pet,\n"
+    " author = {Pozdnyakov, Sergey N. and Ceriotti, Michele},\n"
+    " title = {Smooth, exact rotational symmetrization for deep learning on point clouds},\n"
+    " booktitle = {Advances in Neural Information Processing Systems},\n"
+    " volume = {36},\n"
+    " year = {2023}\n"
+    "}\n\n";
+
+static const char usage[] = "pair_style pet MODEL [device cpu|cuda|cuda:N] [threads N] [fold yes|no]";
+
+PairPET::PairPET(LAMMPS *lmp) : Pair(lmp)
+{
+  single_enable = 0;
+  restartinfo = 0;
+  one_coeff = 1;
+  manybody_flag = 1;
+  ghostneigh = 1;                  // message passing needs the neighbours of ghosts too
+  no_virial_fdotr_compute = 1;     // the virial is the model's strain derivative, not sum r·f
+  centroidstressflag = CENTROID_NOTAVAIL;
+  if (lmp->citeme) lmp->citeme->add(cite_pet);
+}
+
+PairPET::~PairPET()
+{
+  if (allocated) {
+    memory->destroy(setflag);
+    memory->destroy(cutsq);
+    memory->destroy(cutghost);
+  }
+}
+
+void PairPET::allocate()
+{
+  allocated = 1;
+  const int n = atom->ntypes + 1;
+  memory->create(setflag, n, n, "pair:setflag");
+  memory->create(cutsq, n, n, "pair:cutsq");
+  memory->create(cutghost, n, n, "pair:cutghost");
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < n; j++) setflag[i][j] = 0;
+  type_z_.assign(n, 0);
+}
+
+void PairPET::settings(int narg, char **arg)
+{
+  if (narg < 1) error->all(FLERR, "Illegal pair_style pet command: expected `{}`", usage);
+  model_path_ = arg[0];
+  std::string device = "cpu";
+  int threads = 0;
+  fold_ = true;
+  for (int iarg = 1; iarg < narg; iarg += 2) {
+    const std::string key = arg[iarg];
+    if (iarg + 1 >= narg)
+      error->all(FLERR, "pair_style pet: keyword '{}' needs a value: `{}`", key, usage);
+    if (key == "device") {
+      device = arg[iarg + 1];
+    } else if (key == "threads") {
+      threads = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
+      if (threads < 1) error->all(FLERR, "pair_style pet: threads must be at least 1, got {}", threads);
+    } else if (key == "fold") {
+      fold_ = utils::logical(FLERR, arg[iarg + 1], false, lmp) == 1;
+    } else {
+      error->all(FLERR, "pair_style pet: unknown keyword '{}': `{}`", key, usage);
+    }
+  }
+
+  // ranks that share a node share its GPUs and cores
+  MPI_Comm node;
+  MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, comm->me, MPI_INFO_NULL, &node);
+  int local_rank = 0, local_size = 1;
+  MPI_Comm_rank(node, &local_rank);
+  MPI_Comm_size(node, &local_size);
+  MPI_Comm_free(&node);
+  if (threads == 0) threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local_size);
+
+  model_.reset();
+  try {
+    petmd::set_num_threads(threads);
+    model_ = std::make_unique<petmd::Model>(model_path_, device, local_rank);
+  } catch (const std::exception &err) {
+    error->one(FLERR, "pair_style pet: {}", err.what());
+  }
+  if (allocated)
+    for (int i = 0; i <= atom->ntypes; i++)
+      for (int j = 0; j <= atom->ntypes; j++) setflag[i][j] = 0;
+  if (comm->me == 0) report_model(threads);
+}
+
+void PairPET::report_model(int threads) const
+{
+  const auto &info = model_->info();
+  std::string species, numbers;
+  for (size_t k = 0; k < info.species.size(); k++) {
+    species += (k ? " " : "") + info.species[k];
+    numbers += (k ? " " : "") + std::to_string(info.atomic_numbers[k]);
+  }
+  utils::logmesg(lmp,
+                 "pair_style pet: model {}\n"
+                 "  species {} (Z = {}); cutoff {} A (smoothing width {} A); {} message-passing layers, "
+                 "interaction range {} A\n"
+                 "  network {}, symmetrization {}; exported by petmd {} with torch {}\n"
+                 "  device {} (rank 0), {} torch thread(s) per MPI rank; periodic images of local atoms folded: {}\n"
+                 "  cite: {}\n",
+                 model_path_, species, numbers, info.cutoff, info.cutoff_width, info.n_gnn_layers,
+                 info.interaction_range, info.dtype, info.symmetrize, info.petmd_version, info.torch_version,
+                 model_->device(), threads, fold_ ? "yes" : "no", info.citation);
+}
+
+void PairPET::coeff(int narg, char **arg)
+{
+  if (!allocated) allocate();
+  const auto &info = model_->info();
+  std::string species;
+  for (const auto &s : info.species) species += " " + s;
+  const int ntypes = atom->ntypes;
+  if (narg != 2 + ntypes || strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
+    error->all(FLERR,
+               "pair_coeff for pair_style pet must be `pair_coeff * *` followed by one element symbol for each "
+               "of the {} atom types (species of this model:{})", ntypes, species);
+  for (int t = 1; t <= ntypes; t++) {
+    const std::string symbol = arg[1 + t];
+    auto found = std::find(info.species.begin(), info.species.end(), symbol);
+    if (found == info.species.end())
+      error->all(FLERR,
+                 "pair_coeff: element '{}' given for atom type {} is not a species of model {}; its species "
+                 "are:{}", symbol, t, model_path_, species);
+    type_z_[t] = info.atomic_numbers[found - info.species.begin()];
+  }
+  for (int i = 1; i <= ntypes; i++)
+    for (int j = i; j <= ntypes; j++) setflag[i][j] = 1;
+}
+
+void PairPET::init_style()
+{
+  if (strcmp(update->unit_style, "metal") != 0)
+    error->all(FLERR, "pair_style pet requires `units metal` (the model works in A and eV); this input uses "
+               "`units {}`", update->unit_style);
+  if (!force->newton_pair)
+    error->all(FLERR, "pair_style pet requires `newton on`: forces on ghost atoms are sent back to their owners");
+  if (!atom->tag_enable)
+    error->all(FLERR, "pair_style pet requires atom IDs (`atom_modify id yes`)");
+  if (comm->mode != Comm::SINGLE)
+    error->all(FLERR, "pair_style pet requires `comm_modify mode single`");
+
+  neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
+
+  // Message passing: a local atom's energy depends on every atom within n_layers × cutoff, so the ghost shell
+  // must be that thick, plus the skin atoms may move through between neighbour-list rebuilds.
+  const double ghost_cutoff = model_->info().interaction_range + neighbor->skin;
+  if (comm->cutghostuser < ghost_cutoff) {
+    comm->cutghostuser = ghost_cutoff;
+    if (comm->me == 0)
+      utils::logmesg(lmp, "pair_style pet: ghost atom cutoff set to {} A (interaction range {} + skin {})\n",
+                     ghost_cutoff, model_->info().interaction_range, neighbor->skin);
+  }
+}
+
+double PairPET::init_one(int i, int j)
+{
+  const double cutoff = model_->info().cutoff;
+  cutghost[i][j] = cutghost[j][i] = cutoff;
+  return cutoff;
+}
+
+void PairPET::compute(int eflag, int vflag)
+{
+  ev_init(eflag, vflag);
+  if (vflag_atom)
+    error->all(FLERR, "pair_style pet does not compute per-atom virials (compute stress/atom, "
+               "centroid/stress/atom): the model gives the global virial only");
+
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  if (nlocal == 0) return;    // an empty subdomain owns no energy, so it exerts no force
+
+  petmd::DomainView<tagint> domain_view;
+  domain_view.nlocal = nlocal;
+  domain_view.nall = nall;
+  domain_view.x = &atom->x[0][0];
+  domain_view.tags = atom->tag;
+  const double cell[3][3] = {{domain->xprd, 0.0, 0.0}, {domain->xy, domain->yprd, 0.0},
+                             {domain->xz, domain->yz, domain->zprd}};
+  for (int a = 0; a < 3; a++) {
+    domain_view.periodic[a] = domain->periodicity[a] != 0;
+    for (int b = 0; b < 3; b++) domain_view.cell[a][b] = cell[a][b];
+  }
+  domain_view.n_listed = list->inum + list->gnum;
+  domain_view.listed = list->ilist;
+  domain_view.count = list->numneigh;
+  domain_view.neighbors = list->firstneigh;
+  domain_view.neighmask = NEIGHMASK;
+
+  petmd::Result result;
+  petmd::DomainGraph graph;
+  try {
+    graph = petmd::build_domain_graph(domain_view, model_->info().cutoff, fold_);
+    const int64_t n_nodes = graph.n_nodes();
+    positions_.resize(3 * n_nodes);
+    numbers_.resize(n_nodes);
+    mask_.reset(new bool[n_nodes]);
+    double **x = atom->x;
+    const int *type = atom->type;
+    for (int64_t n = 0; n < n_nodes; n++) {
+      const int64_t a = graph.node_atom[n];
+      for (int c = 0; c < 3; c++) positions_[3 * n + c] = x[a][c];
+      numbers_[n] = type_z_[type[a]];
+      mask_[n] = n < nlocal;
+    }
+    petmd::SystemView system;
+    system.n_nodes = n_nodes;
+    system.positions = positions_.data();
+    system.atomic_numbers = numbers_.data();
+    system.cell = &domain_view.cell[0][0];
+    system.n_edges = graph.n_edges();
+    system.edge_index = graph.edge_index.data();
+    system.cell_shifts = graph.cell_shifts.data();
+    system.energy_mask = mask_.get();
+    result = model_->compute(system, eflag_atom != 0);
+  } catch (const std::exception &err) {
+    error->one(FLERR, "pair_style pet: {}", err.what());
+  }
+
+  // ghosts' forces go to the ghosts: the reverse communication (newton on) adds them to their owners
+  double **f = atom->f;
+  for (int64_t n = 0; n < graph.n_nodes(); n++) {
+    const int64_t a = graph.node_atom[n];
+    for (int c = 0; c < 3; c++) f[a][c] += result.forces[3 * n + c];
+  }
+  if (eflag_global) eng_vdwl += result.energy;
+  if (eflag_atom)
+    for (int i = 0; i < nlocal; i++) eatom[i] += result.energies[i];
+  if (vflag_global) {
+    const auto &w = result.virial;    // W[a][b] = sum r_a F_b: LAMMPS's order xx yy zz xy xz yz
+    virial[0] += w[0];
+    virial[1] += w[4];
+    virial[2] += w[8];
+    virial[3] += w[1];
+    virial[4] += w[2];
+    virial[5] += w[5];
+  }
+}
