@@ -197,3 +197,14 @@ Result Model::compute(const SystemView &s, bool per_atom_energies) const {
 }
 
 }  // namespace petmd
+
+extern "C" petmd::Model *petmd_open_model(
+    const char *path, const char *device, int local_rank, int threads, std::string *error) {
+  try {
+    if (threads > 0) petmd::set_num_threads(threads);
+    return new petmd::Model(path, device, local_rank);
+  } catch (const std::exception &err) {
+    *error = err.what();
+    return nullptr;
+  }
+}

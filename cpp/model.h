@@ -9,10 +9,13 @@
 #include <string>
 #include <vector>
 
+// what libpetmd_model.so exports (everything else in it is hidden)
+#define PETMD_API __attribute__((visibility("default")))
+
 namespace petmd {
 
 // Every user-facing failure of the bridge: one line that names the problem and the fix.
-class Error : public std::runtime_error {
+class PETMD_API Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
@@ -52,16 +55,17 @@ struct Result {
 };
 
 // "cpu", "cuda" (→ cuda:(local_rank % device count)) or "cuda:N"; throws Error if that device cannot be used.
-std::string resolve_device(const std::string &request, int local_rank);
+PETMD_API std::string resolve_device(const std::string &request, int local_rank);
 
 // Intra-op threads of libtorch for this process (n >= 1).
-void set_num_threads(int n);
+PETMD_API void set_num_threads(int n);
 
-class Model {
+class PETMD_API Model {
  public:
   // Loads and checks the file; `device` as accepted by resolve_device (already resolved or not).
   Model(const std::string &path, const std::string &device, int local_rank = 0);
-  ~Model();
+  // virtual: a Model made by petmd_open_model in an isolated library is used through its vtable only
+  virtual ~Model();
   Model(const Model &) = delete;
   Model &operator=(const Model &) = delete;
 
@@ -70,7 +74,7 @@ class Model {
   const std::string &path() const { return path_; }
 
   // Forward + backward of the exported module; inputs are copied to the device once, outputs back in float64.
-  Result compute(const SystemView &system, bool per_atom_energies) const;
+  virtual Result compute(const SystemView &system, bool per_atom_energies) const;
 
  private:
   struct Impl;
@@ -81,3 +85,8 @@ class Model {
 };
 
 }  // namespace petmd
+
+// Entry point of libpetmd_model.so for callers that dlopen it (see model_loader.h): sets the torch threads (if
+// threads > 0) and returns a new Model, or nullptr with *error filled in.
+extern "C" PETMD_API petmd::Model *petmd_open_model(const char *path, const char *device, int local_rank, int threads,
+                                          std::string *error);

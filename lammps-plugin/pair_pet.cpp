@@ -16,10 +16,12 @@
 
 #include "domain_graph.h"
 #include "model.h"
+#include "model_loader.h"
 
 #include <algorithm>
 #include <cstring>
 #include <mpi.h>
+#include <sched.h>
 #include <thread>
 
 using namespace LAMMPS_NS;
@@ -33,6 +35,16 @@ static const char cite_pet[] =
     " volume = {36},\n"
     " year = {2023}\n"
     "}\n\n";
+
+// cores this process may run on (CPU affinity, e.g. set by a batch scheduler), not all the node's
+static int usable_cores()
+{
+#ifdef __linux__
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
+#endif
+  return static_cast<int>(std::thread::hardware_concurrency());
+}
 
 static const char usage[] = "pair_style pet MODEL [device cpu|cuda|cuda:N] [threads N] [fold yes|no]";
 
@@ -99,12 +111,12 @@ void PairPET::settings(int narg, char **arg)
   MPI_Comm_rank(node, &local_rank);
   MPI_Comm_size(node, &local_size);
   MPI_Comm_free(&node);
-  if (threads == 0) threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local_size);
+  if (threads == 0) threads = std::max(1, usable_cores() / local_size);
 
   model_.reset();
   try {
-    petmd::set_num_threads(threads);
-    model_ = std::make_unique<petmd::Model>(model_path_, device, local_rank);
+    model_ = petmd::open_model_isolated(petmd::this_library_folder() + "/libpetmd_model.so", model_path_, device,
+                                        local_rank, threads);
   } catch (const std::exception &err) {
     error->one(FLERR, "pair_style pet: {}", err.what());
   }

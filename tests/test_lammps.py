@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from conftest import small_pet, water_box, write_checkpoint
 from lammps_helpers import read_single_point, run_inprocess, run_lmp, single_point_input, write_data
 from petmd.batch import frame_from_atoms
 from petmd.calculator import PETCalculator
+from petmd.data import find_structure
 from petmd.export import export_checkpoint, load_model
 
 
@@ -191,3 +193,39 @@ run 0
     text = result.stdout + result.stderr
     assert result.returncode != 0, text[-2000:]
     assert re.search(r"ERROR.*" + message, text), text[-2000:]
+
+
+# --- energy conservation with a trained model -----------------------------------------------------------------------
+
+TRAINED_MODEL = Path(__file__).parent / "models" / "pet-water-tiny-f64.pt"
+
+
+@pytest.mark.slow
+def test_nve_water_conserves_energy(tmp_path, scan_data_path):
+    """NVE of 64 liquid water molecules (a SCAN frame) for 2 ps at 0.5 fs with a small trained float64 model."""
+    atoms = find_structure(scan_data_path, n_atoms=192, config_type="multithermal")
+    data = write_data(tmp_path / "water.data", atoms, ids=np.arange(len(atoms)) + 1)
+    steps, every = 4000, 20
+    script = f"""
+units metal
+atom_style atomic
+read_data {data}
+pair_style pet {TRAINED_MODEL} threads 2
+pair_coeff * * O H
+velocity all create 300.0 87287 mom yes rot yes
+timestep 0.0005
+fix md all nve
+thermo 500
+fix log all print {every} "$(time:%.10g) $(etotal:%.17g) $(temp:%.10g)" file {tmp_path}/nve.txt screen no
+run {steps}
+"""
+    run_inprocess(script)
+    time_ps, etotal, temp = np.loadtxt(tmp_path / "nve.txt", unpack=True)
+    assert len(time_ps) == steps // every + 1 and time_ps[-1] == pytest.approx(2.0)
+    slope = np.polyfit(time_ps, etotal, 1)[0]
+    drift = slope / len(atoms) * 1e3  # meV/atom/ps
+    spread = (etotal.max() - etotal.min()) / len(atoms) * 1e3  # meV/atom
+    print(f"NVE 192 water, 2 ps at 0.5 fs: drift {drift:+.4f} meV/atom/ps, E_tot range {spread:.4f} meV/atom, "
+          f"T {temp.mean():.0f} ± {temp.std():.0f} K")
+    assert np.all(np.isfinite(etotal)) and 100 < temp.mean() < 600
+    assert abs(drift) < 0.05 and spread < 0.5

@@ -53,6 +53,20 @@ def read_structures(path: str | Path, index: str = ":"):
     return structures
 
 
+def find_structure(path: str | Path, n_atoms: Optional[int] = None, **info):
+    """The first structure of a file with ``n_atoms`` atoms whose ``atoms.info`` matches ``info`` (e.g.
+    ``config_type="multithermal"``), reading only as far as needed."""
+    import ase.io
+
+    read_structures(path, index="0")  # the same checks and messages for a missing or unreadable file
+    source, fmt = _readable(Path(path))
+    for atoms in ase.io.iread(source, index=":", format=fmt):
+        if (n_atoms is None or len(atoms) == n_atoms) and all(atoms.info.get(k) == v for k, v in info.items()):
+            return atoms
+    wanted = ", ".join([f"{n_atoms} atoms"] * (n_atoms is not None) + [f"{k}={v!r}" for k, v in info.items()])
+    raise PetmdError(f"no structure in {path} has {wanted}")
+
+
 def _readable(path: Path):
     """(source, format or None) for ase.io.read. A compressed file is decompressed into memory first: ASE seeks backwards
     while indexing frames, which on a gzip stream restarts decompression each time (minutes instead of seconds)."""
