@@ -52,6 +52,8 @@ from petmd.batch import frame_from_atoms
 from petmd.data import check_species, default_data_path, find_structure
 from petmd.errors import PetmdError
 
+from machine import available_cores, cpu_model  # noqa: E402  (benchmarks/machine.py)
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "models" / "pet-water.pt"
 BASE_ATOMS = 192
@@ -63,24 +65,6 @@ SEED = 4928459
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def replication(n_atoms: int) -> int:
@@ -198,7 +182,13 @@ def bare_inputs(frame, device: str):
 
 
 def time_bare(module, inputs, device: str, warmup: int, steps: int):
-    """Per-call seconds of the exported forward (energy, and forces by autograd)."""
+    """Per-call seconds of the exported forward (energy, and forces by autograd), in the executor mode the C++ bridge
+    and LoadedModel use (no TorchScript graph optimisation)."""
+    with torch.jit.optimized_execution(False):
+        return _time_calls(module, inputs, device, warmup, steps)
+
+
+def _time_calls(module, inputs, device: str, warmup: int, steps: int):
     for _ in range(warmup):
         module(*inputs)["forces"].sum().item()
     times = []

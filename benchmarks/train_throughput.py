@@ -43,28 +43,12 @@ from petmd.checkpoint import build_model
 from petmd.config import ModelConfig, TrainingConfig
 from petmd.data import default_data_path, read_structures
 
+from machine import available_cores, cpu_model  # noqa: E402  (benchmarks/machine.py)
+
 MODEL_SIZES = {
     "study": ModelConfig(),
     "small": replace(ModelConfig(), d_model=64, d_ff=256, n_heads=2),
 }
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def peak_rss_mib() -> float:
