@@ -58,6 +58,25 @@ def _export(args) -> int:
     return 0
 
 
+def _symmetry(args) -> int:
+    from .symmetry import format_table, symmetry_error, write_report
+
+    indices = _read_indices(args.indices) if args.indices else None
+    if args.stride < 1:
+        raise PetmdError(f"--stride must be at least 1, got {args.stride}")
+    result = symmetry_error(args.model, args.data, grid=args.grid, indices=indices, stride=args.stride,
+                            max_frames=args.max_frames, atoms_per_batch=args.atoms_per_batch, seed=args.seed,
+                            progress=not args.json)
+    written = write_report(result, args.output) if args.output else []
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "frames"}, indent=1))
+    else:
+        print(format_table(result))
+        for path in written:
+            print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="petmd", description="Train, evaluate and export PET potentials.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +101,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--indices", help="JSON list of frame indices to use, or a training run's split.json")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("symmetry", help="symmetry error: plain model vs its average over a rotation grid",
+                       description="How far a model is from rotation invariant: per frame, the plain energy and "
+                                   "forces against their average over a rotation grid (forces rotated back), and "
+                                   "the spread over the grid; summarised by config_type/phase.")
+    p.add_argument("model", help="checkpoint (.ckpt) or exported model (.pt)")
+    p.add_argument("data", help="structures (extxyz or any ASE format; labels not needed)")
+    p.add_argument("--grid", default="3i", help="0, i, L or Li (L >= 1, e.g. 2, 2i, 3i) or random:K (default 3i)")
+    p.add_argument("--indices", help="JSON list of frame indices to use, or a training run's split.json")
+    p.add_argument("--stride", type=int, default=1, help="use every N-th frame (default 1)")
+    p.add_argument("--max-frames", type=int, default=None, help="use at most this many frames")
+    p.add_argument("--atoms-per-batch", type=int, default=2000,
+                   help="atoms per model call: rotated copies of a frame are batched up to this; memory grows with "
+                        "it (study-size model: ~3 MiB/atom) (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of random:K grids")
+    p.add_argument("-o", "--output", help="folder for symmetry.json, frames.csv and symmetry-histogram.png")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=_symmetry)
 
     p = sub.add_parser("export", help="export a checkpoint to TorchScript",
                        description="Write a self-contained TorchScript model (see docs/model-interface.md).")

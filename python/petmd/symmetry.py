@@ -1,0 +1,248 @@
+"""Rotation grids and the symmetry error of a model.
+
+PET is not exactly rotation invariant. Its symmetry error on a structure is measured as in Langer, Pozdnyakov &
+Ceriotti (2024): the deviation of the plain prediction from its average over a rotation quadrature ("grid"), with
+forces rotated back before averaging.
+
+Grids (``rotation_grid``): the product quadrature over ZXZ Euler angles, R = Rz(α) Rx(β) Rz(γ), with 2L−1 uniform
+α and γ and L Gauss–Legendre nodes in cos β, weighted by the Gauss–Legendre weights: (2L−1)²·L rotations that average
+every Wigner-D function of degree 1 … 2L−2 to zero exactly. Names: ``0`` (identity), ``i`` (identity and inversion),
+``L`` (L ≥ 1, e.g. ``3``: 75 rotations), ``Li`` (each rotation also inverted), ``random:K`` (K Haar-random O(3)
+elements, equal weights, seeded).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from scipy.special import roots_legendre
+from tqdm import tqdm
+
+from .batch import Frame, collate, random_rotations
+from .data import INFO_GROUP_KEYS, load_frames
+from .errors import PetmdError
+from .export import LoadedModel, load_model
+
+
+@dataclass(frozen=True)
+class RotationGrid:
+    name: str
+    matrices: np.ndarray  # [K, 3, 3] orthogonal, det ±1; acts on row vectors as x → x Qᵀ
+    weights: np.ndarray  # [K], summing to 1
+
+    @property
+    def size(self) -> int:
+        return len(self.weights)
+
+
+def euler_zxz(alpha, beta, gamma) -> np.ndarray:
+    """Rz(α) Rx(β) Rz(γ) for arrays of angles (broadcast), shape [..., 3, 3]."""
+    alpha, beta, gamma = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (alpha, beta, gamma)))
+
+    def rz(t):
+        c, s, z, o = np.cos(t), np.sin(t), np.zeros_like(t), np.ones_like(t)
+        return np.stack([np.stack([c, -s, z], -1), np.stack([s, c, z], -1), np.stack([z, z, o], -1)], -2)
+
+    def rx(t):
+        c, s, z, o = np.cos(t), np.sin(t), np.zeros_like(t), np.ones_like(t)
+        return np.stack([np.stack([o, z, z], -1), np.stack([z, c, -s], -1), np.stack([z, s, c], -1)], -2)
+
+    return rz(alpha) @ rx(beta) @ rz(gamma)
+
+
+def product_grid(degree: int):
+    """(matrices, weights) of the (2L−1)²·L-point product quadrature with L = ``degree``."""
+    n_uniform = 2 * degree - 1
+    uniform = 2.0 * math.pi * np.arange(n_uniform) / n_uniform
+    nodes, gl_weights = roots_legendre(degree)
+    alpha, cos_beta, gamma = np.meshgrid(uniform, nodes, uniform, indexing="ij")
+    _, w_beta, _ = np.meshgrid(uniform, gl_weights, uniform, indexing="ij")
+    matrices = euler_zxz(alpha, np.arccos(cos_beta), gamma).reshape(-1, 3, 3)
+    weights = (w_beta / (2.0 * n_uniform ** 2)).reshape(-1)  # Gauss–Legendre weights sum to 2
+    return matrices, weights
+
+
+_GRID_NAME = re.compile(r"^(?:(?P<identity>0)|(?P<degree>[1-9][0-9]*))?(?P<inversion>i)?$")
+
+
+def rotation_grid(spec: str, seed: int = 0) -> RotationGrid:
+    spec = str(spec).strip()
+    if spec.startswith("random:"):
+        count = spec.split(":", 1)[1]
+        if not count.isdigit() or int(count) < 1:
+            raise PetmdError(f"rotation grid {spec!r}: random:K needs a positive integer K, e.g. random:16")
+        k = int(count)
+        return RotationGrid(spec, random_rotations(k, np.random.default_rng(seed)), np.full(k, 1.0 / k))
+    match = _GRID_NAME.match(spec)
+    if not spec or match is None or (match["identity"] and match["inversion"]):
+        raise PetmdError(f"unknown rotation grid {spec!r}: use 0, i, L or Li with L ≥ 1 (e.g. 2, 2i, 3i), "
+                         "or random:K")
+    if match["degree"]:
+        matrices, weights = product_grid(int(match["degree"]))
+    else:
+        matrices, weights = np.eye(3)[None], np.ones(1)
+    if match["inversion"]:
+        matrices = np.concatenate([matrices, -matrices])
+        weights = np.concatenate([weights, weights]) / 2.0
+    return RotationGrid(spec, matrices, weights)
+
+
+@dataclass
+class GridEvaluation:
+    """A model on every element of a grid for one structure; forces and virials rotated back to the input frame."""
+
+    energies: np.ndarray  # [K] eV
+    forces: np.ndarray  # [K, n, 3] eV/Å
+    weights: np.ndarray  # [K]
+    plain_energy: float  # the unrotated structure
+    plain_forces: np.ndarray  # [n, 3]
+
+    @property
+    def mean_energy(self) -> float:
+        return float(self.weights @ self.energies)
+
+    @property
+    def mean_forces(self) -> np.ndarray:
+        return np.einsum("k,kia->ia", self.weights, self.forces)
+
+
+def evaluate_on_grid(model: LoadedModel, frame: Frame, grid: RotationGrid,
+                     atoms_per_batch: int = 2000) -> GridEvaluation:
+    """All grid elements of ``frame`` (plus the plain structure), batched: as many rotated copies per model call
+    as ``atoms_per_batch`` allows (all of them when it allows)."""
+    rotations = np.concatenate([np.eye(3)[None], grid.matrices])  # element 0: the plain prediction
+    per_call = max(1, atoms_per_batch // max(frame.n_atoms, 1))
+    energies, forces = [], []
+    for start in range(0, len(rotations), per_call):
+        chunk = rotations[start:start + per_call]
+        out = model.batched(collate([frame] * len(chunk), rotations=chunk))
+        energies.append(out["energy"].detach().numpy())
+        f = out["forces"].detach().numpy().reshape(len(chunk), frame.n_atoms, 3)
+        forces.append(np.einsum("kia,kab->kib", f, chunk))  # x Qᵀ rotated back: F' Q
+    energies, forces = np.concatenate(energies), np.concatenate(forces)
+    return GridEvaluation(energies[1:], forces[1:], grid.weights, float(energies[0]), forces[0])
+
+
+def frame_metrics(ev: GridEvaluation, n_atoms: int) -> Dict[str, float]:
+    """Deviation of the plain prediction from the grid average, and the spread over the grid (eV, eV/Å)."""
+    de = ev.plain_energy - ev.mean_energy
+    df = ev.plain_forces - ev.mean_forces
+    e_var = float(ev.weights @ (ev.energies - ev.mean_energy) ** 2)
+    f_var = np.einsum("k,kia->ia", ev.weights, (ev.forces - ev.mean_forces) ** 2)
+    return {
+        "energy_deviation": de,
+        "energy_deviation_per_atom": de / n_atoms,
+        "force_mae": float(np.abs(df).mean()),
+        "force_max": float(np.abs(df).max()),
+        "energy_std": math.sqrt(max(e_var, 0.0)),
+        "energy_std_per_atom": math.sqrt(max(e_var, 0.0)) / n_atoms,
+        "force_std": float(np.sqrt(f_var.mean())),
+    }
+
+
+def _summary(rows: Sequence[Dict[str, float]], n_atoms: Sequence[int]) -> Dict[str, float]:
+    if not rows:
+        return {"n_frames": 0}
+    get = lambda key: np.array([r[key] for r in rows])  # noqa: E731
+    weights = np.asarray(n_atoms, dtype=float)
+    return {
+        "n_frames": len(rows),
+        "energy_mae_mev_per_structure": 1e3 * float(np.abs(get("energy_deviation")).mean()),
+        "energy_mae_mev_per_atom": 1e3 * float(np.abs(get("energy_deviation_per_atom")).mean()),
+        # per force component, pooled over all atoms of all frames
+        "force_mae_mev_per_A": 1e3 * float((get("force_mae") * weights).sum() / weights.sum()),
+        "force_max_mev_per_A": 1e3 * float(get("force_max").max()),
+        "energy_std_mev_per_atom": 1e3 * float(get("energy_std_per_atom").mean()),
+        "force_std_mev_per_A": 1e3 * float(np.sqrt((get("force_std") ** 2 * weights).sum() / weights.sum())),
+    }
+
+
+def symmetry_error(model_path, data_path, grid: str = "3i", indices: Optional[Sequence[int]] = None,
+                   stride: int = 1, max_frames: Optional[int] = None, atoms_per_batch: int = 2000,
+                   seed: int = 0, progress: bool = True) -> dict:
+    """`petmd symmetry`: the plain model against its grid average on every selected frame of a data file."""
+    model = load_model(model_path)
+    rotations = rotation_grid(grid, seed=seed)
+    frames = load_frames(data_path, model.cutoff, stride=stride, max_frames=max_frames, labelled=False,
+                         model_numbers=model.atomic_numbers, progress=progress, indices=indices)
+    file_index = list(indices) if indices is not None else list(range(0, stride * len(frames), stride))
+    rows: List[Dict[str, float]] = []
+    groups: Dict[str, List[int]] = defaultdict(list)
+    for k, frame in enumerate(tqdm(frames, desc=f"grid {grid} ({rotations.size} elements)", unit="frame",
+                                   disable=not progress, leave=False)):
+        metrics = frame_metrics(evaluate_on_grid(model, frame, rotations, atoms_per_batch), frame.n_atoms)
+        metrics.update(frame=file_index[k], n_atoms=frame.n_atoms,
+                       **{key: frame.info[key] for key in INFO_GROUP_KEYS if key in frame.info})
+        rows.append(metrics)
+        for key in INFO_GROUP_KEYS:
+            if key in frame.info:
+                groups[f"{key}={frame.info[key]}"].append(k)
+    n_atoms = [r["n_atoms"] for r in rows]
+    result = {"grid": grid, "grid_size": rotations.size, "model": str(model_path), "data": str(data_path)}
+    result.update(_summary(rows, n_atoms))
+    result["by_group"] = {name: _summary([rows[i] for i in members], [n_atoms[i] for i in members])
+                          for name, members in sorted(groups.items())}
+    result["frames"] = rows
+    return result
+
+
+def format_table(result: dict) -> str:
+    head = (f"{'group':<42} {'frames':>6} {'E meV/str':>10} {'E meV/atom':>11} {'F MAE':>8} {'F max':>8} "
+            f"{'E std/atom':>11}")
+    rows = [f"symmetry error of {result['model']} on {result['data']}: plain vs grid {result['grid']} "
+            f"({result['grid_size']} elements)",
+            "mean |E - E_grid| per structure and per atom (meV); |F - F_grid| per component (meV/Å); "
+            "std of E over the grid (meV/atom)", head, "-" * len(head)]
+
+    def row(name, r):
+        if not r["n_frames"]:
+            return f"{name:<42} {0:>6}"
+        return (f"{name:<42} {r['n_frames']:>6} {r['energy_mae_mev_per_structure']:>10.4f} "
+                f"{r['energy_mae_mev_per_atom']:>11.5f} {r['force_mae_mev_per_A']:>8.3f} "
+                f"{r['force_max_mev_per_A']:>8.2f} {r['energy_std_mev_per_atom']:>11.5f}")
+
+    rows.append(row("all", result))
+    for name, r in result["by_group"].items():
+        rows.append(row(name, r))
+    return "\n".join(rows)
+
+
+def write_report(result: dict, folder) -> List[str]:
+    """symmetry.json, frames.csv and symmetry-histogram.png in ``folder``; returns the paths written."""
+    import csv
+    import json
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "symmetry.json").write_text(json.dumps(result, indent=1))
+    columns = ["frame", "n_atoms", *INFO_GROUP_KEYS, "energy_deviation", "energy_deviation_per_atom", "force_mae",
+               "force_max", "energy_std", "energy_std_per_atom", "force_std"]
+    with open(folder / "frames.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(result["frames"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    frames = result["frames"]
+    axes[0].hist([1e3 * abs(r["energy_deviation_per_atom"]) for r in frames], bins=30, color="tab:blue")
+    axes[0].set_xlabel(f"|E − E_grid| per atom (meV), grid {result['grid']}")
+    axes[1].hist([1e3 * r["force_mae"] for r in frames], bins=30, color="tab:orange")
+    axes[1].set_xlabel(f"mean |F − F_grid| per frame (meV/Å), grid {result['grid']}")
+    for ax in axes:
+        ax.set_ylabel("frames")
+    fig.suptitle(f"symmetry error of {Path(result['model']).name} ({len(frames)} frames)")
+    fig.tight_layout()
+    fig.savefig(folder / "symmetry-histogram.png", dpi=120)
+    plt.close(fig)
+    return [str(folder / name) for name in ("symmetry.json", "frames.csv", "symmetry-histogram.png")]
