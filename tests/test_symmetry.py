@@ -111,3 +111,98 @@ def test_symmetry_cli(tmp_path):
     assert "plain vs grid i (2 elements)" in table
     bad = run_petmd("symmetry", tmp_path / "m.pt", tmp_path / "frames.xyz", "--grid", "3x")
     assert bad.returncode == 2 and "unknown rotation grid '3x'" in bad.stderr
+
+
+# --- symmetrized exported models ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pet_checkpoint(tmp_path_factory):
+    return write_checkpoint(tmp_path_factory.mktemp("sym") / "m.ckpt", small_pet(seed=12))
+
+
+def export_and_load(checkpoint, path, **options):
+    export_checkpoint(checkpoint, path, dtype="float64", **options)
+    return load_model(path)
+
+
+def invariance_error(model, atoms, n=4):
+    """Largest change of the energy (eV) and of the back-rotated forces (eV/Å) under random O(3) elements."""
+    from petmd.batch import random_rotations
+
+    ref = model(frame(atoms))
+    e0, f0 = float(ref["energy"].detach()), ref["forces"].detach().numpy()
+    de = df = 0.0
+    for q in random_rotations(n, np.random.default_rng(5)):
+        rotated = atoms.copy()
+        rotated.positions = atoms.positions @ q.T
+        rotated.cell = atoms.cell.array @ q.T
+        out = model(frame(rotated))
+        de = max(de, abs(float(out["energy"].detach()) - e0))
+        df = max(df, float(np.abs(out["forces"].detach().numpy() @ q - f0).max()))
+    return de, df
+
+
+def test_grid_export_equals_the_python_grid_average(tmp_path, pet_checkpoint):
+    atoms = water_box(2, seed=6, cell_tilt=0.5)
+    meta = export_checkpoint(pet_checkpoint, tmp_path / "g.pt", dtype="float64", symmetrize="grid:2i")
+    assert meta["symmetrize"] == "grid:2i"
+    exported = load_model(tmp_path / "g.pt")
+    out = exported(frame(atoms))
+    plain = export_and_load(pet_checkpoint, tmp_path / "p.pt")
+    ev = evaluate_on_grid(plain, frame(atoms), rotation_grid("2i"))
+    assert float(out["energy"].detach()) == pytest.approx(ev.mean_energy, abs=1e-10)
+    np.testing.assert_allclose(out["forces"].numpy(), ev.mean_forces, atol=1e-10)
+    # per-atom energies sum to the energy; the virial is the strain derivative of the averaged energy
+    assert float(out["energies"].detach().sum()) == pytest.approx(ev.mean_energy, abs=1e-9)
+    eps = 1e-6
+    strained = []
+    for sign in (1, -1):
+        deform = np.eye(3)
+        deform[0, 1] += sign * eps
+        a = atoms.copy()
+        a.set_cell(atoms.cell.array @ deform, scale_atoms=True)
+        strained.append(float(exported(frame(a))["energy"].detach()))
+    assert -(strained[0] - strained[1]) / (2 * eps) == pytest.approx(float(out["virial"].detach()[0, 1]), rel=1e-6)
+    # switching the mode of a loaded file at run time gives what exporting with that mode gives
+    plain.module.set_symmetrization("grid:2i")
+    assert float(plain(frame(atoms))["energy"].detach()) == pytest.approx(ev.mean_energy, abs=1e-10)
+
+
+def test_grid_averaging_removes_the_symmetry_error(tmp_path, pet_checkpoint):
+    atoms = water_box(2, seed=2)
+    model = export_and_load(pet_checkpoint, tmp_path / "m.pt")
+    errors = {}
+    for mode in ("none", "grid:2", "grid:3i", "grid:5i"):
+        model.module.set_symmetrization(mode)
+        errors[mode] = invariance_error(model, atoms)
+    assert errors["none"][0] > 10 * errors["grid:5i"][0] and errors["none"][1] > 10 * errors["grid:5i"][1]
+    assert errors["grid:2"][0] > errors["grid:5i"][0]
+
+
+def test_random_mode_is_the_plain_model_on_a_randomly_rotated_system(tmp_path, pet_checkpoint):
+    import torch
+
+    from petmd.rotations import random_o3
+
+    atoms = water_box(2, seed=1)
+    model = export_and_load(pet_checkpoint, tmp_path / "r.pt", symmetrize="random")
+    torch.manual_seed(123)
+    first = model(frame(atoms))
+    torch.manual_seed(123)
+    q = random_o3(torch.float64, torch.device("cpu")).numpy()
+    torch.manual_seed(123)
+    again = model(frame(atoms))
+    assert float(first["energy"].detach()) == float(again["energy"].detach())  # seeded: reproducible
+    model.module.set_symmetrization("none")
+    rotated = atoms.copy()
+    rotated.positions = atoms.positions @ q.T
+    rotated.cell = atoms.cell.array @ q.T
+    ref = model(frame(rotated))
+    assert float(first["energy"].detach()) == pytest.approx(float(ref["energy"].detach()), abs=1e-10)
+    np.testing.assert_allclose(first["forces"].numpy(), ref["forces"].numpy() @ q, atol=1e-10)
+
+
+def test_unknown_symmetrization_is_an_error(tmp_path, pet_checkpoint):
+    for bad in ("grid:3x", "grid", "average", "grid:"):
+        result = run_petmd("export", pet_checkpoint, "-o", tmp_path / "x.pt", "--symmetrize", bad)
+        assert result.returncode == 2 and "symmetriz" in result.stderr, (bad, result.stderr)

@@ -49,12 +49,13 @@ def _eval(args) -> int:
 def _export(args) -> int:
     from .export import export_checkpoint
 
-    meta = export_checkpoint(args.checkpoint, args.output, dtype=args.dtype)
+    meta = export_checkpoint(args.checkpoint, args.output, dtype=args.dtype, symmetrize=args.symmetrize)
     if args.json:
         print(json.dumps(meta))
     else:
         print(f"exported {args.checkpoint} → {args.output} ({meta['dtype']}, species {' '.join(meta['species'])}, "
-              f"cutoff {meta['cutoff']} Å, interaction range {meta['interaction_range']} Å)")
+              f"cutoff {meta['cutoff']} Å, interaction range {meta['interaction_range']} Å, "
+              f"symmetrize {meta['symmetrize']})")
     return 0
 
 
@@ -125,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("-o", "--output", required=True, help="output file, e.g. model.pt")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--symmetrize", default="none", metavar="MODE",
+                   help="what the model returns by default: none (as trained), random (a random O(3) rotation per "
+                        "call) or grid:G (average over rotation grid G, e.g. grid:2i); pair_style pet can override it "
+                        "(default none)")
     p.add_argument("--json", action="store_true", help="print the metadata as JSON")
     p.set_defaults(func=_export)
     return parser

@@ -19,6 +19,7 @@ from .checkpoint import is_exported_model, load_checkpoint, model_from_checkpoin
 from .errors import PetmdError
 from .model import PET
 from .neighbors import reverse_edge_index
+from .rotations import named_grid, random_o3
 
 FORMAT = "petmd-model"
 FORMAT_VERSION = 1
@@ -26,11 +27,33 @@ METADATA_FILE = "petmd.json"
 
 
 class ExportedPET(nn.Module):
-    """The exported interface: one system (local atoms and any ghosts) with an explicit edge list."""
+    """The exported interface: one system (local atoms and any ghosts) with an explicit edge list.
 
-    def __init__(self, pet: PET):
+    ``symmetrize`` picks what forward returns: ``none`` (the network as trained), ``grid:G`` (the weighted average over
+    the rotation grid G, forces and virial rotated back; all grid elements in one batched call) or ``random`` (the
+    network on the system rotated by a fresh random O(3) element each call, outputs rotated back; torch's global
+    generator, so ``torch.manual_seed`` makes it reproducible). ``set_symmetrization`` changes it at run time."""
+
+    def __init__(self, pet: PET, symmetrize: str = "none"):
         super().__init__()
         self.pet = pet
+        self.symmetrize = "none"
+        self.register_buffer("grid_rotations", torch.eye(3, dtype=torch.float64).unsqueeze(0))
+        self.register_buffer("grid_weights", torch.ones(1, dtype=torch.float64))
+        self.set_symmetrization(symmetrize)
+
+    @torch.jit.export
+    def set_symmetrization(self, mode: str) -> None:
+        if mode == "none" or mode == "random":
+            self.grid_rotations = torch.eye(3, dtype=torch.float64, device=self.grid_rotations.device).unsqueeze(0)
+            self.grid_weights = torch.ones(1, dtype=torch.float64, device=self.grid_weights.device)
+        elif mode.startswith("grid:"):
+            rotations, weights = named_grid(mode[5:])
+            self.grid_rotations = rotations.to(self.grid_rotations.device)
+            self.grid_weights = weights.to(self.grid_weights.device)
+        else:
+            raise RuntimeError("unknown symmetrization '" + mode + "': use none, random or grid:G (e.g. grid:2i)")
+        self.symmetrize = mode
 
     def forward(
         self,
@@ -41,15 +64,51 @@ class ExportedPET(nn.Module):
         cell_shifts: torch.Tensor,  # [E, 3] int64: x_ij = r_j − r_i + S·cell
         energy_mask: torch.Tensor,  # [n] bool: atoms whose energies are summed (LAMMPS: local atoms)
     ) -> Dict[str, torch.Tensor]:
-        n_atoms = positions.shape[0]
         positions = positions.to(torch.float64)
+        if self.symmetrize == "none":
+            rotations = torch.empty(0, 3, 3, dtype=torch.float64, device=positions.device)
+            weights = torch.empty(0, dtype=torch.float64, device=positions.device)
+        elif self.symmetrize == "random":
+            rotations = random_o3(torch.float64, positions.device).unsqueeze(0)
+            weights = torch.ones(1, dtype=torch.float64, device=positions.device)
+        else:
+            rotations, weights = self.grid_rotations, self.grid_weights
+        return self._average(positions, atomic_numbers, cell, edge_index, cell_shifts, energy_mask, rotations,
+                             weights)
+
+    def _average(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, cell: torch.Tensor,
+                 edge_index: torch.Tensor, cell_shifts: torch.Tensor, energy_mask: torch.Tensor,
+                 rotations: torch.Tensor, weights: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Weighted average over copies of the system rotated by ``rotations`` (row vectors: x → x Qᵀ), outputs
+        rotated back, all copies in one call; no rotation at all when ``rotations`` is empty."""
+        n_atoms = positions.shape[0]
+        n_edges = edge_index.shape[1]
         reverse = reverse_edge_index(edge_index, cell_shifts, n_atoms)
         shift_vectors = torch.matmul(cell_shifts.to(torch.float64), cell.to(torch.float64))
-        structure = torch.zeros(n_atoms, dtype=torch.long, device=positions.device)
-        out = self.pet(positions, atomic_numbers, edge_index, shift_vectors, reverse, structure, 1, energy_mask,
-                       True, True, False)
-        return {"energy": out["energy"][0], "energies": out["energies"], "forces": out["forces"],
-                "virial": out["virial"][0]}
+        k = rotations.shape[0]
+        if k == 0:
+            structure = torch.zeros(n_atoms, dtype=torch.long, device=positions.device)
+            out = self.pet(positions, atomic_numbers, edge_index, shift_vectors, reverse, structure, 1, energy_mask,
+                           True, True, False)
+            return {"energy": out["energy"][0], "energies": out["energies"], "forces": out["forces"],
+                    "virial": out["virial"][0]}
+        copies = torch.arange(k, device=positions.device)
+        out = self.pet(
+            torch.einsum("kab,nb->kna", rotations, positions).reshape(-1, 3),
+            atomic_numbers.repeat(k),
+            (edge_index.unsqueeze(1) + (copies * n_atoms).view(1, k, 1)).reshape(2, -1),
+            torch.einsum("kab,eb->kea", rotations, shift_vectors).reshape(-1, 3),
+            (reverse.unsqueeze(0) + (copies * n_edges).view(k, 1)).reshape(-1),
+            copies.repeat_interleave(n_atoms),
+            k,
+            energy_mask.repeat(k),
+            True, True, False)
+        forces = torch.einsum("kna,kab->knb", out["forces"].view(k, n_atoms, 3), rotations)
+        virial = torch.einsum("kab,kac,kcd->kbd", rotations, out["virial"], rotations)
+        return {"energy": (weights * out["energy"]).sum(),
+                "energies": (weights.unsqueeze(1) * out["energies"].view(k, n_atoms)).sum(0),
+                "forces": (weights.view(k, 1, 1) * forces).sum(0),
+                "virial": (weights.view(k, 1, 1) * virial).sum(0)}
 
     @torch.jit.export
     def batched(
@@ -68,7 +127,8 @@ class ExportedPET(nn.Module):
                         None, True, compute_virial, False)
 
 
-def build_metadata(pet: PET, config: dict, dtype: str, extra: Optional[dict] = None) -> dict:
+def build_metadata(pet: PET, config: dict, dtype: str, extra: Optional[dict] = None,
+                   symmetrize: str = "none") -> dict:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -80,7 +140,7 @@ def build_metadata(pet: PET, config: dict, dtype: str, extra: Optional[dict] = N
         "n_gnn_layers": pet.n_gnn_layers,
         "dtype": dtype,
         "units": "metal",
-        "symmetrize": "none",
+        "symmetrize": symmetrize,
         "hyperparameters": config["model"],
         "petmd_version": __version__,
         "torch_version": torch.__version__,
@@ -90,7 +150,8 @@ def build_metadata(pet: PET, config: dict, dtype: str, extra: Optional[dict] = N
     }
 
 
-def export_checkpoint(checkpoint: str | Path, output: str | Path, dtype: str = "float32") -> dict:
+def export_checkpoint(checkpoint: str | Path, output: str | Path, dtype: str = "float32",
+                      symmetrize: str = "none") -> dict:
     state = load_checkpoint(checkpoint)
     pet = model_from_checkpoint(state, str(checkpoint))
     pet = pet.to(torch.float64 if dtype == "float64" else torch.float32).eval()
@@ -100,9 +161,13 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, dtype: str = "
     training = {"epochs": state.get("epoch"), "checkpoint": Path(checkpoint).name}
     if history:
         training["last_validation"] = {k: v for k, v in history[-1].items() if k.startswith("val_")}
-    metadata = build_metadata(pet, state["config"], dtype, {"training": training})
     try:
-        scripted = torch.jit.script(ExportedPET(pet).eval())
+        wrapped = ExportedPET(pet, symmetrize).eval()
+    except RuntimeError as err:
+        raise PetmdError(f"--symmetrize: {err}") from None
+    metadata = build_metadata(pet, state["config"], dtype, {"training": training}, symmetrize)
+    try:
+        scripted = torch.jit.script(wrapped)
     except Exception as err:  # a TorchScript failure is a petmd bug, but say where it came from
         raise PetmdError(f"TorchScript compilation of the model failed: {err}") from None
     output = Path(output)

@@ -4,9 +4,10 @@ PET is not exactly rotation invariant. Its symmetry error on a structure is meas
 Ceriotti (2024): the deviation of the plain prediction from its average over a rotation quadrature ("grid"), with
 forces rotated back before averaging.
 
-Grids (``rotation_grid``): the product quadrature over ZXZ Euler angles, R = Rz(α) Rx(β) Rz(γ), with 2L−1 uniform
-α and γ and L Gauss–Legendre nodes in cos β, weighted by the Gauss–Legendre weights: (2L−1)²·L rotations that average
-every Wigner-D function of degree 1 … 2L−2 to zero exactly. Names: ``0`` (identity), ``i`` (identity and inversion),
+Grids (``rotation_grid``, built by petmd.rotations, which the exported model shares): the product quadrature over ZXZ
+Euler angles, R = Rz(α) Rx(β) Rz(γ), with 2L−1 uniform α and γ and L Gauss–Legendre nodes in cos β, weighted by the
+Gauss–Legendre weights: (2L−1)²·L rotations that average every Wigner-D function of degree 1 … 2L−2 to zero exactly.
+Names: ``0`` (identity), ``i`` (identity and inversion),
 ``L`` (L ≥ 1, e.g. ``3``: 75 rotations), ``Li`` (each rotation also inverted), ``random:K`` (K Haar-random O(3)
 elements, equal weights, seeded).
 """
@@ -14,20 +15,18 @@ elements, equal weights, seeded).
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
-from scipy.special import roots_legendre
 from tqdm import tqdm
 
 from .batch import Frame, collate, random_rotations
 from .data import INFO_GROUP_KEYS, load_frames
 from .errors import PetmdError
 from .export import LoadedModel, load_model
+from .rotations import named_grid
 
 
 @dataclass(frozen=True)
@@ -41,36 +40,6 @@ class RotationGrid:
         return len(self.weights)
 
 
-def euler_zxz(alpha, beta, gamma) -> np.ndarray:
-    """Rz(α) Rx(β) Rz(γ) for arrays of angles (broadcast), shape [..., 3, 3]."""
-    alpha, beta, gamma = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (alpha, beta, gamma)))
-
-    def rz(t):
-        c, s, z, o = np.cos(t), np.sin(t), np.zeros_like(t), np.ones_like(t)
-        return np.stack([np.stack([c, -s, z], -1), np.stack([s, c, z], -1), np.stack([z, z, o], -1)], -2)
-
-    def rx(t):
-        c, s, z, o = np.cos(t), np.sin(t), np.zeros_like(t), np.ones_like(t)
-        return np.stack([np.stack([o, z, z], -1), np.stack([z, c, -s], -1), np.stack([z, s, c], -1)], -2)
-
-    return rz(alpha) @ rx(beta) @ rz(gamma)
-
-
-def product_grid(degree: int):
-    """(matrices, weights) of the (2L−1)²·L-point product quadrature with L = ``degree``."""
-    n_uniform = 2 * degree - 1
-    uniform = 2.0 * math.pi * np.arange(n_uniform) / n_uniform
-    nodes, gl_weights = roots_legendre(degree)
-    alpha, cos_beta, gamma = np.meshgrid(uniform, nodes, uniform, indexing="ij")
-    _, w_beta, _ = np.meshgrid(uniform, gl_weights, uniform, indexing="ij")
-    matrices = euler_zxz(alpha, np.arccos(cos_beta), gamma).reshape(-1, 3, 3)
-    weights = (w_beta / (2.0 * n_uniform ** 2)).reshape(-1)  # Gauss–Legendre weights sum to 2
-    return matrices, weights
-
-
-_GRID_NAME = re.compile(r"^(?:(?P<identity>0)|(?P<degree>[1-9][0-9]*))?(?P<inversion>i)?$")
-
-
 def rotation_grid(spec: str, seed: int = 0) -> RotationGrid:
     spec = str(spec).strip()
     if spec.startswith("random:"):
@@ -79,18 +48,11 @@ def rotation_grid(spec: str, seed: int = 0) -> RotationGrid:
             raise PetmdError(f"rotation grid {spec!r}: random:K needs a positive integer K, e.g. random:16")
         k = int(count)
         return RotationGrid(spec, random_rotations(k, np.random.default_rng(seed)), np.full(k, 1.0 / k))
-    match = _GRID_NAME.match(spec)
-    if not spec or match is None or (match["identity"] and match["inversion"]):
-        raise PetmdError(f"unknown rotation grid {spec!r}: use 0, i, L or Li with L ≥ 1 (e.g. 2, 2i, 3i), "
-                         "or random:K")
-    if match["degree"]:
-        matrices, weights = product_grid(int(match["degree"]))
-    else:
-        matrices, weights = np.eye(3)[None], np.ones(1)
-    if match["inversion"]:
-        matrices = np.concatenate([matrices, -matrices])
-        weights = np.concatenate([weights, weights]) / 2.0
-    return RotationGrid(spec, matrices, weights)
+    try:
+        matrices, weights = named_grid(spec)
+    except RuntimeError as err:
+        raise PetmdError(f"{err}, or random:K") from None
+    return RotationGrid(spec, matrices.numpy(), weights.numpy())
 
 
 @dataclass

@@ -1,0 +1,80 @@
+"""Rotation quadratures and random O(3) elements in TorchScript-compatible torch, so the exported model can build
+any grid at run time (pair_style pet's `symmetrize` keyword) with exactly the code petmd's Python side uses.
+
+Product grid of degree L: ZXZ Euler angles R = Rz(α) Rx(β) Rz(γ), 2L−1 uniform α and γ, L Gauss–Legendre nodes in
+cos β with their weights; (2L−1)²·L rotations averaging every Wigner-D function of degree 1 … 2L−2 to zero.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import torch
+
+
+def gauss_legendre(n: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Nodes and weights (summing to 2) of n-point Gauss–Legendre quadrature on [−1, 1] (Golub–Welsch)."""
+    if n == 1:
+        return torch.zeros(1, dtype=torch.float64), torch.full([1], 2.0, dtype=torch.float64)
+    k = torch.arange(1, n, dtype=torch.float64)
+    off_diagonal = k / torch.sqrt(4.0 * k * k - 1.0)
+    jacobi = torch.diag(off_diagonal, 1) + torch.diag(off_diagonal, -1)
+    nodes, vectors = torch.linalg.eigh(jacobi)
+    return nodes, 2.0 * vectors[0] ** 2
+
+
+def _rz(t: torch.Tensor) -> torch.Tensor:
+    c, s, z, o = torch.cos(t), torch.sin(t), torch.zeros_like(t), torch.ones_like(t)
+    return torch.stack([torch.stack([c, -s, z], -1), torch.stack([s, c, z], -1), torch.stack([z, z, o], -1)], -2)
+
+
+def _rx(t: torch.Tensor) -> torch.Tensor:
+    c, s, z, o = torch.cos(t), torch.sin(t), torch.zeros_like(t), torch.ones_like(t)
+    return torch.stack([torch.stack([o, z, z], -1), torch.stack([z, c, -s], -1), torch.stack([z, s, c], -1)], -2)
+
+
+def euler_zxz(alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """Rz(α) Rx(β) Rz(γ) for angle tensors of one shape, [..., 3, 3]."""
+    return torch.matmul(torch.matmul(_rz(alpha), _rx(beta)), _rz(gamma))
+
+
+def product_grid(degree: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(rotations [K, 3, 3], weights [K]) of the product quadrature of degree L = ``degree``, float64."""
+    n_uniform = 2 * degree - 1
+    uniform = 2.0 * math.pi * torch.arange(n_uniform, dtype=torch.float64) / n_uniform
+    nodes, weights = gauss_legendre(degree)
+    grid = torch.meshgrid([uniform, nodes, uniform], indexing="ij")
+    beta_weights = torch.meshgrid([uniform, weights, uniform], indexing="ij")[1]
+    rotations = euler_zxz(grid[0], torch.acos(grid[1]), grid[2]).reshape(-1, 3, 3)
+    return rotations, (beta_weights / (2.0 * n_uniform * n_uniform)).reshape(-1)
+
+
+def named_grid(name: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Grid by name: ``0`` (identity), ``i`` (identity and inversion), ``L`` or ``Li`` (L ≥ 1; ``i`` adds the inversion
+    of every rotation). Raises for anything else."""
+    inversion = name.endswith("i")
+    body = name[:-1] if inversion else name
+    if body == "0" and not inversion:
+        rotations, weights = torch.eye(3, dtype=torch.float64).unsqueeze(0), torch.ones(1, dtype=torch.float64)
+    elif body == "" and inversion:
+        rotations, weights = torch.eye(3, dtype=torch.float64).unsqueeze(0), torch.ones(1, dtype=torch.float64)
+    elif body.isdigit() and not body.startswith("0"):
+        rotations, weights = product_grid(int(body))
+    else:
+        raise RuntimeError("unknown rotation grid '" + name + "': use 0, i, L or Li with L >= 1 (e.g. 2, 2i, 3i)")
+    if inversion:
+        rotations = torch.cat([rotations, -rotations])
+        weights = torch.cat([weights, weights]) / 2.0
+    return rotations, weights
+
+
+def random_o3(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """One Haar-random rotation, inverted with probability ½, from torch's global generator ([3, 3])."""
+    q, r = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
+    if bool(torch.linalg.det(q) < 0):
+        q = -q
+    if bool(torch.rand(1) < 0.5):
+        q = -q
+    return q.to(dtype=dtype, device=device)
