@@ -159,6 +159,20 @@ Model::Model(const std::string &path, const std::string &device, int local_rank)
 
 Model::~Model() = default;
 
+void Model::set_symmetrization(const std::string &mode) {
+  if (!impl_->module.find_method("set_symmetrization"))
+    throw Error("'" + path_ + "' cannot switch symmetrization (exported by petmd " + info_.petmd_version +
+                " before this was possible): re-export it with `petmd export`");
+  try {
+    impl_->module.run_method("set_symmetrization", mode);
+  } catch (const std::exception &err) {
+    throw Error(torch_message(err));
+  }
+  info_.symmetrize = mode;
+}
+
+void Model::set_random_seed(uint64_t seed) { torch::manual_seed(seed); }
+
 Result Model::compute(const SystemView &s, bool per_atom_energies) const {
   const auto n = s.n_nodes;
   const auto e = s.n_edges;

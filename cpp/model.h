@@ -76,6 +76,13 @@ class PETMD_API Model {
   // Forward + backward of the exported module; inputs are copied to the device once, outputs back in float64.
   virtual Result compute(const SystemView &system, bool per_atom_energies) const;
 
+  // What compute returns: "none", "random" or "grid:G" (docs/model-interface.md §2, `symmetrize`); overrides the
+  // file's default. Throws Error for an unknown mode or a file exported before modes could be switched.
+  virtual void set_symmetrization(const std::string &mode);
+
+  // Seeds torch's generator, which the "random" mode draws its rotation from.
+  virtual void set_random_seed(uint64_t seed);
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

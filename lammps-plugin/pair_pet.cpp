@@ -46,7 +46,8 @@ static int usable_cores()
   return static_cast<int>(std::thread::hardware_concurrency());
 }
 
-static const char usage[] = "pair_style pet MODEL [device cpu|cuda|cuda:N] [threads N] [fold yes|no]";
+static const char usage[] = "pair_style pet MODEL [device cpu|cuda|cuda:N] [threads N] [fold yes|no] "
+                            "[symmetrize none|random|grid G] [seed N]";
 
 PairPET::PairPET(LAMMPS *lmp) : Pair(lmp)
 {
@@ -86,8 +87,10 @@ void PairPET::settings(int narg, char **arg)
   if (narg < 1) error->all(FLERR, "Illegal pair_style pet command: expected `{}`", usage);
   model_path_ = arg[0];
   std::string device = "cpu";
+  std::string symmetrize;
   int threads = 0;
   fold_ = true;
+  seed_ = 20231201;
   for (int iarg = 1; iarg < narg; iarg += 2) {
     const std::string key = arg[iarg];
     if (iarg + 1 >= narg)
@@ -99,6 +102,22 @@ void PairPET::settings(int narg, char **arg)
       if (threads < 1) error->all(FLERR, "pair_style pet: threads must be at least 1, got {}", threads);
     } else if (key == "fold") {
       fold_ = utils::logical(FLERR, arg[iarg + 1], false, lmp) == 1;
+    } else if (key == "symmetrize") {
+      symmetrize = arg[iarg + 1];
+      if (symmetrize == "grid") {
+        if (iarg + 2 >= narg)
+          error->all(FLERR, "pair_style pet: `symmetrize grid` needs a grid name, e.g. `symmetrize grid 2i`");
+        symmetrize += std::string(":") + arg[iarg + 2];
+        iarg++;
+      } else if (symmetrize == "ecse") {
+        error->all(FLERR, "pair_style pet: symmetrize ecse is not available in this petmd version; use none, "
+                   "random or grid G");
+      } else if (symmetrize != "none" && symmetrize != "random" && symmetrize.rfind("grid:", 0) != 0) {
+        error->all(FLERR, "pair_style pet: unknown symmetrize mode '{}': use none, random or grid G (e.g. grid 2i)",
+                   symmetrize);
+      }
+    } else if (key == "seed") {
+      seed_ = utils::bnumeric(FLERR, arg[iarg + 1], false, lmp);
     } else {
       error->all(FLERR, "pair_style pet: unknown keyword '{}': `{}`", key, usage);
     }
@@ -117,9 +136,11 @@ void PairPET::settings(int narg, char **arg)
   try {
     model_ = petmd::open_model_isolated(petmd::this_library_folder() + "/libpetmd_model.so", model_path_, device,
                                         local_rank, threads);
+    if (!symmetrize.empty()) model_->set_symmetrization(symmetrize);
   } catch (const std::exception &err) {
     error->one(FLERR, "pair_style pet: {}", err.what());
   }
+  random_rotation_ = model_->info().symmetrize == "random";
   if (allocated)
     for (int i = 0; i <= atom->ntypes; i++)
       for (int j = 0; j <= atom->ntypes; j++) setflag[i][j] = 0;
@@ -255,6 +276,8 @@ void PairPET::compute(int eflag, int vflag)
     system.edge_index = graph.edge_index.data();
     system.cell_shifts = graph.cell_shifts.data();
     system.energy_mask = mask_.get();
+    // every rank, and every evaluation within a step, must use the same random rotation
+    if (random_rotation_) model_->set_random_seed(static_cast<uint64_t>(seed_ + update->ntimestep));
     result = model_->compute(system, eflag_atom != 0);
   } catch (const std::exception &err) {
     error->one(FLERR, "pair_style pet: {}", err.what());

@@ -34,6 +34,8 @@ class PairPET : public Pair {
   std::string model_path_;
   std::vector<long> type_z_;          // atomic number of each LAMMPS atom type (index 1..ntypes)
   bool fold_ = true;                   // fold periodic images of local atoms onto them (docs/pair_pet.md)
+  bool random_rotation_ = false;       // symmetrize random: one rotation per step, the same on every rank
+  bigint seed_ = 0;
   // per-step buffers, kept to avoid reallocation
   std::vector<double> positions_;
   std::vector<int64_t> numbers_;

@@ -167,6 +167,8 @@ BAD_INPUTS = {
     "unknown keyword": ({"extra": "colour blue"}, "unknown keyword 'colour'"),
     "zero threads": ({"extra": "threads 0"}, "threads must be at least 1"),
     "bad device": ({"extra": "device gpu"}, "unknown device 'gpu': use cpu, cuda or cuda:N"),
+    "bad symmetrize": ({"extra": "symmetrize twice"}, "unknown symmetrize mode 'twice'"),
+    "bad grid": ({"extra": "symmetrize grid 3x"}, "unknown rotation grid '3x'"),
     "per-atom virial": ({"after": "compute s all stress/atom NULL\ncompute p all reduce sum c_s[1]\nthermo_style custom step c_p"},
                         "does not compute per-atom virials"),
 }
@@ -229,3 +231,37 @@ run {steps}
           f"T {temp.mean():.0f} ± {temp.std():.0f} K")
     assert np.all(np.isfinite(etotal)) and 100 < temp.mean() < 600
     assert abs(drift) < 0.05 and spread < 0.5
+
+
+# --- symmetrization modes chosen in the input ------------------------------------------------------------------------
+
+def test_symmetrize_keyword_overrides_the_file(tmp_path, model64):
+    """`symmetrize grid 2i` on a plain file = the file exported with grid:2i (Python), on 1 and 2 ranks;
+    `symmetrize random` uses one rotation per step, the same on every rank."""
+    from petmd.export import load_model as load
+
+    atoms = water_box(2, seed=4, cell_tilt=0.3)
+    data = write_data(tmp_path / "system.data", atoms)
+    reference_model = load(model64)
+    reference_model.module.set_symmetrization("grid:2i")
+    ref = reference_model(frame_from_atoms(atoms, 4.0))
+    want = {"energy": float(ref["energy"].detach()), "forces": ref["forces"].numpy(),
+            "energies": ref["energies"].detach().numpy(), "virial": ref["virial"].detach().numpy()}
+    for runner in ("in-process", "mpiexec -np 2"):
+        out = tmp_path / f"grid-{runner.replace(' ', '_')}"
+        out.mkdir()
+        stdout = run(runner, single_point_input(model64, data, out, pair_extra="symmetrize grid 2i"), out)
+        compare(read_single_point(out), want, 1e-8, f"symmetrize grid 2i, {runner}")
+        if stdout:
+            assert "symmetrization grid:2i" in stdout
+    random = {}
+    for runner in ("in-process", "mpiexec -np 2"):
+        out = tmp_path / f"random-{runner.replace(' ', '_')}"
+        out.mkdir()
+        run(runner, single_point_input(model64, data, out, pair_extra="symmetrize random seed 7"), out)
+        random[runner] = read_single_point(out)
+    first = random["in-process"]
+    compare(random["mpiexec -np 2"], {k: getattr(first, k) for k in ("energy", "forces", "energies", "virial")},
+            1e-10, "symmetrize random on 1 and 2 ranks")
+    plain = reference(model64, atoms)
+    assert abs(first.energy - plain["energy"]) > 1e-9  # it did rotate (a random-weight model is not invariant)

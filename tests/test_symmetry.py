@@ -36,6 +36,18 @@ def test_grid_sizes_weights_and_orthogonality(name, size):
         assert np.all(dets > 0)
 
 
+def test_gauss_legendre_matches_scipy():
+    from scipy.special import roots_legendre
+
+    from petmd.rotations import gauss_legendre
+
+    for n in (1, 2, 3, 5, 8, 12):
+        nodes, weights = gauss_legendre(n)
+        want_nodes, want_weights = roots_legendre(n)
+        np.testing.assert_allclose(nodes.numpy(), want_nodes, atol=1e-14)
+        np.testing.assert_allclose(weights.numpy(), want_weights, atol=1e-14)
+
+
 @pytest.mark.parametrize("degree", [2, 3, 4, 5])
 def test_product_grid_integrates_wigner_d_exactly_up_to_its_degree(degree):
     """P_l(u·Rv) is a combination of Wigner-D functions of degree l: its average over SO(3) is zero for l ≥ 1. The
