@@ -12,6 +12,7 @@ from tqdm import tqdm
 from .batch import batches_by_atom_budget, collate
 from .data import INFO_GROUP_KEYS, load_frames
 from .export import load_model
+from .tables import group_table
 
 
 def _summary(e_err: List[float], f_err: List[np.ndarray]) -> Dict[str, float]:
@@ -58,16 +59,9 @@ def evaluate(model_path, data_path, energy_key="energy", forces_key="forces",
 
 
 def format_table(result: dict) -> str:
-    head = f"{'group':<42} {'frames':>6} {'E MAE':>8} {'E RMSE':>8} {'F MAE':>8} {'F RMSE':>8}"
-    rows = [f"model {result['model']} on {result['data']}",
-            "energies in meV/atom, forces in meV/Å (per component)", head, "-" * len(head)]
-
-    def row(name, r):
-        return (f"{name:<42} {r['n_frames']:>6} {r['energy_mae_mev_per_atom']:>8.3f} "
-                f"{r['energy_rmse_mev_per_atom']:>8.3f} {r['force_mae_mev_per_A']:>8.1f} "
-                f"{r['force_rmse_mev_per_A']:>8.1f}")
-
-    rows.append(row("all", result))
-    for name, r in result["by_group"].items():
-        rows.append(row(name, r))
-    return "\n".join(rows)
+    return group_table(
+        [f"model {result['model']} on {result['data']}", "energies in meV/atom, forces in meV/Å (per component)"],
+        [f"{'E MAE':>8}", f"{'E RMSE':>8}", f"{'F MAE':>8}", f"{'F RMSE':>8}"],
+        lambda r: (f"{r['energy_mae_mev_per_atom']:>8.3f} {r['energy_rmse_mev_per_atom']:>8.3f} "
+                   f"{r['force_mae_mev_per_A']:>8.1f} {r['force_rmse_mev_per_A']:>8.1f}"),
+        result)

@@ -27,6 +27,7 @@ from .data import INFO_GROUP_KEYS, load_frames
 from .errors import PetmdError
 from .export import LoadedModel, load_model
 from .rotations import named_grid
+from .tables import group_table
 
 
 @dataclass(frozen=True)
@@ -155,24 +156,16 @@ def symmetry_error(model_path, data_path, grid: str = "3i", indices: Optional[Se
 
 
 def format_table(result: dict) -> str:
-    head = (f"{'group':<42} {'frames':>6} {'E meV/str':>10} {'E meV/atom':>11} {'F MAE':>8} {'F max':>8} "
-            f"{'E std/atom':>11}")
-    rows = [f"symmetry error of {result['model']} on {result['data']}: plain vs grid {result['grid']} "
-            f"({result['grid_size']} elements)",
-            "mean |E - E_grid| per structure and per atom (meV); |F - F_grid| per component (meV/Å); "
-            "std of E over the grid (meV/atom)", head, "-" * len(head)]
-
-    def row(name, r):
-        if not r["n_frames"]:
-            return f"{name:<42} {0:>6}"
-        return (f"{name:<42} {r['n_frames']:>6} {r['energy_mae_mev_per_structure']:>10.4f} "
-                f"{r['energy_mae_mev_per_atom']:>11.5f} {r['force_mae_mev_per_A']:>8.3f} "
-                f"{r['force_max_mev_per_A']:>8.2f} {r['energy_std_mev_per_atom']:>11.5f}")
-
-    rows.append(row("all", result))
-    for name, r in result["by_group"].items():
-        rows.append(row(name, r))
-    return "\n".join(rows)
+    return group_table(
+        [f"symmetry error of {result['model']} on {result['data']}: plain vs grid {result['grid']} "
+         f"({result['grid_size']} elements)",
+         "mean |E - E_grid| per structure and per atom (meV); |F - F_grid| per component (meV/Å); "
+         "std of E over the grid (meV/atom)"],
+        [f"{'E meV/str':>10}", f"{'E meV/atom':>11}", f"{'F MAE':>8}", f"{'F max':>8}", f"{'E std/atom':>11}"],
+        lambda r: (f"{r['energy_mae_mev_per_structure']:>10.4f} {r['energy_mae_mev_per_atom']:>11.5f} "
+                   f"{r['force_mae_mev_per_A']:>8.3f} {r['force_max_mev_per_A']:>8.2f} "
+                   f"{r['energy_std_mev_per_atom']:>11.5f}"),
+        result)
 
 
 def write_report(result: dict, folder) -> List[str]:
