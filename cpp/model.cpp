@@ -96,6 +96,25 @@ torch::Tensor view_or_zeros(const void *data, std::vector<int64_t> shape, torch:
   return torch::from_blob(const_cast<void *>(data), shape, options);
 }
 
+// The forward inputs of one system on the model's device (CPU tensors view the caller's memory).
+std::vector<torch::jit::IValue> inputs(const SystemView &s, const torch::Device &dev) {
+  const auto n = s.n_nodes;
+  const auto e = s.n_edges;
+  auto to_dev = [&](torch::Tensor t) { return dev.is_cpu() ? t : t.to(dev); };
+  auto mask = s.energy_mask ? to_dev(view_or_zeros(s.energy_mask, {n}, torch::kBool))
+                            : torch::ones({n}, torch::TensorOptions().dtype(torch::kBool).device(dev));
+  return {to_dev(view_or_zeros(s.positions, {n, 3}, torch::kFloat64)),
+          to_dev(view_or_zeros(s.atomic_numbers, {n}, torch::kInt64)),
+          to_dev(view_or_zeros(s.cell, {3, 3}, torch::kFloat64)),
+          to_dev(view_or_zeros(s.edge_index, {2, e}, torch::kInt64)),
+          to_dev(view_or_zeros(s.cell_shifts, {e, 3}, torch::kInt64)), mask};
+}
+
+std::vector<double> to_vector(const torch::Tensor &t) {
+  auto c = t.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+
 }  // namespace
 
 struct Model::Impl {
@@ -159,7 +178,30 @@ Model::Model(const std::string &path, const std::string &device, int local_rank)
 
 Model::~Model() = default;
 
+GridResult Model::compute_grid(const SystemView &s, const std::string &grid) const {
+  if (!impl_->module.find_method("evaluate_grid"))
+    throw Error("'" + path_ + "' has no on-the-fly symmetry diagnostics (exported by petmd " + info_.petmd_version +
+                "): re-export it with `petmd export`");
+  GridResult result;
+  try {
+    torch::AutoGradMode grad(true);
+    torch::jit::GraphOptimizerEnabledGuard no_graph_optimization(false);
+    auto args = inputs(s, impl_->device);
+    args.emplace_back(grid);
+    auto out = impl_->module.get_method("evaluate_grid")(args).toGenericDict();
+    result.energy = out.at("energy").toTensor().item<double>();
+    result.forces = to_vector(out.at("forces").toTensor());
+    result.grid_energies = to_vector(out.at("grid_energies").toTensor());
+    result.grid_weights = to_vector(out.at("grid_weights").toTensor());
+    result.grid_forces = to_vector(out.at("grid_forces").toTensor());
+  } catch (const std::exception &err) {
+    throw Error("grid evaluation failed on " + std::to_string(s.n_nodes) + " atoms: " + torch_message(err));
+  }
+  return result;
+}
+
 void Model::set_symmetrization(const std::string &mode) {
+  if (mode == info_.symmetrize) return;
   if (!impl_->module.find_method("set_symmetrization"))
     throw Error("'" + path_ + "' cannot switch symmetrization (exported by petmd " + info_.petmd_version +
                 " before this was possible): re-export it with `petmd export`");
@@ -176,16 +218,6 @@ void Model::set_random_seed(uint64_t seed) { torch::manual_seed(seed); }
 Result Model::compute(const SystemView &s, bool per_atom_energies) const {
   const auto n = s.n_nodes;
   const auto e = s.n_edges;
-  auto dev = impl_->device;
-  auto to_dev = [&](torch::Tensor t) { return dev.is_cpu() ? t : t.to(dev); };
-  auto positions = to_dev(view_or_zeros(s.positions, {n, 3}, torch::kFloat64));
-  auto numbers = to_dev(view_or_zeros(s.atomic_numbers, {n}, torch::kInt64));
-  auto cell = to_dev(view_or_zeros(s.cell, {3, 3}, torch::kFloat64));
-  auto edges = to_dev(view_or_zeros(s.edge_index, {2, e}, torch::kInt64));
-  auto shifts = to_dev(view_or_zeros(s.cell_shifts, {e, 3}, torch::kInt64));
-  auto mask = s.energy_mask ? to_dev(view_or_zeros(s.energy_mask, {n}, torch::kBool))
-                            : torch::ones({n}, torch::TensorOptions().dtype(torch::kBool).device(dev));
-
   Result result;
   try {
     // forces and virial come from autograd inside forward: gradient recording must be on
@@ -194,7 +226,7 @@ Result Model::compute(const SystemView &s, bool per_atom_energies) const {
     // optimised graphs then ran 1.5-4x slower than the plain interpreter (1536 water atoms: 5-14 s against
     // 3.3-4.5 s per call). Run unoptimised, for this call only.
     torch::jit::GraphOptimizerEnabledGuard no_graph_optimization(false);
-    auto out = impl_->module.forward({positions, numbers, cell, edges, shifts, mask}).toGenericDict();
+    auto out = impl_->module.forward(inputs(s, impl_->device)).toGenericDict();
     result.energy = out.at("energy").toTensor().detach().item<double>();
     auto forces = out.at("forces").toTensor().detach().to(torch::kCPU, torch::kFloat64).contiguous();
     result.forces.resize(static_cast<size_t>(3 * n));

@@ -54,6 +54,15 @@ struct Result {
   std::array<double, 9> virial{};          // W[a][b] = -dE/d(strain_ab), eV, row-major
 };
 
+// The network as trained against its average over a rotation grid, for one system (on-the-fly diagnostics).
+struct GridResult {
+  double energy = 0.0;                     // plain network, eV (masked-in nodes)
+  std::vector<double> forces;              // [n, 3] plain network
+  std::vector<double> grid_energies;       // [K] energy of each rotated copy
+  std::vector<double> grid_weights;        // [K] quadrature weights (sum 1)
+  std::vector<double> grid_forces;         // [n, 3] weighted mean of the back-rotated forces
+};
+
 // "cpu", "cuda" (→ cuda:(local_rank % device count)) or "cuda:N"; throws Error if that device cannot be used.
 PETMD_API std::string resolve_device(const std::string &request, int local_rank);
 
@@ -75,6 +84,9 @@ class PETMD_API Model {
 
   // Forward + backward of the exported module; inputs are copied to the device once, outputs back in float64.
   virtual Result compute(const SystemView &system, bool per_atom_energies) const;
+
+  // Plain network and grid average ("0", "i", "L" or "Li") in one go; throws Error for an unknown grid.
+  virtual GridResult compute_grid(const SystemView &system, const std::string &grid) const;
 
   // What compute returns: "none", "random" or "grid:G" (docs/model-interface.md §2, `symmetrize`); overrides the
   // file's default. Throws Error for an unknown mode or a file exported before modes could be switched.

@@ -231,51 +231,12 @@ void PairPET::compute(int eflag, int vflag)
                "centroid/stress/atom): the model gives the global virial only");
 
   const int nlocal = atom->nlocal;
-  const int nall = nlocal + atom->nghost;
   if (nlocal == 0) return;    // an empty subdomain owns no energy, so it exerts no force
-
-  petmd::DomainView<tagint> domain_view;
-  domain_view.nlocal = nlocal;
-  domain_view.nall = nall;
-  domain_view.x = &atom->x[0][0];
-  domain_view.tags = atom->tag;
-  const double cell[3][3] = {{domain->xprd, 0.0, 0.0}, {domain->xy, domain->yprd, 0.0},
-                             {domain->xz, domain->yz, domain->zprd}};
-  for (int a = 0; a < 3; a++) {
-    domain_view.periodic[a] = domain->periodicity[a] != 0;
-    for (int b = 0; b < 3; b++) domain_view.cell[a][b] = cell[a][b];
-  }
-  domain_view.n_listed = list->inum + list->gnum;
-  domain_view.listed = list->ilist;
-  domain_view.count = list->numneigh;
-  domain_view.neighbors = list->firstneigh;
-  domain_view.neighmask = NEIGHMASK;
 
   petmd::Result result;
   petmd::DomainGraph graph;
   try {
-    graph = petmd::build_domain_graph(domain_view, model_->info().cutoff, fold_);
-    const int64_t n_nodes = graph.n_nodes();
-    positions_.resize(3 * n_nodes);
-    numbers_.resize(n_nodes);
-    mask_.reset(new bool[n_nodes]);
-    double **x = atom->x;
-    const int *type = atom->type;
-    for (int64_t n = 0; n < n_nodes; n++) {
-      const int64_t a = graph.node_atom[n];
-      for (int c = 0; c < 3; c++) positions_[3 * n + c] = x[a][c];
-      numbers_[n] = type_z_[type[a]];
-      mask_[n] = n < nlocal;
-    }
-    petmd::SystemView system;
-    system.n_nodes = n_nodes;
-    system.positions = positions_.data();
-    system.atomic_numbers = numbers_.data();
-    system.cell = &domain_view.cell[0][0];
-    system.n_edges = graph.n_edges();
-    system.edge_index = graph.edge_index.data();
-    system.cell_shifts = graph.cell_shifts.data();
-    system.energy_mask = mask_.get();
+    const auto system = build_system(graph);
     // every rank, and every evaluation within a step, must use the same random rotation
     if (random_rotation_) model_->set_random_seed(static_cast<uint64_t>(seed_ + update->ntimestep));
     result = model_->compute(system, eflag_atom != 0);
@@ -301,4 +262,83 @@ void PairPET::compute(int eflag, int vflag)
     virial[4] += w[2];
     virial[5] += w[5];
   }
+}
+
+petmd::SystemView PairPET::build_system(petmd::DomainGraph &graph)
+{
+  const int nlocal = atom->nlocal;
+  petmd::DomainView<tagint> domain_view;
+  domain_view.nlocal = nlocal;
+  domain_view.nall = nlocal + atom->nghost;
+  domain_view.x = &atom->x[0][0];
+  domain_view.tags = atom->tag;
+  cell_[0][0] = domain->xprd;
+  cell_[1][0] = domain->xy;
+  cell_[1][1] = domain->yprd;
+  cell_[2][0] = domain->xz;
+  cell_[2][1] = domain->yz;
+  cell_[2][2] = domain->zprd;
+  for (int a = 0; a < 3; a++) {
+    domain_view.periodic[a] = domain->periodicity[a] != 0;
+    for (int b = 0; b < 3; b++) domain_view.cell[a][b] = cell_[a][b];
+  }
+  domain_view.n_listed = list->inum + list->gnum;
+  domain_view.listed = list->ilist;
+  domain_view.count = list->numneigh;
+  domain_view.neighbors = list->firstneigh;
+  domain_view.neighmask = NEIGHMASK;
+
+  graph = petmd::build_domain_graph(domain_view, model_->info().cutoff, fold_);
+  const int64_t n_nodes = graph.n_nodes();
+  positions_.resize(3 * n_nodes);
+  numbers_.resize(n_nodes);
+  mask_.reset(new bool[n_nodes]);
+  double **x = atom->x;
+  const int *type = atom->type;
+  for (int64_t n = 0; n < n_nodes; n++) {
+    const int64_t a = graph.node_atom[n];
+    for (int c = 0; c < 3; c++) positions_[3 * n + c] = x[a][c];
+    numbers_[n] = type_z_[type[a]];
+    mask_[n] = n < nlocal;
+  }
+  petmd::SystemView system;
+  system.n_nodes = n_nodes;
+  system.positions = positions_.data();
+  system.atomic_numbers = numbers_.data();
+  system.cell = &cell_[0][0];
+  system.n_edges = graph.n_edges();
+  system.edge_index = graph.edge_index.data();
+  system.cell_shifts = graph.cell_shifts.data();
+  system.energy_mask = mask_.get();
+  return system;
+}
+
+PairPET::SymmetryTerms PairPET::symmetry_terms(const std::string &grid, double **dforce)
+{
+  SymmetryTerms terms;
+  if (atom->nlocal == 0) {    // nothing owned: zero energy and forces in every rotation
+    petmd::GridResult probe;
+    try {
+      probe = model_->compute_grid(petmd::SystemView{}, grid);
+    } catch (const std::exception &err) {
+      error->one(FLERR, "compute pet/symmetry: {}", err.what());
+    }
+    terms.grid_weights = probe.grid_weights;
+    terms.grid_energies.assign(probe.grid_weights.size(), 0.0);
+    return terms;
+  }
+  petmd::DomainGraph graph;
+  petmd::GridResult result;
+  try {
+    result = model_->compute_grid(build_system(graph), grid);
+  } catch (const std::exception &err) {
+    error->one(FLERR, "compute pet/symmetry: {}", err.what());
+  }
+  for (int64_t n = 0; n < graph.n_nodes(); n++)
+    for (int c = 0; c < 3; c++)
+      dforce[graph.node_atom[n]][c] += result.forces[3 * n + c] - result.grid_forces[3 * n + c];
+  terms.plain_energy = result.energy;
+  terms.grid_energies = result.grid_energies;
+  terms.grid_weights = result.grid_weights;
+  return terms;
 }

@@ -12,6 +12,8 @@
 
 namespace petmd {
 class Model;
+struct DomainGraph;
+struct SystemView;
 }
 
 namespace LAMMPS_NS {
@@ -26,7 +28,17 @@ class PairPET : public Pair {
   void init_style() override;
   double init_one(int, int) override;
 
+  // For compute pet/symmetry: the network as trained against its average over `grid` on this rank's graph. Adds
+  // the per-atom force deviation (plain − grid mean) to dforce[nall][3] (ghosts included: reverse-communicate it)
+  // and returns this rank's plain energy and the energy of each rotated copy, with the grid weights.
+  struct SymmetryTerms {
+    double plain_energy = 0.0;
+    std::vector<double> grid_energies, grid_weights;
+  };
+  SymmetryTerms symmetry_terms(const std::string &grid, double **dforce);
+
  private:
+  petmd::SystemView build_system(petmd::DomainGraph &graph);
   void allocate();
   void report_model(int threads) const;
 
@@ -40,6 +52,7 @@ class PairPET : public Pair {
   std::vector<double> positions_;
   std::vector<int64_t> numbers_;
   std::unique_ptr<bool[]> mask_;
+  double cell_[3][3] = {};
 };
 
 }    // namespace LAMMPS_NS

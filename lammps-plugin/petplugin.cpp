@@ -1,10 +1,16 @@
 // Registers pair_style pet with LAMMPS when petplugin.so is loaded.
 #include "lammpsplugin_abi.h"
+#include "compute_pet_symmetry.h"
 #include "pair_pet.h"
 
 using namespace LAMMPS_NS;
 
 static Pair *pet_creator(LAMMPS *lmp) { return new PairPET(lmp); }
+
+static Compute *pet_symmetry_creator(LAMMPS *lmp, int narg, char **arg)
+{
+  return new ComputePETSymmetry(lmp, narg, arg);
+}
 
 extern "C" __attribute__((visibility("default"))) void lammpsplugin_init(void *lmp, void *handle, void *regfunc) {
   lammpsplugin_t plugin;
@@ -15,5 +21,11 @@ extern "C" __attribute__((visibility("default"))) void lammpsplugin_init(void *l
   plugin.author = "petmd developers";
   plugin.creator.v1 = (lammpsplugin_factory1 *) &pet_creator;
   plugin.handle = handle;
+  (*(lammpsplugin_regfunc) regfunc)(&plugin, lmp);
+
+  plugin.style = "compute";
+  plugin.name = "pet/symmetry";
+  plugin.info = "on-the-fly symmetry error of pair_style pet (petmd " PETMD_VERSION ")";
+  plugin.creator.v2 = (lammpsplugin_factory2 *) &pet_symmetry_creator;
   (*(lammpsplugin_regfunc) regfunc)(&plugin, lmp);
 }

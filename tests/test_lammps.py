@@ -265,3 +265,81 @@ def test_symmetrize_keyword_overrides_the_file(tmp_path, model64):
             1e-10, "symmetrize random on 1 and 2 ranks")
     plain = reference(model64, atoms)
     assert abs(first.energy - plain["energy"]) > 1e-9  # it did rotate (a random-weight model is not invariant)
+
+
+# --- on-the-fly symmetry diagnostics -------------------------------------------------------------------------------
+
+def test_compute_pet_symmetry_matches_petmd_symmetry(tmp_path, model64):
+    """compute pet/symmetry on a configuration = petmd symmetry on the same configuration, on 1, 2 and 4 ranks
+    (an empty rank included for the molecule); it evaluates only on multiples of N."""
+    import ase.io
+
+    from petmd.symmetry import symmetry_error
+
+    cases = {"water": (water_box(2, seed=11, cell_tilt=0.5), "p p p", None),
+             "molecule": (molecule(), "f f f", ((-10, -10, -10), (10, 10, 10)))}
+    for name, (atoms, boundary, box) in cases.items():
+        ase.io.write(tmp_path / f"{name}.xyz", atoms, format="extxyz")
+        want = symmetry_error(model64, tmp_path / f"{name}.xyz", grid="2i", progress=False)
+        data = write_data(tmp_path / f"{name}.data", atoms, box=box)
+        for runner in ("in-process", "mpiexec -np 2", "mpiexec -np 4"):
+            out = tmp_path / f"{name}-{runner.replace(' ', '_')}"
+            out.mkdir()
+            script = f"""
+units metal
+atom_style atomic
+atom_modify map hash
+boundary {boundary}
+read_data {data}
+pair_style pet {model64} threads 1
+pair_coeff * * O H
+compute sym all pet/symmetry 5 2i
+thermo_style custom step pe c_sym[1] c_sym[2] c_sym[3] c_sym[4]
+run 0
+print "$(c_sym[1]:%.17g) $(c_sym[2]:%.17g) $(c_sym[3]:%.17g) $(c_sym[4]:%.17g)" file {out}/sym.txt
+"""
+            run(runner, script, out)
+            got = np.array((out / "sym.txt").read_text().split(), dtype=float) * 1e3  # eV → meV
+            expected = [want["energy_mae_mev_per_atom"], want["force_mae_mev_per_A"], want["force_max_mev_per_A"],
+                        want["energy_std_mev_per_atom"]]
+            np.testing.assert_allclose(got, expected, rtol=1e-7, atol=1e-9, err_msg=f"{name}, {runner}")
+            assert got[1] > 0
+
+
+def test_compute_pet_symmetry_costs_nothing_between_its_steps(tmp_path, model64):
+    data = write_data(tmp_path / "system.data", water_box(2, seed=11))
+    script = f"""
+units metal
+atom_style atomic
+read_data {data}
+pair_style pet {model64} threads 1
+pair_coeff * * O H
+velocity all create 300 1 loop geom
+fix md all nve
+timestep 0.0005
+compute sym all pet/symmetry 4 2
+fix log all print 1 "$(step) $(c_sym[2]:%.17g)" file {tmp_path}/sym.txt screen no
+run 9
+"""
+    run_inprocess(script)
+    step, force_mae = np.loadtxt(tmp_path / "sym.txt", unpack=True)
+    for s, value in zip(step, force_mae):
+        last_multiple = int(s) // 4 * 4
+        assert value == force_mae[list(step).index(last_multiple)]  # held since the last multiple of 4
+    assert len(set(force_mae)) == 3  # steps 0, 4 and 8 evaluated: the configuration moved
+
+
+def test_compute_pet_symmetry_needs_pair_pet(tmp_path):
+    data = write_data(tmp_path / "system.data", water_box(1))
+    script = f"""
+units metal
+atom_style atomic
+read_data {data}
+pair_style zero 4.0
+pair_coeff * *
+compute sym all pet/symmetry 10 2
+thermo_style custom step c_sym[1]
+run 0
+"""
+    result = run_lmp(script, tmp_path)
+    assert result.returncode != 0 and "compute pet/symmetry requires pair_style pet" in result.stdout

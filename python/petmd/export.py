@@ -7,7 +7,7 @@ import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from ase.data import chemical_symbols
@@ -74,13 +74,32 @@ class ExportedPET(nn.Module):
         else:
             rotations, weights = self.grid_rotations, self.grid_weights
         return self._average(positions, atomic_numbers, cell, edge_index, cell_shifts, energy_mask, rotations,
-                             weights)
+                             weights)[0]
+
+    @torch.jit.export
+    def evaluate_grid(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, cell: torch.Tensor,
+                      edge_index: torch.Tensor, cell_shifts: torch.Tensor, energy_mask: torch.Tensor,
+                      grid: str) -> Dict[str, torch.Tensor]:
+        """The network as trained against its average over ``grid`` (for on-the-fly symmetry diagnostics):
+        ``energy``/``forces`` of the plain network, ``grid_energies`` [K] (masked energy of each rotated copy),
+        ``grid_weights`` [K], ``grid_forces`` [n, 3] (weighted mean of the back-rotated forces)."""
+        positions = positions.to(torch.float64)
+        rotations, weights = named_grid(grid)
+        rotations, weights = rotations.to(positions.device), weights.to(positions.device)
+        empty = torch.empty(0, 3, 3, dtype=torch.float64, device=positions.device)
+        plain = self._average(positions, atomic_numbers, cell, edge_index, cell_shifts, energy_mask, empty,
+                              weights[:0])[0]
+        averaged, grid_energies = self._average(positions, atomic_numbers, cell, edge_index, cell_shifts,
+                                                energy_mask, rotations, weights)
+        return {"energy": plain["energy"].detach(), "forces": plain["forces"],
+                "grid_energies": grid_energies.detach(), "grid_weights": weights, "grid_forces": averaged["forces"]}
 
     def _average(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, cell: torch.Tensor,
                  edge_index: torch.Tensor, cell_shifts: torch.Tensor, energy_mask: torch.Tensor,
-                 rotations: torch.Tensor, weights: torch.Tensor) -> Dict[str, torch.Tensor]:
+                 rotations: torch.Tensor, weights: torch.Tensor) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
         """Weighted average over copies of the system rotated by ``rotations`` (row vectors: x → x Qᵀ), outputs
-        rotated back, all copies in one call; no rotation at all when ``rotations`` is empty."""
+        rotated back, all copies in one call (no rotation at all when ``rotations`` is empty); and the energy of
+        each copy."""
         n_atoms = positions.shape[0]
         n_edges = edge_index.shape[1]
         reverse = reverse_edge_index(edge_index, cell_shifts, n_atoms)
@@ -90,8 +109,8 @@ class ExportedPET(nn.Module):
             structure = torch.zeros(n_atoms, dtype=torch.long, device=positions.device)
             out = self.pet(positions, atomic_numbers, edge_index, shift_vectors, reverse, structure, 1, energy_mask,
                            True, True, False)
-            return {"energy": out["energy"][0], "energies": out["energies"], "forces": out["forces"],
-                    "virial": out["virial"][0]}
+            return ({"energy": out["energy"][0], "energies": out["energies"], "forces": out["forces"],
+                     "virial": out["virial"][0]}, out["energy"])
         copies = torch.arange(k, device=positions.device)
         out = self.pet(
             torch.einsum("kab,nb->kna", rotations, positions).reshape(-1, 3),
@@ -105,10 +124,10 @@ class ExportedPET(nn.Module):
             True, True, False)
         forces = torch.einsum("kna,kab->knb", out["forces"].view(k, n_atoms, 3), rotations)
         virial = torch.einsum("kab,kac,kcd->kbd", rotations, out["virial"], rotations)
-        return {"energy": (weights * out["energy"]).sum(),
-                "energies": (weights.unsqueeze(1) * out["energies"].view(k, n_atoms)).sum(0),
-                "forces": (weights.view(k, 1, 1) * forces).sum(0),
-                "virial": (weights.view(k, 1, 1) * virial).sum(0)}
+        return ({"energy": (weights * out["energy"]).sum(),
+                 "energies": (weights.unsqueeze(1) * out["energies"].view(k, n_atoms)).sum(0),
+                 "forces": (weights.view(k, 1, 1) * forces).sum(0),
+                 "virial": (weights.view(k, 1, 1) * virial).sum(0)}, out["energy"])
 
     @torch.jit.export
     def batched(
