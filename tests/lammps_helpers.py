@@ -40,9 +40,8 @@ def write_data(path: Path, atoms: Atoms, ids=None, box=None) -> Path:
     return path
 
 
-def single_point_input(model: Path, data: Path, out: Path, boundary: str = "p p p", pair_extra: str = "",
-                       threads: int = 1) -> str:
-    """Energy, forces, per-atom energies and pressure tensor of one configuration, written to files in ``out``."""
+def water_setup(model, data, boundary: str = "p p p", pair_extra: str = "", threads: int = 1) -> str:
+    """The lines every test input starts with: units, box and atoms, pair_style pet on O/H."""
     return f"""
 units metal
 atom_style atomic
@@ -51,6 +50,13 @@ boundary {boundary}
 read_data {data}
 pair_style pet {model} threads {threads} {pair_extra}
 pair_coeff * * O H
+"""
+
+
+def single_point_input(model: Path, data: Path, out: Path, boundary: str = "p p p", pair_extra: str = "",
+                       threads: int = 1) -> str:
+    """Energy, forces, per-atom energies and pressure tensor of one configuration, written to files in ``out``."""
+    return water_setup(model, data, boundary, pair_extra, threads) + f"""
 compute peatom all pe/atom
 thermo_style custom step pe pxx pyy pzz pxy pxz pyz vol
 thermo_modify format float %.17g

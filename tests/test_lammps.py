@@ -14,7 +14,7 @@ import torch
 from ase import Atoms
 
 from conftest import small_pet, water_box, write_checkpoint
-from lammps_helpers import read_single_point, run_inprocess, run_lmp, single_point_input, write_data
+from lammps_helpers import read_single_point, run_inprocess, run_lmp, single_point_input, water_setup, write_data
 from petmd.batch import frame_from_atoms
 from petmd.calculator import PETCalculator
 from petmd.data import find_structure
@@ -122,12 +122,7 @@ def test_folding_images_changes_nothing(tmp_path, model64):
 def test_npt_runs_on_the_model_virial(tmp_path, model64):
     atoms = water_box(2, seed=8, cell_tilt=0.4)
     data = write_data(tmp_path / "system.data", atoms)
-    script = f"""
-units metal
-atom_style atomic
-read_data {data}
-pair_style pet {model64} threads 1
-pair_coeff * * O H
+    script = water_setup(model64, data) + f"""
 velocity all create 300 4928459 mom yes rot yes loop geom
 fix 1 all npt temp 300 300 0.05 tri 1000 1000 0.5
 thermo 10
@@ -208,12 +203,7 @@ def test_nve_water_conserves_energy(tmp_path, scan_data_path):
     atoms = find_structure(scan_data_path, n_atoms=192, config_type="multithermal")
     data = write_data(tmp_path / "water.data", atoms, ids=np.arange(len(atoms)) + 1)
     steps, every = 4000, 20
-    script = f"""
-units metal
-atom_style atomic
-read_data {data}
-pair_style pet {TRAINED_MODEL} threads 2
-pair_coeff * * O H
+    script = water_setup(TRAINED_MODEL, data, threads=2) + f"""
 velocity all create 300.0 87287 mom yes rot yes
 timestep 0.0005
 fix md all nve
@@ -285,14 +275,7 @@ def test_compute_pet_symmetry_matches_petmd_symmetry(tmp_path, model64):
         for runner in ("in-process", "mpiexec -np 2", "mpiexec -np 4"):
             out = tmp_path / f"{name}-{runner.replace(' ', '_')}"
             out.mkdir()
-            script = f"""
-units metal
-atom_style atomic
-atom_modify map hash
-boundary {boundary}
-read_data {data}
-pair_style pet {model64} threads 1
-pair_coeff * * O H
+            script = water_setup(model64, data, boundary) + f"""
 compute sym all pet/symmetry 5 2i
 thermo_style custom step pe c_sym[1] c_sym[2] c_sym[3] c_sym[4]
 run 0
@@ -308,12 +291,7 @@ print "$(c_sym[1]:%.17g) $(c_sym[2]:%.17g) $(c_sym[3]:%.17g) $(c_sym[4]:%.17g)" 
 
 def test_compute_pet_symmetry_costs_nothing_between_its_steps(tmp_path, model64):
     data = write_data(tmp_path / "system.data", water_box(2, seed=11))
-    script = f"""
-units metal
-atom_style atomic
-read_data {data}
-pair_style pet {model64} threads 1
-pair_coeff * * O H
+    script = water_setup(model64, data) + f"""
 velocity all create 300 1 loop geom
 fix md all nve
 timestep 0.0005
