@@ -63,6 +63,11 @@ class TrainingConfig:
     force_weight: float = 1.0
     augment_rotations: bool = True
     augment_inversion: bool = True
+    # rotational-variance penalty (Langer et al. 2024): each structure of a step is seen in variance_copies randomly
+    # rotated copies, and loss += variance_weight·(variance over the copies of E/atom and of the back-rotated forces),
+    # in the same σ_F² units; atoms_per_batch then counts the atoms of all copies
+    variance_copies: int = 1
+    variance_weight: float = 0.0
     checkpoint_every_s: float = 600.0  # mid-epoch checkpoint interval, seconds
     validation_atoms_per_batch: int = 4000
     num_threads: int | None = None
@@ -156,6 +161,13 @@ def _validate(cfg: Config, source: str) -> None:
         raise PetmdError(f"{source}: training.schedule must be cosine, step or constant, got '{t.schedule}'")
     if t.optimizer not in ("adam", "adamw"):
         raise PetmdError(f"{source}: training.optimizer must be adam or adamw, got '{t.optimizer}'")
+    if t.variance_copies < 1:
+        raise PetmdError(f"{source}: training.variance_copies must be at least 1, got {t.variance_copies}")
+    if t.variance_weight < 0:
+        raise PetmdError(f"{source}: training.variance_weight must not be negative, got {t.variance_weight}")
+    if t.variance_weight > 0 and (t.variance_copies < 2 or not t.augment_rotations):
+        raise PetmdError(f"{source}: training.variance_weight > 0 needs training.variance_copies >= 2 and "
+                         "augment_rotations: true (the penalty compares differently rotated copies)")
     if not 0.0 <= cfg.data.validation_fraction < 1.0:
         raise PetmdError(f"{source}: data.validation_fraction must be in [0, 1)")
 

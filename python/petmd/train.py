@@ -69,6 +69,24 @@ def training_loss(out: Dict[str, torch.Tensor], batch: Batch, sigma_f: float, en
     return loss, de, df
 
 
+def rotational_variance(out: Dict[str, torch.Tensor], batch: Batch, rotations: np.ndarray,
+                        copies: int) -> torch.Tensor:
+    """Mean over structures of the variance over their rotated copies of E/atom, plus the mean over atoms and
+    components of the variance of the forces rotated back (eV²/atom², eV²/Å²); structure s's copies are batch
+    structures s·copies … s·copies + copies − 1."""
+    n_structures = batch.n_structures // copies
+    energy = (out["energy"] / batch.n_atoms).view(n_structures, copies)
+    q = torch.as_tensor(rotations, dtype=out["forces"].dtype, device=out["forces"].device)
+    back = torch.einsum("na,nab->nb", out["forces"], q[batch.structure])  # x Qᵀ undone: F' Q
+    force_terms = []
+    start = 0
+    for n in batch.n_atoms.view(n_structures, copies)[:, 0].tolist():
+        f = back[start:start + n * copies].view(copies, n, 3)
+        force_terms.append(f.var(dim=0, unbiased=False).mean())
+        start += n * copies
+    return energy.var(dim=1, unbiased=False).mean() + torch.stack(force_terms).mean()
+
+
 def error_sums(batch: Batch, out: Dict[str, torch.Tensor]) -> Dict[str, float]:
     """Sums of absolute and squared errors (per-atom energy in eV/atom, force components in eV/Å)."""
     de = ((out["energy"].detach() - batch.energy) / batch.n_atoms).abs()
@@ -173,7 +191,8 @@ class Trainer:
     def _epoch_batches(self, epoch: int) -> List[List[int]]:
         rng = np.random.default_rng([self.cfg.training.seed, epoch])
         order = self.train_idx[rng.permutation(len(self.train_idx))]
-        return batches_by_atom_budget(self.frames, order, self.cfg.training.atoms_per_batch)
+        t = self.cfg.training
+        return batches_by_atom_budget(self.frames, order, max(1, t.atoms_per_batch // t.variance_copies))
 
     def _rotations(self, epoch: int, step: int, n: int) -> Optional[np.ndarray]:
         t = self.cfg.training
@@ -241,9 +260,12 @@ class Trainer:
 
     def train_step(self, group: List[int], rotations) -> Dict[str, float]:
         t = self.cfg.training
-        batch, out = predict(self.model, [self.frames[i] for i in group], self.device, create_graph=True,
-                             rotations=rotations)
+        copies = t.variance_copies  # copy c of structure s is frame s·copies + c of the batch
+        batch, out = predict(self.model, [self.frames[i] for i in group for _ in range(copies)], self.device,
+                             create_graph=True, rotations=rotations)
         loss, de, df = training_loss(out, batch, self.sigma_f, t.energy_weight, t.force_weight)
+        if t.variance_weight > 0:
+            loss = loss + t.variance_weight * rotational_variance(out, batch, rotations, copies) / self.sigma_f ** 2
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if t.grad_clip > 0:
@@ -278,7 +300,8 @@ class Trainer:
                     for g in self.optimizer.param_groups:
                         g["lr"] = learning_rate(self.cfg, self.global_step, self.total_steps)
                     t0 = time.monotonic()
-                    r = self.train_step(group, self._rotations(self.epoch, self.step_in_epoch, len(group)))
+                    r = self.train_step(group, self._rotations(self.epoch, self.step_in_epoch,
+                                                               len(group) * t.variance_copies))
                     train_time += time.monotonic() - t0
                     atoms_seen += r["atoms"]
                     for k in ("e_sq", "n_e", "f_sq", "n_f"):
