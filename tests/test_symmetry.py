@@ -120,7 +120,7 @@ def test_symmetry_cli(tmp_path):
         assert (tmp_path / "report" / name).stat().st_size > 0
     table = run_petmd("symmetry", tmp_path / "m.pt", tmp_path / "frames.xyz", "--grid", "i", "--max-frames", "1",
                       check=True).stdout
-    assert "plain vs grid i (2 elements)" in table
+    assert "(mode none)" in table and "model vs grid i (2 elements)" in table
     bad = run_petmd("symmetry", tmp_path / "m.pt", tmp_path / "frames.xyz", "--grid", "3x")
     assert bad.returncode == 2 and "unknown rotation grid '3x'" in bad.stderr
 
@@ -218,3 +218,20 @@ def test_unknown_symmetrization_is_an_error(tmp_path, pet_checkpoint):
     for bad in ("grid:3x", "grid", "average", "grid:"):
         result = run_petmd("export", pet_checkpoint, "-o", tmp_path / "x.pt", "--symmetrize", bad)
         assert result.returncode == 2 and "symmetriz" in result.stderr, (bad, result.stderr)
+
+
+def test_symmetry_of_a_symmetrized_model_is_measured_in_its_mode(tmp_path, pet_checkpoint):
+    """petmd symmetry evaluates a grid-averaged model as such: its error against a finer grid is far smaller than
+    the plain network's; --symmetrize overrides the stored mode."""
+    from petmd.symmetry import symmetry_error
+
+    atoms = water_box(1, seed=3)
+    ase.io.write(tmp_path / "one.xyz", atoms, format="extxyz")
+    export_checkpoint(pet_checkpoint, tmp_path / "g.pt", dtype="float64", symmetrize="grid:3i")
+    averaged = symmetry_error(tmp_path / "g.pt", tmp_path / "one.xyz", grid="4i", progress=False)
+    plain = symmetry_error(tmp_path / "g.pt", tmp_path / "one.xyz", grid="4i", progress=False, symmetrize="none")
+    assert averaged["symmetrize"] == "grid:3i" and plain["symmetrize"] == "none"
+    assert averaged["force_mae_mev_per_A"] < 0.1 * plain["force_mae_mev_per_A"]
+    assert averaged["energy_mae_mev_per_atom"] < 0.1 * plain["energy_mae_mev_per_atom"]
+    with pytest.raises(PetmdError, match="unknown symmetrization 'sideways'"):
+        symmetry_error(tmp_path / "g.pt", tmp_path / "one.xyz", grid="2", progress=False, symmetrize="sideways")

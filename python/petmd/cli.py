@@ -67,7 +67,7 @@ def _symmetry(args) -> int:
         raise PetmdError(f"--stride must be at least 1, got {args.stride}")
     result = symmetry_error(args.model, args.data, grid=args.grid, indices=indices, stride=args.stride,
                             max_frames=args.max_frames, atoms_per_batch=args.atoms_per_batch, seed=args.seed,
-                            progress=not args.json)
+                            progress=not args.json, symmetrize=args.symmetrize)
     written = write_report(result, args.output) if args.output else []
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "frames"}, indent=1))
@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="atoms per model call: rotated copies of a frame are batched up to this; memory grows with "
                         "it (study-size model: ~3 MiB/atom) (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of random:K grids")
+    p.add_argument("--symmetrize", default=None, metavar="MODE",
+                   help="evaluate the model in this mode (none, random, grid:G) instead of the one stored in it")
     p.add_argument("-o", "--output", help="folder for symmetry.json, frames.csv and symmetry-histogram.png")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=_symmetry)

@@ -207,6 +207,20 @@ class LoadedModel:
         self.atomic_numbers = list(metadata["atomic_numbers"])
         self.cutoff = float(metadata["cutoff"])
 
+    @property
+    def symmetrize(self) -> str:
+        """The mode forward runs in (none, random, grid:G)."""
+        return str(getattr(self.module, "symmetrize", "none"))
+
+    def set_symmetrization(self, mode: str) -> None:
+        if not hasattr(self.module, "set_symmetrization"):
+            raise PetmdError(f"{self.source} cannot switch symmetrization (exported before this was possible): "
+                             "re-export it with `petmd export`")
+        try:
+            self.module.set_symmetrization(mode)
+        except Exception as err:  # torch.jit.Error from TorchScript, RuntimeError in Python
+            raise PetmdError(str(err).strip().splitlines()[-1].replace("builtins.RuntimeError: ", "")) from None
+
     def __call__(self, frame: Frame) -> Dict[str, torch.Tensor]:
         """Energy, per-atom energies, forces and virial of one structure through the exported forward."""
         n = frame.n_atoms

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -78,8 +78,11 @@ class GridEvaluation:
 def evaluate_on_grid(model: LoadedModel, frame: Frame, grid: RotationGrid,
                      atoms_per_batch: int = 2000) -> GridEvaluation:
     """All grid elements of ``frame`` (plus the plain structure), batched: as many rotated copies per model call
-    as ``atoms_per_batch`` allows (all of them when it allows)."""
+    as ``atoms_per_batch`` allows (all of them when it allows). A model in a symmetrized mode (grid:G, random) is
+    evaluated as such, one rotated copy per call (each call batches its own grid)."""
     rotations = np.concatenate([np.eye(3)[None], grid.matrices])  # element 0: the plain prediction
+    if model.symmetrize != "none":
+        return _evaluate_one_by_one(model, frame, grid, rotations)
     per_call = max(1, atoms_per_batch // max(frame.n_atoms, 1))
     energies, forces = [], []
     for start in range(0, len(rotations), per_call):
@@ -89,6 +92,16 @@ def evaluate_on_grid(model: LoadedModel, frame: Frame, grid: RotationGrid,
         f = out["forces"].detach().numpy().reshape(len(chunk), frame.n_atoms, 3)
         forces.append(np.einsum("kia,kab->kib", f, chunk))  # x Qᵀ rotated back: F' Q
     energies, forces = np.concatenate(energies), np.concatenate(forces)
+    return GridEvaluation(energies[1:], forces[1:], grid.weights, float(energies[0]), forces[0])
+
+
+def _evaluate_one_by_one(model: LoadedModel, frame: Frame, grid: RotationGrid, rotations: np.ndarray):
+    energies, forces = [], []
+    for q in rotations:
+        out = model(replace(frame, positions=frame.positions @ q.T, cell=frame.cell @ q.T))
+        energies.append(float(out["energy"].detach()))
+        forces.append(out["forces"].detach().numpy() @ q)
+    energies, forces = np.array(energies), np.stack(forces)
     return GridEvaluation(energies[1:], forces[1:], grid.weights, float(energies[0]), forces[0])
 
 
@@ -128,9 +141,12 @@ def _summary(rows: Sequence[Dict[str, float]], n_atoms: Sequence[int]) -> Dict[s
 
 def symmetry_error(model_path, data_path, grid: str = "3i", indices: Optional[Sequence[int]] = None,
                    stride: int = 1, max_frames: Optional[int] = None, atoms_per_batch: int = 2000,
-                   seed: int = 0, progress: bool = True) -> dict:
-    """`petmd symmetry`: the plain model against its grid average on every selected frame of a data file."""
+                   seed: int = 0, progress: bool = True, symmetrize: Optional[str] = None) -> dict:
+    """`petmd symmetry`: the model (in its symmetrization mode, or ``symmetrize``) against its grid average on every
+    selected frame of a data file."""
     model = load_model(model_path)
+    if symmetrize is not None:
+        model.set_symmetrization(symmetrize)
     rotations = rotation_grid(grid, seed=seed)
     frames = load_frames(data_path, model.cutoff, stride=stride, max_frames=max_frames, labelled=False,
                          model_numbers=model.atomic_numbers, progress=progress, indices=indices)
@@ -147,7 +163,8 @@ def symmetry_error(model_path, data_path, grid: str = "3i", indices: Optional[Se
             if key in frame.info:
                 groups[f"{key}={frame.info[key]}"].append(k)
     n_atoms = [r["n_atoms"] for r in rows]
-    result = {"grid": grid, "grid_size": rotations.size, "model": str(model_path), "data": str(data_path)}
+    result = {"grid": grid, "grid_size": rotations.size, "model": str(model_path), "data": str(data_path),
+              "symmetrize": model.symmetrize}
     result.update(_summary(rows, n_atoms))
     result["by_group"] = {name: _summary([rows[i] for i in members], [n_atoms[i] for i in members])
                           for name, members in sorted(groups.items())}
@@ -157,8 +174,8 @@ def symmetry_error(model_path, data_path, grid: str = "3i", indices: Optional[Se
 
 def format_table(result: dict) -> str:
     return group_table(
-        [f"symmetry error of {result['model']} on {result['data']}: plain vs grid {result['grid']} "
-         f"({result['grid_size']} elements)",
+        [f"symmetry error of {result['model']} (mode {result['symmetrize']}) on {result['data']}: model vs grid "
+         f"{result['grid']} ({result['grid_size']} elements)",
          "mean |E - E_grid| per structure and per atom (meV); |F - F_grid| per component (meV/Å); "
          "std of E over the grid (meV/atom)"],
         [f"{'E meV/str':>10}", f"{'E meV/atom':>11}", f"{'F MAE':>8}", f"{'F max':>8}", f"{'E std/atom':>11}"],
