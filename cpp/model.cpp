@@ -5,9 +5,8 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
-#include <cstring>
+#include <algorithm>
 #include <fstream>
-#include <sstream>
 
 // nlohmann/json as vendored (in its own namespace) with the LAMMPS headers; any nlohmann 3.x would do.
 #include "nlohmann/json.hpp"
@@ -115,6 +114,17 @@ std::vector<double> to_vector(const torch::Tensor &t) {
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
 }
 
+c10::Dict<c10::IValue, c10::IValue> run(torch::jit::Module &module, const std::string &method,
+                                        std::vector<torch::jit::IValue> args) {
+  // forces and virial come from autograd inside the method: gradient recording must be on
+  torch::AutoGradMode grad(true);
+  // The profiling executor re-specialises the graph whenever the edge count changes (every MD step); its
+  // optimised graphs then ran 1.5-4x slower than the plain interpreter (1536 water atoms: 5-14 s against
+  // 3.3-4.5 s per call). Run unoptimised, for this call only.
+  torch::jit::GraphOptimizerEnabledGuard no_graph_optimization(false);
+  return module.get_method(method)(std::move(args)).toGenericDict();
+}
+
 }  // namespace
 
 struct Model::Impl {
@@ -184,11 +194,9 @@ GridResult Model::compute_grid(const SystemView &s, const std::string &grid) con
                 "): re-export it with `petmd export`");
   GridResult result;
   try {
-    torch::AutoGradMode grad(true);
-    torch::jit::GraphOptimizerEnabledGuard no_graph_optimization(false);
     auto args = inputs(s, impl_->device);
     args.emplace_back(grid);
-    auto out = impl_->module.get_method("evaluate_grid")(args).toGenericDict();
+    auto out = run(impl_->module, "evaluate_grid", std::move(args));
     result.energy = out.at("energy").toTensor().item<double>();
     result.forces = to_vector(out.at("forces").toTensor());
     result.grid_energies = to_vector(out.at("grid_energies").toTensor());
@@ -216,32 +224,16 @@ void Model::set_symmetrization(const std::string &mode) {
 void Model::set_random_seed(uint64_t seed) { torch::manual_seed(seed); }
 
 Result Model::compute(const SystemView &s, bool per_atom_energies) const {
-  const auto n = s.n_nodes;
-  const auto e = s.n_edges;
   Result result;
   try {
-    // forces and virial come from autograd inside forward: gradient recording must be on
-    torch::AutoGradMode grad(true);
-    // The profiling executor re-specialises the graph whenever the edge count changes (every MD step); its
-    // optimised graphs then ran 1.5-4x slower than the plain interpreter (1536 water atoms: 5-14 s against
-    // 3.3-4.5 s per call). Run unoptimised, for this call only.
-    torch::jit::GraphOptimizerEnabledGuard no_graph_optimization(false);
-    auto out = impl_->module.forward(inputs(s, impl_->device)).toGenericDict();
+    auto out = run(impl_->module, "forward", inputs(s, impl_->device));
     result.energy = out.at("energy").toTensor().detach().item<double>();
-    auto forces = out.at("forces").toTensor().detach().to(torch::kCPU, torch::kFloat64).contiguous();
-    result.forces.resize(static_cast<size_t>(3 * n));
-    if (n > 0) std::memcpy(result.forces.data(), forces.data_ptr<double>(), sizeof(double) * 3 * n);
-    auto virial = out.at("virial").toTensor().detach().to(torch::kCPU, torch::kFloat64).contiguous();
-    std::memcpy(result.virial.data(), virial.data_ptr<double>(), sizeof(double) * 9);
-    if (per_atom_energies) {
-      auto energies = out.at("energies").toTensor().detach().to(torch::kCPU, torch::kFloat64).contiguous();
-      result.energies.resize(static_cast<size_t>(n));
-      if (n > 0) std::memcpy(result.energies.data(), energies.data_ptr<double>(), sizeof(double) * n);
-    }
-  } catch (const Error &) {
-    throw;
+    result.forces = to_vector(out.at("forces").toTensor());
+    const auto virial = to_vector(out.at("virial").toTensor());
+    std::copy(virial.begin(), virial.end(), result.virial.begin());
+    if (per_atom_energies) result.energies = to_vector(out.at("energies").toTensor());
   } catch (const std::exception &err) {
-    throw Error("the model failed on " + std::to_string(n) + " atoms and " + std::to_string(e) +
+    throw Error("the model failed on " + std::to_string(s.n_nodes) + " atoms and " + std::to_string(s.n_edges) +
                 " edges: " + torch_message(err));
   }
   return result;

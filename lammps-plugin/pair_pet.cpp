@@ -140,7 +140,6 @@ void PairPET::settings(int narg, char **arg)
   } catch (const std::exception &err) {
     error->one(FLERR, "pair_style pet: {}", err.what());
   }
-  random_rotation_ = model_->info().symmetrize == "random";
   if (allocated)
     for (int i = 0; i <= atom->ntypes; i++)
       for (int j = 0; j <= atom->ntypes; j++) setflag[i][j] = 0;
@@ -238,7 +237,7 @@ void PairPET::compute(int eflag, int vflag)
   try {
     const auto system = build_system(graph);
     // every rank, and every evaluation within a step, must use the same random rotation
-    if (random_rotation_) model_->set_random_seed(static_cast<uint64_t>(seed_ + update->ntimestep));
+    if (model_->info().symmetrize == "random") model_->set_random_seed(static_cast<uint64_t>(seed_ + update->ntimestep));
     result = model_->compute(system, eflag_atom != 0);
   } catch (const std::exception &err) {
     error->one(FLERR, "pair_style pet: {}", err.what());

@@ -46,8 +46,7 @@ class PairPET : public Pair {
   std::string model_path_;
   std::vector<long> type_z_;          // atomic number of each LAMMPS atom type (index 1..ntypes)
   bool fold_ = true;                   // fold periodic images of local atoms onto them (docs/pair_pet.md)
-  bool random_rotation_ = false;       // symmetrize random: one rotation per step, the same on every rank
-  bigint seed_ = 0;
+  bigint seed_ = 0;                    // symmetrize random: torch is seeded with seed_ + step on every rank
   // per-step buffers, kept to avoid reallocation
   std::vector<double> positions_;
   std::vector<int64_t> numbers_;

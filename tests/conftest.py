@@ -83,6 +83,20 @@ def run_petmd(*args, cwd=None, env=None, check=False) -> subprocess.CompletedPro
     return result
 
 
+def with_metadata(model_path, output, **changes) -> Path:
+    """A copy of an exported model whose petmd.json metadata has ``changes`` applied (e.g. format_version=2)."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(model_path) as src, zipfile.ZipFile(output, "w") as dst:
+        for item in src.infolist():
+            blob = src.read(item)
+            if item.filename.endswith("extra/petmd.json"):
+                blob = json.dumps({**json.loads(blob), **changes}).encode()
+            dst.writestr(item, blob)
+    return Path(output)
+
+
 def write_checkpoint(path, model: PET, dtype: str = "float64") -> Path:
     """A weights-only petmd checkpoint of ``model`` (the fields `petmd export` and `petmd eval` read)."""
     from petmd.checkpoint import save_checkpoint

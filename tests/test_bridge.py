@@ -3,8 +3,6 @@ folding and domain splitting change no result."""
 
 from __future__ import annotations
 
-import json
-import zipfile
 
 import numpy as np
 import pytest
@@ -12,7 +10,7 @@ import torch
 from ase import Atoms
 from scipy.spatial import cKDTree
 
-from conftest import CUTOFF, frame, small_pet, water_box, write_checkpoint
+from conftest import CUTOFF, frame, small_pet, water_box, with_metadata, write_checkpoint
 from petmd import _bridge
 from petmd.export import export_checkpoint, load_model
 
@@ -64,16 +62,7 @@ def test_bridge_errors(tmp_path, exported):
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(plain))
     with pytest.raises(_bridge.BridgeError, match="not a petmd model"):
         _bridge.Model(str(plain))
-    # the same archive with format_version 2 in its metadata
-    future = tmp_path / "future.pt"
-    with zipfile.ZipFile(exported["float64"]) as src, zipfile.ZipFile(future, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item)
-            if item.filename.endswith("extra/petmd.json"):
-                meta = json.loads(data)
-                meta["format_version"] = 2
-                data = json.dumps(meta).encode()
-            dst.writestr(item, data)
+    future = with_metadata(exported["float64"], tmp_path / "future.pt", format_version=2)
     with pytest.raises(_bridge.BridgeError, match="format version 2; this petmd reads version 1"):
         _bridge.Model(str(future))
     with pytest.raises(_bridge.BridgeError, match="unknown device 'gpu'"):

@@ -3,9 +3,7 @@ calculator on the same exported float64 model."""
 
 from __future__ import annotations
 
-import json
 import re
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,7 @@ import pytest
 import torch
 from ase import Atoms
 
-from conftest import small_pet, water_box, write_checkpoint
+from conftest import small_pet, water_box, with_metadata, write_checkpoint
 from lammps_helpers import read_single_point, run_inprocess, run_lmp, single_point_input, water_setup, write_data
 from petmd.batch import frame_from_atoms
 from petmd.calculator import PETCalculator
@@ -141,12 +139,7 @@ def bad_models(tmp_path_factory, model64):
     folder = tmp_path_factory.mktemp("bad-models")
     (folder / "notes.txt").write_text("not a model\n")
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(folder / "plain.pt"))
-    with zipfile.ZipFile(model64) as src, zipfile.ZipFile(folder / "future.pt", "w") as dst:
-        for item in src.infolist():
-            blob = src.read(item)
-            if item.filename.endswith("extra/petmd.json"):
-                blob = json.dumps({**json.loads(blob), "format_version": 2}).encode()
-            dst.writestr(item, blob)
+    with_metadata(model64, folder / "future.pt", format_version=2)
     return folder
 
 

@@ -34,13 +34,7 @@ def read_structures(path: str | Path, index: str = ":"):
     """All structures of a file as ASE Atoms, with a clear error for a missing, empty or unreadable file."""
     import ase.io
 
-    path = Path(path)
-    if not path.exists():
-        raise PetmdError(f"data file {path} does not exist")
-    if path.is_dir():
-        raise PetmdError(f"data path {path} is a directory; give an extxyz file")
-    if path.stat().st_size == 0:
-        raise PetmdError(f"data file {path} is empty")
+    path = _check_path(path)
     try:
         source, fmt = _readable(path)
         structures = ase.io.read(source, index=index, format=fmt)
@@ -58,13 +52,26 @@ def find_structure(path: str | Path, n_atoms: Optional[int] = None, **info):
     ``config_type="multithermal"``), reading only as far as needed."""
     import ase.io
 
-    read_structures(path, index="0")  # the same checks and messages for a missing or unreadable file
-    source, fmt = _readable(Path(path))
-    for atoms in ase.io.iread(source, index=":", format=fmt):
-        if (n_atoms is None or len(atoms) == n_atoms) and all(atoms.info.get(k) == v for k, v in info.items()):
-            return atoms
+    source, fmt = _readable(_check_path(path))
+    try:
+        for atoms in ase.io.iread(source, index=":", format=fmt):
+            if (n_atoms is None or len(atoms) == n_atoms) and all(atoms.info.get(k) == v for k, v in info.items()):
+                return atoms
+    except Exception as err:  # ASE raises many types for malformed input
+        raise PetmdError(f"cannot read {path} as a structure file: {type(err).__name__}: {err}") from None
     wanted = ", ".join([f"{n_atoms} atoms"] * (n_atoms is not None) + [f"{k}={v!r}" for k, v in info.items()])
     raise PetmdError(f"no structure in {path} has {wanted}")
+
+
+def _check_path(path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise PetmdError(f"data file {path} does not exist")
+    if path.is_dir():
+        raise PetmdError(f"data path {path} is a directory; give an extxyz file")
+    if path.stat().st_size == 0:
+        raise PetmdError(f"data file {path} is empty")
+    return path
 
 
 def _readable(path: Path):

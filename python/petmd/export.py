@@ -44,14 +44,11 @@ class ExportedPET(nn.Module):
 
     @torch.jit.export
     def set_symmetrization(self, mode: str) -> None:
-        if mode == "none" or mode == "random":
-            self.grid_rotations = torch.eye(3, dtype=torch.float64, device=self.grid_rotations.device).unsqueeze(0)
-            self.grid_weights = torch.ones(1, dtype=torch.float64, device=self.grid_weights.device)
-        elif mode.startswith("grid:"):
+        if mode.startswith("grid:"):
             rotations, weights = named_grid(mode[5:])
             self.grid_rotations = rotations.to(self.grid_rotations.device)
             self.grid_weights = weights.to(self.grid_weights.device)
-        else:
+        elif mode != "none" and mode != "random":
             raise RuntimeError("unknown symmetrization '" + mode + "': use none, random or grid:G (e.g. grid:2i)")
         self.symmetrize = mode
 
@@ -65,9 +62,8 @@ class ExportedPET(nn.Module):
         energy_mask: torch.Tensor,  # [n] bool: atoms whose energies are summed (LAMMPS: local atoms)
     ) -> Dict[str, torch.Tensor]:
         positions = positions.to(torch.float64)
-        if self.symmetrize == "none":
-            rotations = torch.empty(0, 3, 3, dtype=torch.float64, device=positions.device)
-            weights = torch.empty(0, dtype=torch.float64, device=positions.device)
+        if self.symmetrize == "none":  # the identity: exact in floating point, the network as trained
+            rotations, weights = _identity(positions.device)
         elif self.symmetrize == "random":
             rotations = random_o3(torch.float64, positions.device).unsqueeze(0)
             weights = torch.ones(1, dtype=torch.float64, device=positions.device)
@@ -86,9 +82,8 @@ class ExportedPET(nn.Module):
         positions = positions.to(torch.float64)
         rotations, weights = named_grid(grid)
         rotations, weights = rotations.to(positions.device), weights.to(positions.device)
-        empty = torch.empty(0, 3, 3, dtype=torch.float64, device=positions.device)
-        plain = self._average(positions, atomic_numbers, cell, edge_index, cell_shifts, energy_mask, empty,
-                              weights[:0])[0]
+        identity, one = _identity(positions.device)
+        plain = self._average(positions, atomic_numbers, cell, edge_index, cell_shifts, energy_mask, identity, one)[0]
         averaged, grid_energies = self._average(positions, atomic_numbers, cell, edge_index, cell_shifts,
                                                 energy_mask, rotations, weights)
         return {"energy": plain["energy"].detach(), "forces": plain["forces"],
@@ -98,19 +93,12 @@ class ExportedPET(nn.Module):
                  edge_index: torch.Tensor, cell_shifts: torch.Tensor, energy_mask: torch.Tensor,
                  rotations: torch.Tensor, weights: torch.Tensor) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
         """Weighted average over copies of the system rotated by ``rotations`` (row vectors: x → x Qᵀ), outputs
-        rotated back, all copies in one call (no rotation at all when ``rotations`` is empty); and the energy of
-        each copy."""
+        rotated back, all copies in one call; and the energy of each copy."""
         n_atoms = positions.shape[0]
         n_edges = edge_index.shape[1]
         reverse = reverse_edge_index(edge_index, cell_shifts, n_atoms)
         shift_vectors = torch.matmul(cell_shifts.to(torch.float64), cell.to(torch.float64))
         k = rotations.shape[0]
-        if k == 0:
-            structure = torch.zeros(n_atoms, dtype=torch.long, device=positions.device)
-            out = self.pet(positions, atomic_numbers, edge_index, shift_vectors, reverse, structure, 1, energy_mask,
-                           True, True, False)
-            return ({"energy": out["energy"][0], "energies": out["energies"], "forces": out["forces"],
-                     "virial": out["virial"][0]}, out["energy"])
         copies = torch.arange(k, device=positions.device)
         out = self.pet(
             torch.einsum("kab,nb->kna", rotations, positions).reshape(-1, 3),
@@ -144,6 +132,11 @@ class ExportedPET(nn.Module):
         """Several disconnected structures at once (Python-side evaluation; see petmd.batch.collate)."""
         return self.pet(positions, atomic_numbers, edge_index, shift_vectors, reverse, structure, n_structures,
                         None, True, compute_virial, False)
+
+
+def _identity(device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    return (torch.eye(3, dtype=torch.float64, device=device).unsqueeze(0),
+            torch.ones(1, dtype=torch.float64, device=device))
 
 
 def build_metadata(pet: PET, config: dict, dtype: str, extra: Optional[dict] = None,
