@@ -88,7 +88,7 @@ class PETMD_API Model {
   // Plain network and grid average ("0", "i", "L" or "Li") in one go; throws Error for an unknown grid.
   virtual GridResult compute_grid(const SystemView &system, const std::string &grid) const;
 
-  // What compute returns: "none", "random" or "grid:G" (docs/model-interface.md §2, `symmetrize`); overrides the
+  // What compute returns: "none", "random", "grid:G" or "ecse" (docs/model-interface.md §2, `symmetrize`); overrides the
   // file's default. Throws Error for an unknown mode or a file exported before modes could be switched.
   virtual void set_symmetrization(const std::string &mode);
 

@@ -47,7 +47,7 @@ static int usable_cores()
 }
 
 static const char usage[] = "pair_style pet MODEL [device cpu|cuda|cuda:N] [threads N] [fold yes|no] "
-                            "[symmetrize none|random|grid G] [seed N]";
+                            "[symmetrize none|random|grid G|ecse] [seed N]";
 
 PairPET::PairPET(LAMMPS *lmp) : Pair(lmp)
 {
@@ -109,11 +109,10 @@ void PairPET::settings(int narg, char **arg)
           error->all(FLERR, "pair_style pet: `symmetrize grid` needs a grid name, e.g. `symmetrize grid 2i`");
         symmetrize += std::string(":") + arg[iarg + 2];
         iarg++;
-      } else if (symmetrize == "ecse") {
-        error->all(FLERR, "pair_style pet: symmetrize ecse is not available in this petmd version; use none, "
-                   "random or grid G");
-      } else if (symmetrize != "none" && symmetrize != "random" && symmetrize.rfind("grid:", 0) != 0) {
-        error->all(FLERR, "pair_style pet: unknown symmetrize mode '{}': use none, random or grid G (e.g. grid 2i)",
+      } else if (symmetrize != "none" && symmetrize != "random" && symmetrize != "ecse" &&
+                 symmetrize.rfind("grid:", 0) != 0) {
+        error->all(FLERR,
+                   "pair_style pet: unknown symmetrize mode '{}': use none, random, grid G (e.g. grid 2i) or ecse",
                    symmetrize);
       }
     } else if (key == "seed") {

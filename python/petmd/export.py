@@ -30,9 +30,10 @@ class ExportedPET(nn.Module):
     """The exported interface: one system (local atoms and any ghosts) with an explicit edge list.
 
     ``symmetrize`` picks what forward returns: ``none`` (the network as trained), ``grid:G`` (the weighted average over
-    the rotation grid G, forces and virial rotated back; all grid elements in one batched call) or ``random`` (the
+    the rotation grid G, forces and virial rotated back; all grid elements in one batched call), ``random`` (the
     network on the system rotated by a fresh random O(3) element each call, outputs rotated back; torch's global
-    generator, so ``torch.manual_seed`` makes it reproducible). ``set_symmetrization`` changes it at run time."""
+    generator, so ``torch.manual_seed`` makes it reproducible) or ``ecse`` (exact symmetrization in each atom's local
+    frames, model/ecse.py). ``set_symmetrization`` changes it at run time."""
 
     def __init__(self, pet: PET, symmetrize: str = "none"):
         super().__init__()
@@ -48,8 +49,9 @@ class ExportedPET(nn.Module):
             rotations, weights = named_grid(mode[5:])
             self.grid_rotations = rotations.to(self.grid_rotations.device)
             self.grid_weights = weights.to(self.grid_weights.device)
-        elif mode != "none" and mode != "random":
-            raise RuntimeError("unknown symmetrization '" + mode + "': use none, random or grid:G (e.g. grid:2i)")
+        elif mode != "none" and mode != "random" and mode != "ecse":
+            raise RuntimeError("unknown symmetrization '" + mode + "': use none, random, grid:G (e.g. grid:2i) "
+                               "or ecse")
         self.symmetrize = mode
 
     def forward(
@@ -62,7 +64,7 @@ class ExportedPET(nn.Module):
         energy_mask: torch.Tensor,  # [n] bool: atoms whose energies are summed (LAMMPS: local atoms)
     ) -> Dict[str, torch.Tensor]:
         positions = positions.to(torch.float64)
-        if self.symmetrize == "none":  # the identity: exact in floating point, the network as trained
+        if self.symmetrize == "none" or self.symmetrize == "ecse":  # the identity: exact in floating point
             rotations, weights = _identity(positions.device)
         elif self.symmetrize == "random":
             rotations = random_o3(torch.float64, positions.device).unsqueeze(0)
@@ -70,7 +72,7 @@ class ExportedPET(nn.Module):
         else:
             rotations, weights = self.grid_rotations, self.grid_weights
         return self._average(positions, atomic_numbers, cell, edge_index, cell_shifts, energy_mask, rotations,
-                             weights)[0]
+                             weights, self.symmetrize == "ecse")[0]
 
     @torch.jit.export
     def evaluate_grid(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, cell: torch.Tensor,
@@ -83,15 +85,17 @@ class ExportedPET(nn.Module):
         rotations, weights = named_grid(grid)
         rotations, weights = rotations.to(positions.device), weights.to(positions.device)
         identity, one = _identity(positions.device)
-        plain = self._average(positions, atomic_numbers, cell, edge_index, cell_shifts, energy_mask, identity, one)[0]
+        plain = self._average(positions, atomic_numbers, cell, edge_index, cell_shifts, energy_mask, identity, one,
+                              False)[0]
         averaged, grid_energies = self._average(positions, atomic_numbers, cell, edge_index, cell_shifts,
-                                                energy_mask, rotations, weights)
+                                                energy_mask, rotations, weights, False)
         return {"energy": plain["energy"].detach(), "forces": plain["forces"],
                 "grid_energies": grid_energies.detach(), "grid_weights": weights, "grid_forces": averaged["forces"]}
 
     def _average(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, cell: torch.Tensor,
                  edge_index: torch.Tensor, cell_shifts: torch.Tensor, energy_mask: torch.Tensor,
-                 rotations: torch.Tensor, weights: torch.Tensor) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+                 rotations: torch.Tensor, weights: torch.Tensor,
+                 ecse: bool) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
         """Weighted average over copies of the system rotated by ``rotations`` (row vectors: x → x Qᵀ), outputs
         rotated back, all copies in one call; and the energy of each copy."""
         n_atoms = positions.shape[0]
@@ -109,7 +113,7 @@ class ExportedPET(nn.Module):
             copies.repeat_interleave(n_atoms),
             k,
             energy_mask.repeat(k),
-            True, True, False)
+            True, True, False, ecse)
         forces = torch.einsum("kna,kab->knb", out["forces"].view(k, n_atoms, 3), rotations)
         virial = torch.einsum("kab,kac,kcd->kbd", rotations, out["virial"], rotations)
         return ({"energy": (weights * out["energy"]).sum(),
@@ -129,9 +133,10 @@ class ExportedPET(nn.Module):
         n_structures: int,
         compute_virial: bool,
     ) -> Dict[str, torch.Tensor]:
-        """Several disconnected structures at once (Python-side evaluation; see petmd.batch.collate)."""
+        """Several disconnected structures at once (Python-side evaluation; see petmd.batch.collate): the network,
+        with ECSE when that is the mode (it acts per atom), without the rotation averaging of grid:G and random."""
         return self.pet(positions, atomic_numbers, edge_index, shift_vectors, reverse, structure, n_structures,
-                        None, True, compute_virial, False)
+                        None, True, compute_virial, False, self.symmetrize == "ecse")
 
 
 def _identity(device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:

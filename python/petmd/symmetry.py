@@ -78,10 +78,10 @@ class GridEvaluation:
 def evaluate_on_grid(model: LoadedModel, frame: Frame, grid: RotationGrid,
                      atoms_per_batch: int = 2000) -> GridEvaluation:
     """All grid elements of ``frame`` (plus the plain structure), batched: as many rotated copies per model call
-    as ``atoms_per_batch`` allows (all of them when it allows). A model in a symmetrized mode (grid:G, random) is
-    evaluated as such, one rotated copy per call (each call batches its own grid)."""
+    as ``atoms_per_batch`` allows (all of them when it allows). A model in a globally averaged mode (grid:G, random) is
+    evaluated as such, one rotated copy per call (each call batches its own grid); ECSE acts per atom and batches."""
     rotations = np.concatenate([np.eye(3)[None], grid.matrices])  # element 0: the plain prediction
-    if model.symmetrize != "none":
+    if model.symmetrize not in ("none", "ecse"):
         return _evaluate_one_by_one(model, frame, grid, rotations)
     per_call = max(1, atoms_per_batch // max(frame.n_atoms, 1))
     energies, forces = [], []

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .cutoff import cutoff_function
+from .ecse import LocalFrames, copy_edges
 
 
 class MLP(nn.Module):
@@ -97,14 +98,15 @@ class GNNLayer(nn.Module):
 
     def forward(
         self,
-        geometry_input: torch.Tensor,  # [E, 4]: x_ij, |x_ij|
+        geometry_input: torch.Tensor,  # [E, 4]: x_ij, |x_ij| (in ECSE: per copy and edge, x_ij in the copy's frame)
         messages: torch.Tensor,  # [E, d]
         neighbor_embedding: torch.Tensor,  # [E, d]
         species: torch.Tensor,  # [N]
         key_mask: torch.Tensor,  # [N, 1 + M]
         pad_index: torch.Tensor,  # [E] → row of the padded [N * M] edge layout
         max_neighbors: int,
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Output tokens: central [N, d] and edge [E, d]."""
         parts = [self.geometry(geometry_input), messages]
         if self.with_neighbor_species:
             parts.append(neighbor_embedding)
@@ -116,11 +118,12 @@ class GNNLayer(nn.Module):
         tokens = torch.cat([self.central_embedding(species).unsqueeze(1), padded], dim=1)
         for layer in self.transformer:
             tokens = layer(tokens, key_mask)
-        central_out = tokens[:, 0]
         edge_out = tokens[:, 1:].reshape(n_atoms * max_neighbors, d).index_select(0, pad_index)
-        central_energy = self.central_head(central_out).squeeze(-1)
-        bond_energy = self.bond_head(edge_out).squeeze(-1)
-        return central_energy, bond_energy, edge_out
+        return tokens[:, 0], edge_out
+
+    def readout(self, central_out: torch.Tensor, edge_out: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Central energies [N] and bond energies [E] of this layer."""
+        return self.central_head(central_out).squeeze(-1), self.bond_head(edge_out).squeeze(-1)
 
 
 def init_geometry_embedding(linear: nn.Linear, cutoff: float) -> None:
@@ -185,6 +188,7 @@ class PET(nn.Module):
         self.register_buffer("composition_energies", torch.zeros(n_species, dtype=torch.float64))
         self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
         self.neighbor_embedding = nn.Embedding(n_species, d_model)
+        self.ecse_frames = LocalFrames(self.cutoff)  # no parameters: checkpoints are unchanged
         self.layers = nn.ModuleList(
             [
                 GNNLayer(n_species, d_model, n_heads, d_ff, n_transformer_layers, head_hidden,
@@ -214,28 +218,57 @@ class PET(nn.Module):
         return index
 
     def atomic_energies(self, species: torch.Tensor, edge_vectors: torch.Tensor, edge_index: torch.Tensor,
-                        reverse: torch.Tensor) -> torch.Tensor:
-        """Per-atom energies y_i [N] (eV) from species indices and edge vectors (autograd flows through these)."""
+                        reverse: torch.Tensor, ecse: bool = False) -> torch.Tensor:
+        """Per-atom energies y_i [N] (eV) from species indices and float64 edge vectors (autograd flows through
+        these). ``ecse``: every layer's per-atom network runs in each atom's local frames and its output tokens are
+        averaged over them (model/ecse.py), which makes the energies exactly invariant."""
         n_atoms = species.shape[0]
         edge_i = edge_index[0]
         edge_j = edge_index[1]
-        r = torch.linalg.norm(edge_vectors, dim=1)
+        vectors = edge_vectors.to(self.neighbor_embedding.weight.dtype)
+        r = torch.linalg.norm(vectors, dim=1)
         # edges at or beyond R_c (a list built with a skin) behave exactly as absent ones
         inside = r < self.cutoff
         fc = torch.where(inside, cutoff_function(r, self.cutoff, self.cutoff_width), torch.zeros_like(r))
         log_fc = torch.where(inside, torch.log(fc.clamp(min=1e-30)), torch.full_like(r, float("-inf")))
-        pad_index, max_neighbors = padded_layout(edge_i, n_atoms)
-        key_mask = torch.full((n_atoms * max_neighbors,), float("-inf"), dtype=r.dtype, device=r.device)
-        key_mask = key_mask.index_copy(0, pad_index, log_fc).view(n_atoms, max_neighbors)
-        key_mask = torch.cat([torch.zeros(n_atoms, 1, dtype=r.dtype, device=r.device), key_mask], dim=1)
 
-        geometry_input = torch.cat([edge_vectors, r.unsqueeze(1)], dim=1)
+        # the per-atom network runs on "copies": one per atom as trained, or one per ECSE frame of each atom
+        copy_atom = torch.arange(n_atoms, device=r.device)
+        copy_edge = torch.arange(edge_i.shape[0], device=r.device)
+        copy_of_edge = edge_i
+        copy_weight = torch.ones(0, dtype=r.dtype, device=r.device)
+        geometry_input = torch.cat([vectors, r.unsqueeze(1)], dim=1)
+        if ecse:
+            copy_atom, rotations, weights = self.ecse_frames(edge_vectors, edge_i, n_atoms)
+            copy_of_edge, copy_edge = copy_edges(edge_i, copy_atom, n_atoms)
+            rotated = torch.bmm(edge_vectors.index_select(0, copy_edge).unsqueeze(1),
+                                rotations.index_select(0, copy_of_edge)).squeeze(1)
+            geometry_input = torch.cat([rotated.to(r.dtype), r.index_select(0, copy_edge).unsqueeze(1)], dim=1)
+            copy_weight = weights.to(r.dtype)
+        n_copies = copy_atom.shape[0]
+        pad_index, max_neighbors = padded_layout(copy_of_edge, n_copies)
+        key_mask = torch.full((n_copies * max_neighbors,), float("-inf"), dtype=r.dtype, device=r.device)
+        key_mask = key_mask.index_copy(0, pad_index, log_fc.index_select(0, copy_edge)).view(n_copies, max_neighbors)
+        key_mask = torch.cat([torch.zeros(n_copies, 1, dtype=r.dtype, device=r.device), key_mask], dim=1)
+        copy_species = species.index_select(0, copy_atom)
+
         neighbor_embedding = self.neighbor_embedding(species.index_select(0, edge_j))
         messages = neighbor_embedding
         energy = torch.zeros(n_atoms, dtype=r.dtype, device=r.device)
         for layer in self.layers:
-            central, bond, edge_out = layer(geometry_input, messages, neighbor_embedding, species, key_mask,
-                                            pad_index, max_neighbors)
+            if ecse:
+                central_out, edge_out = layer(geometry_input, messages.index_select(0, copy_edge),
+                                              neighbor_embedding.index_select(0, copy_edge), copy_species, key_mask,
+                                              pad_index, max_neighbors)
+                d = central_out.shape[1]
+                central_out = torch.zeros(n_atoms, d, dtype=r.dtype, device=r.device).index_add(
+                    0, copy_atom, central_out * copy_weight.unsqueeze(1))
+                edge_out = torch.zeros(edge_i.shape[0], d, dtype=r.dtype, device=r.device).index_add(
+                    0, copy_edge, edge_out * copy_weight.index_select(0, copy_of_edge).unsqueeze(1))
+            else:
+                central_out, edge_out = layer(geometry_input, messages, neighbor_embedding, copy_species, key_mask,
+                                              pad_index, max_neighbors)
+            central, bond = layer.readout(central_out, edge_out)
             energy = energy + central
             energy = energy.index_add(0, edge_i, bond * fc)
             messages = 0.5 * (messages + edge_out.index_select(0, reverse))
@@ -256,6 +289,7 @@ class PET(nn.Module):
         compute_forces: bool = True,
         compute_virial: bool = False,
         create_graph: bool = False,
+        ecse: bool = False,  # exact symmetrization (see atomic_energies)
     ) -> Dict[str, torch.Tensor]:
         """energy [n_structures], energies [N], and optionally forces [N, 3] and virial [n_structures, 3, 3],
         all float64 whatever the network's dtype (positions and shift vectors should be float64 too).
@@ -266,15 +300,14 @@ class PET(nn.Module):
         species = self.species_index(atomic_numbers)
         edge_i = edge_index[0]
         edge_j = edge_index[1]
-        # difference of (float64) positions first, then the network dtype: a float32 model keeps Å-level
-        # precision on edge vectors even in boxes of 100 Å and more
-        net_dtype = self.neighbor_embedding.weight.dtype
+        # edge vectors are differences of float64 positions, kept in float64 (the network casts them): a float32
+        # model keeps Å-level precision even in boxes of 100 Å and more, and ECSE frames are built in float64
         edge_vectors = positions.index_select(0, edge_j) - positions.index_select(0, edge_i) + shift_vectors
-        edge_vectors = edge_vectors.to(net_dtype)
+        edge_vectors = edge_vectors.to(torch.float64)
         need_grad = compute_forces or compute_virial
         if need_grad and not edge_vectors.requires_grad:
             edge_vectors.requires_grad_(True)
-        energies = self.atomic_energies(species, edge_vectors, edge_index, reverse)
+        energies = self.atomic_energies(species, edge_vectors, edge_index, reverse, ecse)
         summed = energies if energy_mask is None else torch.where(energy_mask, energies, torch.zeros_like(energies))
         energy = torch.zeros(n_structures, dtype=energies.dtype, device=energies.device).index_add(
             0, structure, summed)
@@ -289,7 +322,7 @@ class PET(nn.Module):
                 forces = torch.zeros(positions.shape, dtype=torch.float64, device=positions.device)
                 out["forces"] = forces.index_add(0, edge_i, g).index_add(0, edge_j, -g)
             if compute_virial:
-                per_edge = -edge_vectors.to(torch.float64).unsqueeze(2) * g.unsqueeze(1)
+                per_edge = -edge_vectors.unsqueeze(2) * g.unsqueeze(1)
                 virial = torch.zeros(n_structures, 3, 3, dtype=torch.float64, device=g.device)
                 out["virial"] = virial.index_add(0, structure.index_select(0, edge_i), per_edge)
         return out
