@@ -216,7 +216,11 @@ void Model::set_symmetrization(const std::string &mode) {
   try {
     impl_->module.run_method("set_symmetrization", mode);
   } catch (const std::exception &err) {
-    throw Error(torch_message(err));
+    const std::string message = torch_message(err);
+    if (mode == "ecse" && message.find("unknown symmetrization") != std::string::npos)
+      throw Error("'" + path_ + "' was exported (petmd " + info_.petmd_version +
+                  ") before ECSE existed: re-export it with `petmd export` to run it with ecse");
+    throw Error(message);
   }
   info_.symmetrize = mode;
 }

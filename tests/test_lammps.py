@@ -219,24 +219,26 @@ run {steps}
 # --- symmetrization modes chosen in the input ------------------------------------------------------------------------
 
 def test_symmetrize_keyword_overrides_the_file(tmp_path, model64):
-    """`symmetrize grid 2i` on a plain file = the file exported with grid:2i (Python), on 1 and 2 ranks;
-    `symmetrize random` uses one rotation per step, the same on every rank."""
+    """`symmetrize grid 2i` and `symmetrize ecse` on a plain file = the file in that mode (Python), on 1 and 2
+    ranks (ECSE frames of ghost atoms come from their own neighbours); `symmetrize random` uses one rotation per step,
+    the same on every rank."""
     from petmd.export import load_model as load
 
     atoms = water_box(2, seed=4, cell_tilt=0.3)
     data = write_data(tmp_path / "system.data", atoms)
-    reference_model = load(model64)
-    reference_model.module.set_symmetrization("grid:2i")
-    ref = reference_model(frame_from_atoms(atoms, 4.0))
-    want = {"energy": float(ref["energy"].detach()), "forces": ref["forces"].numpy(),
-            "energies": ref["energies"].detach().numpy(), "virial": ref["virial"].detach().numpy()}
-    for runner in ("in-process", "mpiexec -np 2"):
-        out = tmp_path / f"grid-{runner.replace(' ', '_')}"
-        out.mkdir()
-        stdout = run(runner, single_point_input(model64, data, out, pair_extra="symmetrize grid 2i"), out)
-        compare(read_single_point(out), want, 1e-8, f"symmetrize grid 2i, {runner}")
-        if stdout:
-            assert "symmetrization grid:2i" in stdout
+    for mode, keyword in (("grid:2i", "grid 2i"), ("ecse", "ecse")):
+        reference_model = load(model64)
+        reference_model.module.set_symmetrization(mode)
+        ref = reference_model(frame_from_atoms(atoms, 4.0))
+        want = {"energy": float(ref["energy"].detach()), "forces": ref["forces"].numpy(),
+                "energies": ref["energies"].detach().numpy(), "virial": ref["virial"].detach().numpy()}
+        for runner in ("in-process", "mpiexec -np 2"):
+            out = tmp_path / f"{keyword.replace(' ', '')}-{runner.replace(' ', '_')}"
+            out.mkdir()
+            stdout = run(runner, single_point_input(model64, data, out, pair_extra=f"symmetrize {keyword}"), out)
+            compare(read_single_point(out), want, 1e-8, f"symmetrize {keyword}, {runner}")
+            if stdout:
+                assert f"symmetrization {mode}" in stdout
     random = {}
     for runner in ("in-process", "mpiexec -np 2"):
         out = tmp_path / f"random-{runner.replace(' ', '_')}"

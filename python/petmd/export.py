@@ -217,7 +217,11 @@ class LoadedModel:
         try:
             self.module.set_symmetrization(mode)
         except Exception as err:  # torch.jit.Error from TorchScript, RuntimeError in Python
-            raise PetmdError(str(err).strip().splitlines()[-1].replace("builtins.RuntimeError: ", "")) from None
+            message = str(err).strip().splitlines()[-1].replace("builtins.RuntimeError: ", "")
+            if mode == "ecse" and "unknown symmetrization" in message:
+                message = (f"{self.source} was exported (petmd {self.metadata.get('petmd_version', '?')}) before "
+                           "ECSE existed: re-export it with `petmd export` to run it with ecse")
+            raise PetmdError(message) from None
 
     def __call__(self, frame: Frame) -> Dict[str, torch.Tensor]:
         """Energy, per-atom energies, forces and virial of one structure through the exported forward."""

@@ -78,10 +78,11 @@ class GridEvaluation:
 def evaluate_on_grid(model: LoadedModel, frame: Frame, grid: RotationGrid,
                      atoms_per_batch: int = 2000) -> GridEvaluation:
     """All grid elements of ``frame`` (plus the plain structure), batched: as many rotated copies per model call
-    as ``atoms_per_batch`` allows (all of them when it allows). A model in a globally averaged mode (grid:G, random) is
-    evaluated as such, one rotated copy per call (each call batches its own grid); ECSE acts per atom and batches."""
+    as ``atoms_per_batch`` allows (all of them when it allows). A model in a symmetrized mode (grid:G, random, ecse)
+    is evaluated as such, one rotated copy per call (a grid:G call batches its own grid; an ecse call already holds
+    ~6 copies of every atom, and batching more ran slower)."""
     rotations = np.concatenate([np.eye(3)[None], grid.matrices])  # element 0: the plain prediction
-    if model.symmetrize not in ("none", "ecse"):
+    if model.symmetrize != "none":
         return _evaluate_one_by_one(model, frame, grid, rotations)
     per_call = max(1, atoms_per_batch // max(frame.n_atoms, 1))
     energies, forces = [], []
