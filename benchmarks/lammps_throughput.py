@@ -114,7 +114,7 @@ def parse_lammps_log(text: str) -> dict:
 class LammpsRun:
     """One in-process LAMMPS instance running NVE water with pair_style pet."""
 
-    def __init__(self, atoms, model: Path, device: str, threads: int, workdir: Path):
+    def __init__(self, atoms, model: Path, device: str, threads: int, workdir: Path, pair_extra: str = ""):
         import ase.io
         from petmd.lammps_plugin import lammps
 
@@ -131,7 +131,7 @@ class LammpsRun:
             "atom_style atomic",
             "boundary p p p",
             f"read_data {data_path}",
-            f"pair_style pet {model} device {device} threads {threads}",
+            f"pair_style pet {model} device {device} threads {threads} {pair_extra}".rstrip(),
             "pair_coeff * * " + " ".join(self.species),
             f"velocity all create {TEMPERATURE_K} {SEED} dist gaussian mom yes rot no",
             "fix integrate all nve",
