@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import ase.io
+from ase.calculators.singlepoint import SinglePointCalculator
 import numpy as np
 import pytest
 from scipy.special import eval_legendre
@@ -235,3 +236,26 @@ def test_symmetry_of_a_symmetrized_model_is_measured_in_its_mode(tmp_path, pet_c
     assert averaged["energy_mae_mev_per_atom"] < 0.1 * plain["energy_mae_mev_per_atom"]
     with pytest.raises(PetmdError, match="unknown symmetrization 'sideways'"):
         symmetry_error(tmp_path / "g.pt", tmp_path / "one.xyz", grid="2", progress=False, symmetrize="sideways")
+
+
+def test_ecse_export_and_its_measured_symmetry_error(tmp_path, pet_checkpoint):
+    """`petmd export --symmetrize ecse` writes an ECSE model: `petmd symmetry` finds it invariant to round-off
+    against grid 4i where the plain network is not, and `petmd eval` (batched evaluation) evaluates it with ECSE."""
+    from petmd.evaluate import evaluate
+    from petmd.symmetry import symmetry_error
+
+    atoms = water_box(1, seed=3)
+    atoms.calc = SinglePointCalculator(atoms, energy=-470.0, forces=np.zeros((len(atoms), 3)))
+    ase.io.write(tmp_path / "one.xyz", atoms, format="extxyz")
+    result = run_petmd("export", pet_checkpoint, "-o", tmp_path / "e.pt", "--dtype", "float64", "--symmetrize", "ecse",
+                       "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["symmetrize"] == "ecse"
+    exact = symmetry_error(tmp_path / "e.pt", tmp_path / "one.xyz", grid="4i", progress=False)
+    plain = symmetry_error(tmp_path / "e.pt", tmp_path / "one.xyz", grid="4i", progress=False, symmetrize="none")
+    assert exact["symmetrize"] == "ecse" and plain["force_mae_mev_per_A"] > 1e-3
+    assert exact["force_max_mev_per_A"] < 1e-8 and exact["energy_mae_mev_per_atom"] < 1e-8
+    model = load_model(tmp_path / "e.pt")
+    direct = float(model(frame(atoms))["energy"].detach())
+    batched = evaluate(tmp_path / "e.pt", tmp_path / "one.xyz", progress=False)
+    assert batched["energy_mae_mev_per_atom"] == pytest.approx(abs(direct + 470.0) / len(atoms) * 1e3, rel=1e-9)

@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "it (study-size model: ~3 MiB/atom) (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of random:K grids")
     p.add_argument("--symmetrize", default=None, metavar="MODE",
-                   help="evaluate the model in this mode (none, random, grid:G) instead of the one stored in it")
+                   help="evaluate the model in this mode (none, random, grid:G, ecse) instead of the one stored in it")
     p.add_argument("-o", "--output", help="folder for symmetry.json, frames.csv and symmetry-histogram.png")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=_symmetry)
@@ -130,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--symmetrize", default="none", metavar="MODE",
                    help="what the model returns by default: none (as trained), random (a random O(3) rotation per "
-                        "call) or grid:G (average over rotation grid G, e.g. grid:2i); pair_style pet can override it "
-                        "(default none)")
+                        "call), grid:G (average over rotation grid G, e.g. grid:2i) or ecse (exact symmetrization in "
+                        "local frames, docs/symmetry.md); pair_style pet can override it (default none)")
     p.add_argument("--json", action="store_true", help="print the metadata as JSON")
     p.set_defaults(func=_export)
     return parser
