@@ -207,7 +207,7 @@ class LoadedModel:
 
     @property
     def symmetrize(self) -> str:
-        """The mode forward runs in (none, random, grid:G)."""
+        """The mode forward runs in (none, random, grid:G, ecse)."""
         return str(getattr(self.module, "symmetrize", "none"))
 
     def set_symmetrization(self, mode: str) -> None:
