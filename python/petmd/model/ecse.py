@@ -45,25 +45,6 @@ def switch_off(r: torch.Tensor, cutoff: torch.Tensor, width: float) -> torch.Ten
     return 1.0 - smooth_step((r - (cutoff - width)) / width)
 
 
-def neighbour_pairs(centre: torch.Tensor, n_atoms: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """All ordered pairs (a, b), a ≠ b, of entries of ``centre`` that share a centre (indices into ``centre``)."""
-    n = centre.shape[0]
-    if n == 0:
-        empty = torch.zeros(0, dtype=torch.long, device=centre.device)
-        return empty, empty
-    order = torch.argsort(centre, stable=True)
-    counts = torch.bincount(centre, minlength=n_atoms)
-    start = torch.cumsum(counts, 0) - counts
-    sorted_centre = centre.index_select(0, order)
-    repeats = counts.index_select(0, sorted_centre)
-    first = torch.repeat_interleave(torch.arange(n, device=centre.device), repeats)
-    offsets = torch.cumsum(repeats, 0) - repeats
-    within = torch.arange(first.shape[0], device=centre.device) - offsets.index_select(0, first)
-    second = start.index_select(0, sorted_centre.index_select(0, first)) + within
-    keep = first != second
-    return order.index_select(0, first[keep]), order.index_select(0, second[keep])
-
-
 def copy_edges(centre: torch.Tensor, copy_atom: torch.Tensor, n_atoms: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """For copies of atoms (``copy_atom`` [C]), the edges each copy sees: (copy [CE], edge [CE]) listing every edge
     of atom copy_atom[c] once per copy c."""
@@ -106,8 +87,11 @@ class LocalFrames(nn.Module):
         device = vectors.device
         r = torch.linalg.norm(vectors, dim=1)
         inside = torch.nonzero(r < self.outer_cutoff).squeeze(1)
-        a, b = neighbour_pairs(centre.index_select(0, inside), n_atoms)
-        a, b = inside.index_select(0, a), inside.index_select(0, b)
+        # ordered pairs of neighbours of one atom: every edge as a "copy" of its atom, paired with the atom's edges
+        inside_centre = centre.index_select(0, inside)
+        a, b = copy_edges(inside_centre, inside_centre, n_atoms)
+        distinct = a != b
+        a, b = inside.index_select(0, a[distinct]), inside.index_select(0, b[distinct])
         pair_atom = centre.index_select(0, a)
         ra, rb = r.index_select(0, a), r.index_select(0, b)
         ua = vectors.index_select(0, a) / ra.unsqueeze(1)

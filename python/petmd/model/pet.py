@@ -237,6 +237,7 @@ class PET(nn.Module):
         copy_edge = torch.arange(edge_i.shape[0], device=r.device)
         copy_of_edge = edge_i
         copy_weight = torch.ones(0, dtype=r.dtype, device=r.device)
+        copy_edge_weight = copy_weight
         geometry_input = torch.cat([vectors, r.unsqueeze(1)], dim=1)
         if ecse:
             copy_atom, rotations, weights = self.ecse_frames(edge_vectors, edge_i, n_atoms)
@@ -244,7 +245,8 @@ class PET(nn.Module):
             rotated = torch.bmm(edge_vectors.index_select(0, copy_edge).unsqueeze(1),
                                 rotations.index_select(0, copy_of_edge)).squeeze(1)
             geometry_input = torch.cat([rotated.to(r.dtype), r.index_select(0, copy_edge).unsqueeze(1)], dim=1)
-            copy_weight = weights.to(r.dtype)
+            copy_weight = weights.to(r.dtype).unsqueeze(1)
+            copy_edge_weight = copy_weight.index_select(0, copy_of_edge)
         n_copies = copy_atom.shape[0]
         pad_index, max_neighbors = padded_layout(copy_of_edge, n_copies)
         key_mask = torch.full((n_copies * max_neighbors,), float("-inf"), dtype=r.dtype, device=r.device)
@@ -253,21 +255,18 @@ class PET(nn.Module):
         copy_species = species.index_select(0, copy_atom)
 
         neighbor_embedding = self.neighbor_embedding(species.index_select(0, edge_j))
+        copy_neighbors = neighbor_embedding.index_select(0, copy_edge) if ecse else neighbor_embedding
         messages = neighbor_embedding
         energy = torch.zeros(n_atoms, dtype=r.dtype, device=r.device)
         for layer in self.layers:
-            if ecse:
-                central_out, edge_out = layer(geometry_input, messages.index_select(0, copy_edge),
-                                              neighbor_embedding.index_select(0, copy_edge), copy_species, key_mask,
-                                              pad_index, max_neighbors)
-                d = central_out.shape[1]
-                central_out = torch.zeros(n_atoms, d, dtype=r.dtype, device=r.device).index_add(
-                    0, copy_atom, central_out * copy_weight.unsqueeze(1))
-                edge_out = torch.zeros(edge_i.shape[0], d, dtype=r.dtype, device=r.device).index_add(
-                    0, copy_edge, edge_out * copy_weight.index_select(0, copy_of_edge).unsqueeze(1))
-            else:
-                central_out, edge_out = layer(geometry_input, messages, neighbor_embedding, copy_species, key_mask,
-                                              pad_index, max_neighbors)
+            copy_messages = messages.index_select(0, copy_edge) if ecse else messages
+            central_out, edge_out = layer(geometry_input, copy_messages, copy_neighbors, copy_species, key_mask,
+                                          pad_index, max_neighbors)
+            if ecse:  # the frame average of each atom's tokens
+                central_out = torch.zeros(n_atoms, central_out.shape[1], dtype=r.dtype, device=r.device).index_add(
+                    0, copy_atom, central_out * copy_weight)
+                edge_out = torch.zeros(edge_i.shape[0], edge_out.shape[1], dtype=r.dtype, device=r.device).index_add(
+                    0, copy_edge, edge_out * copy_edge_weight)
             central, bond = layer.readout(central_out, edge_out)
             energy = energy + central
             energy = energy.index_add(0, edge_i, bond * fc)
