@@ -46,6 +46,14 @@ def water_box(n_side: int = 2, spacing: float = 3.1, seed: int = 0, jitter: floa
     return Atoms(numbers=numbers, positions=np.concatenate(positions), cell=cell, pbc=True)
 
 
+def rotated(atoms: Atoms, q: np.ndarray) -> Atoms:
+    """``atoms`` with positions and cell rotated by the 3×3 matrix q (x → q x)."""
+    out = atoms.copy()
+    out.positions = atoms.positions @ q.T
+    out.cell = atoms.cell.array @ q.T
+    return out
+
+
 def small_pet(seed: int = 0, dtype=torch.float64, n_gnn_layers: int = 2, d_model: int = 16) -> PET:
     """A small PET with random weights everywhere, heads included (training starts them at zero)."""
     torch.manual_seed(seed)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from ase import Atoms
 
-from conftest import frame, small_pet, water_box
+from conftest import frame, rotated, small_pet, water_box
 from petmd.data import find_structure
 from petmd.export import ExportedPET
 from petmd.model.ecse import LocalFrames
@@ -35,14 +35,6 @@ class Evaluator:
         energy = out["energy"].detach()
         return {"energy": float(energy), "interaction": float(energy - baseline),
                 "forces": out["forces"].detach().numpy()}
-
-
-def rotated(atoms: Atoms, q: np.ndarray) -> Atoms:
-    out = atoms.copy()
-    out.positions = atoms.positions @ q.T
-    if atoms.pbc.any():
-        out.cell = atoms.cell.array @ q.T
-    return out
 
 
 def frames_of(atoms: Atoms):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.special import eval_legendre
 
-from conftest import frame, run_petmd, small_pet, water_box, write_checkpoint
+from conftest import frame, rotated, run_petmd, small_pet, water_box, write_checkpoint
 from petmd.batch import collate
 from petmd.errors import PetmdError
 from petmd.export import export_checkpoint, load_model
@@ -146,10 +146,7 @@ def invariance_error(model, atoms, n=4):
     e0, f0 = float(ref["energy"].detach()), ref["forces"].detach().numpy()
     de = df = 0.0
     for q in random_rotations(n, np.random.default_rng(5)):
-        rotated = atoms.copy()
-        rotated.positions = atoms.positions @ q.T
-        rotated.cell = atoms.cell.array @ q.T
-        out = model(frame(rotated))
+        out = model(frame(rotated(atoms, q)))
         de = max(de, abs(float(out["energy"].detach()) - e0))
         df = max(df, float(np.abs(out["forces"].detach().numpy() @ q - f0).max()))
     return de, df
@@ -207,10 +204,7 @@ def test_random_mode_is_the_plain_model_on_a_randomly_rotated_system(tmp_path, p
     again = model(frame(atoms))
     assert float(first["energy"].detach()) == float(again["energy"].detach())  # seeded: reproducible
     model.module.set_symmetrization("none")
-    rotated = atoms.copy()
-    rotated.positions = atoms.positions @ q.T
-    rotated.cell = atoms.cell.array @ q.T
-    ref = model(frame(rotated))
+    ref = model(frame(rotated(atoms, q)))
     assert float(first["energy"].detach()) == pytest.approx(float(ref["energy"].detach()), abs=1e-10)
     np.testing.assert_allclose(first["forces"].numpy(), ref["forces"].numpy() @ q, atol=1e-10)
 
