@@ -7,7 +7,7 @@ import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from ase.data import chemical_symbols
@@ -24,6 +24,8 @@ from .rotations import named_grid, random_o3
 FORMAT = "petmd-model"
 FORMAT_VERSION = 1
 METADATA_FILE = "petmd.json"
+# rotated copies evaluated per network call (grid modes, evaluate_grid): at most this many nodes, at least one copy
+COPY_NODES_PER_CALL = 2048
 
 
 class ExportedPET(nn.Module):
@@ -39,6 +41,7 @@ class ExportedPET(nn.Module):
         super().__init__()
         self.pet = pet
         self.symmetrize = "none"
+        self.copy_nodes_per_call = COPY_NODES_PER_CALL
         self.register_buffer("grid_rotations", torch.eye(3, dtype=torch.float64).unsqueeze(0))
         self.register_buffer("grid_weights", torch.ones(1, dtype=torch.float64))
         self.set_symmetrization(symmetrize)
@@ -97,29 +100,43 @@ class ExportedPET(nn.Module):
                  rotations: torch.Tensor, weights: torch.Tensor,
                  ecse: bool) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
         """Weighted average over copies of the system rotated by ``rotations`` (row vectors: x → x Qᵀ), outputs
-        rotated back, all copies in one call; and the energy of each copy."""
+        rotated back; and the energy of each copy. Copies are batched up to copy_nodes_per_call nodes per network
+        call: one call over all copies of a large system costs ~2.5× more than the same work in small calls
+        (measured on 768 atoms × 18 copies, CPU), from fresh large allocations."""
         n_atoms = positions.shape[0]
         n_edges = edge_index.shape[1]
         reverse = reverse_edge_index(edge_index, cell_shifts, n_atoms)
         shift_vectors = torch.matmul(cell_shifts.to(torch.float64), cell.to(torch.float64))
-        k = rotations.shape[0]
-        copies = torch.arange(k, device=positions.device)
-        out = self.pet(
-            torch.einsum("kab,nb->kna", rotations, positions).reshape(-1, 3),
-            atomic_numbers.repeat(k),
-            (edge_index.unsqueeze(1) + (copies * n_atoms).view(1, k, 1)).reshape(2, -1),
-            torch.einsum("kab,eb->kea", rotations, shift_vectors).reshape(-1, 3),
-            (reverse.unsqueeze(0) + (copies * n_edges).view(k, 1)).reshape(-1),
-            copies.repeat_interleave(n_atoms),
-            k,
-            energy_mask.repeat(k),
-            True, True, False, ecse)
-        forces = torch.einsum("kna,kab->knb", out["forces"].view(k, n_atoms, 3), rotations)
-        virial = torch.einsum("kab,kac,kcd->kbd", rotations, out["virial"], rotations)
-        return ({"energy": (weights * out["energy"]).sum(),
-                 "energies": (weights.unsqueeze(1) * out["energies"].view(k, n_atoms)).sum(0),
-                 "forces": (weights.view(k, 1, 1) * forces).sum(0),
-                 "virial": (weights.view(k, 1, 1) * virial).sum(0)}, out["energy"])
+        n_copies = rotations.shape[0]
+        per_call = max(1, self.copy_nodes_per_call // max(n_atoms, 1))
+        energy = torch.zeros((), dtype=torch.float64, device=positions.device)
+        energies = torch.zeros(n_atoms, dtype=torch.float64, device=positions.device)
+        forces = torch.zeros(n_atoms, 3, dtype=torch.float64, device=positions.device)
+        virial = torch.zeros(3, 3, dtype=torch.float64, device=positions.device)
+        copy_energies: List[torch.Tensor] = []
+        for first in range(0, n_copies, per_call):
+            rot = rotations[first:first + per_call]
+            w = weights[first:first + per_call]
+            k = rot.shape[0]
+            copies = torch.arange(k, device=positions.device)
+            out = self.pet(
+                torch.einsum("kab,nb->kna", rot, positions).reshape(-1, 3),
+                atomic_numbers.repeat(k),
+                (edge_index.unsqueeze(1) + (copies * n_atoms).view(1, k, 1)).reshape(2, -1),
+                torch.einsum("kab,eb->kea", rot, shift_vectors).reshape(-1, 3),
+                (reverse.unsqueeze(0) + (copies * n_edges).view(k, 1)).reshape(-1),
+                copies.repeat_interleave(n_atoms),
+                k,
+                energy_mask.repeat(k),
+                True, True, False, ecse)
+            back = torch.einsum("kna,kab->knb", out["forces"].view(k, n_atoms, 3), rot)
+            energy = energy + (w * out["energy"]).sum()
+            energies = energies + (w.unsqueeze(1) * out["energies"].view(k, n_atoms)).sum(0)
+            forces = forces + (w.view(k, 1, 1) * back).sum(0)
+            virial = virial + (w.view(k, 1, 1) * torch.einsum("kab,kac,kcd->kbd", rot, out["virial"], rot)).sum(0)
+            copy_energies.append(out["energy"])
+        return ({"energy": energy, "energies": energies, "forces": forces, "virial": virial},
+                torch.cat(copy_energies))
 
     @torch.jit.export
     def batched(
