@@ -133,3 +133,20 @@ def test_config_with_unknown_or_mistyped_key(files, tmp_path):
     cfg3 = tmp_path / "cfg3.yaml"
     cfg3.write_text("model: {d_model: 16}\noptimiser: adam\n")
     assert_one_line_error(run_petmd("train", cfg3, "-o", tmp_path / "run"), "unknown config key 'optimiser'")
+
+
+def test_export_writes_a_weights_only_checkpoint(tmp_path):
+    data = write_labelled_data(tmp_path / "data.extxyz", n_frames=4)
+    run_petmd("train", write_config(tmp_path / "cfg.yaml", data, epochs=1), "-o", tmp_path / "run", "--no-progress",
+              check=True)
+    full = tmp_path / "run" / "last.ckpt"
+    run_petmd("export", full, "-o", tmp_path / "m.pt", "--weights-checkpoint", tmp_path / "w.ckpt", check=True)
+    weights = torch.load(tmp_path / "w.ckpt", weights_only=True)
+    assert "optimizer_state" not in weights and "torch_rng" not in weights
+    assert weights["history"] and weights["config"] == torch.load(full, weights_only=True)["config"]
+    assert (tmp_path / "w.ckpt").stat().st_size < 0.6 * full.stat().st_size
+    # the weights-only checkpoint gives the same model
+    a = json.loads(run_petmd("eval", full, data, "--json", check=True).stdout)
+    b = json.loads(run_petmd("eval", tmp_path / "w.ckpt", data, "--json", check=True).stdout)
+    a.pop("model"), b.pop("model")
+    assert a == b and a["force_mae_mev_per_A"] > 0

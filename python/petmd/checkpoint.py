@@ -36,6 +36,17 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
         os.close(dir_fd)
 
 
+# what a model needs to be exported, evaluated or used to start a new training (no optimizer moments, RNG state)
+WEIGHTS_ONLY_KEYS = ("petmd_version", "config", "atomic_numbers", "model_state", "sigma_e", "sigma_f", "epoch",
+                     "global_step", "best_val_force_mae", "history", "elapsed_s", "validation_indices")
+
+
+def save_weights_only(state: dict, path: str | Path) -> None:
+    """A checkpoint with the weights, config and training history but no optimizer state: a third of the size, for
+    shipping a model; `petmd export` and `petmd eval` read it, `petmd train --resume` does not."""
+    save_checkpoint({k: state[k] for k in WEIGHTS_ONLY_KEYS if k in state}, path)
+
+
 def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():

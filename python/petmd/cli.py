@@ -50,6 +50,10 @@ def _export(args) -> int:
     from .export import export_checkpoint
 
     meta = export_checkpoint(args.checkpoint, args.output, dtype=args.dtype, symmetrize=args.symmetrize)
+    if args.weights_checkpoint:
+        from .checkpoint import load_checkpoint, save_weights_only
+
+        save_weights_only(load_checkpoint(args.checkpoint), args.weights_checkpoint)
     if args.json:
         print(json.dumps(meta))
     else:
@@ -132,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the model returns by default: none (as trained), random (a random O(3) rotation per "
                         "call), grid:G (average over rotation grid G, e.g. grid:2i) or ecse (exact symmetrization in "
                         "local frames, docs/symmetry.md); pair_style pet can override it (default none)")
+    p.add_argument("--weights-checkpoint", metavar="PATH",
+                   help="also write the checkpoint's weights, config and history without optimizer state to PATH "
+                        "(what models/ ships next to an exported model)")
     p.add_argument("--json", action="store_true", help="print the metadata as JSON")
     p.set_defaults(func=_export)
     return parser
