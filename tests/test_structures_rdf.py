@@ -1,0 +1,135 @@
+"""Starting structures (SCAN liquid, GenIce2 ice Ih, LAMMPS data files), g(r) with block errors, and running LAMMPS
+from scripts (petmd.lammps_run)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+
+from petmd.errors import PetmdError
+from petmd.lammps_run import read_thermo, run_lammps
+from petmd.rdf import first_shell, partial_rdf, read_lammps_dump
+from petmd.structures import ice_ih, liquid_water, parse_genice_exyz, write_lammps_data
+
+
+def _nearest_o(atoms: Atoms) -> np.ndarray:
+    """For each H, the index of its nearest O (minimum image) and the distance."""
+    o = np.flatnonzero(atoms.numbers == 8)
+    h = np.flatnonzero(atoms.numbers == 1)
+    d = atoms.get_all_distances(mic=True)[np.ix_(h, o)]
+    return o[d.argmin(axis=1)], d.min(axis=1)
+
+
+@pytest.mark.parametrize("replicate,seed", [((1, 1, 1), 1), ((2, 1, 1), 2), ((2, 2, 1), 3)])
+def test_genice_ice_obeys_the_ice_rules(replicate, seed):
+    atoms = ice_ih(replicate, seed)
+    n_mol = 16 * int(np.prod(replicate))
+    assert atoms.get_chemical_symbols().count("O") == n_mol and len(atoms) == 3 * n_mol
+    owner, distance = _nearest_o(atoms)
+    assert distance.max() < 1.1  # every H is bonded to an O...
+    assert np.all(np.bincount(owner, minlength=len(atoms))[atoms.numbers == 8] == 2)  # ...and every O has two
+    density = n_mol * 18.015 * 1.66053907 / atoms.get_volume()
+    assert 0.90 < density < 0.94
+    # ice rules: each O–O hydrogen bond (nearest O neighbours, 2.76 Å) carries exactly one H between the two O
+    o = np.flatnonzero(atoms.numbers == 8)
+    d_oo = atoms.get_all_distances(mic=True)[np.ix_(o, o)]
+    assert np.all(((d_oo > 0.1) & (d_oo < 3.0)).sum(axis=1) == 4)  # tetrahedral: 4 O neighbours
+
+
+def test_proton_orders_differ_by_seed():
+    """Same oxygen lattice (to the small shifts of GenIce's rigid molecules), different hydrogen arrangement."""
+    a, b = ice_ih((2, 1, 1), 1), ice_ih((2, 1, 1), 2)
+
+    def nearest(x, y, cell):
+        d = x[:, None, :] - y[None, :, :]
+        frac = np.linalg.solve(cell.T, d.reshape(-1, 3).T).T
+        d = (frac - np.round(frac)) @ cell
+        return np.linalg.norm(d, axis=1).reshape(len(x), len(y)).min(axis=1)
+
+    cell = a.cell.array
+    assert nearest(a.positions[a.numbers == 8], b.positions[b.numbers == 8], cell).max() < 0.2
+    moved = nearest(a.positions[a.numbers == 1], b.positions[b.numbers == 1], cell) > 0.5
+    assert moved.mean() > 0.2
+
+
+def test_genice_output_garbage_is_an_error():
+    with pytest.raises(PetmdError, match="exyz"):
+        parse_genice_exyz("# nothing here\n")
+
+
+def test_lammps_data_round_trip(tmp_path):
+    atoms = liquid_water()
+    path = write_lammps_data(atoms, tmp_path / "water.data")
+    import ase.io
+
+    back = ase.io.read(path, format="lammps-data", atom_style="atomic")
+    assert len(back) == 192 and np.allclose(back.cell.lengths(), atoms.cell.lengths())
+    types = back.arrays["type"]
+    assert np.array_equal(types == 1, np.array(atoms.get_chemical_symbols()) == "O")
+    with pytest.raises(PetmdError, match="only O and H"):
+        write_lammps_data(Atoms("NaCl", [[0, 0, 0], [2, 0, 0]], cell=[5, 5, 5], pbc=True), tmp_path / "x.data")
+
+
+def test_rdf_of_ideal_gas_is_one_within_error():
+    rng = np.random.default_rng(0)
+    frames = [Atoms("O200", rng.uniform(0, 15.0, (200, 3)), cell=[15.0] * 3, pbc=True) for _ in range(40)]
+    rdf = partial_rdf(frames, "O", "O", r_max=7.0, n_bins=14, n_blocks=5)
+    assert rdf.n_blocks == 5
+    z = (rdf.g[2:] - 1.0) / rdf.err[2:]
+    assert np.all(np.abs(rdf.g[2:] - 1.0) < 0.1) and np.all(np.abs(z) < 5)
+    # the running coordination number of an ideal gas is ρ 4/3 π r³
+    assert rdf.coordination[-1] == pytest.approx(200 / 15.0 ** 3 * 4 / 3 * np.pi * 7.0 ** 3, rel=0.05)
+
+
+def test_rdf_of_simple_cubic_crystal():
+    a = 3.0
+    crystal = Atoms("O", [[0, 0, 0]], cell=[a] * 3, pbc=True).repeat(4)  # r_max beyond half the box on purpose
+    rdf = partial_rdf([crystal], "O", "O", r_max=7.5, n_bins=300)
+    assert rdf.r[np.flatnonzero(rdf.g)[0]] == pytest.approx(a, abs=0.03)
+    peak, minimum, coordination = first_shell(rdf, after=1.0, window=0.5)
+    assert coordination == pytest.approx(6.0 if peak < 4 else 18.0)
+    assert rdf.coordination[rdf.r < a + 0.05][-1] == pytest.approx(6.0)
+    assert rdf.coordination[rdf.r < a * np.sqrt(2) + 0.05][-1] == pytest.approx(18.0)  # + 12 at a√2
+    assert rdf.g[rdf.r < a - 0.1].max() == 0.0
+
+
+def test_rdf_partial_pairs_and_errors():
+    water = liquid_water()
+    oh = partial_rdf([water], "O", "H", r_max=3.0, n_bins=60)
+    # the first O–H shell holds the two covalent H of each O
+    assert oh.coordination[oh.r < 1.3][-1] == pytest.approx(2.0, abs=0.01)
+    assert np.all(np.isnan(oh.err))  # one frame: no block error
+    with pytest.raises(PetmdError, match="no N atoms"):
+        partial_rdf([water], "O", "N")
+    with pytest.raises(PetmdError, match="not periodic"):
+        partial_rdf([Atoms("O2", [[0, 0, 0], [1, 0, 0]])], "O", "O")
+
+
+def test_lammps_run_and_dump_and_thermo(tmp_path):
+    write_lammps_data(liquid_water(), tmp_path / "water.data")
+    script = tmp_path / "in.lammps"
+    script.write_text("""
+units metal
+atom_style atomic
+read_data water.data
+pair_style zero 4.0
+pair_coeff * *
+velocity all create 300 1 mom yes
+fix 1 all nve
+timestep 0.0005
+thermo_style custom step time temp pe ke etotal
+thermo 5
+dump d all custom 5 out.dump id type x y z
+run ${steps}
+""")
+    run_lammps(script, tmp_path, {"steps": 10}, quiet=True)
+    runs = read_thermo(tmp_path / "log.lammps")
+    assert len(runs) == 1 and list(runs[0]["Step"]) == [0, 5, 10]
+    frames = read_lammps_dump(tmp_path / "out.dump")
+    assert len(frames) == 3 and frames[0].get_chemical_symbols().count("O") == 64
+    with pytest.raises(PetmdError, match="type 2 has no symbol"):
+        read_lammps_dump(tmp_path / "out.dump", types=("O",))
+    script.write_text("units metal\nread_data missing.data\n")
+    with pytest.raises(PetmdError, match="(?s)LAMMPS failed.*Cannot open file missing.data"):
+        run_lammps(script, tmp_path, quiet=True)
