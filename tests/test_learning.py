@@ -10,12 +10,12 @@ import yaml
 
 from conftest import run_petmd
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "demo" / "demo.yaml"
+TINY_CONFIG = Path(__file__).resolve().parent / "models" / "pet-water-tiny.yaml"
 
 
 @pytest.mark.slow
 def test_forces_learn_on_scan_water(tmp_path, scan_data_path):
-    cfg = yaml.safe_load(DEMO_CONFIG.read_text())
+    cfg = yaml.safe_load(TINY_CONFIG.read_text())
     cfg["data"]["path"] = str(scan_data_path)
     cfg["training"]["epochs"] = 4
     path = tmp_path / "cfg.yaml"

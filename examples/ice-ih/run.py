@@ -1,0 +1,178 @@
+#!/usr/bin/env python
+"""Proton-disordered ice Ih with pair_style pet: GenIce2 cells of several sizes and proton orders, each relaxed
+(fixed cell) with the plain model and with the model averaged over grid 2i; the table of relaxed energies per
+molecule, and the spread of energies over proton orders next to the symmetry error — as in Langer, Pozdnyakov &
+Ceriotti 2024, where the question is whether the symmetry error is small against the physical energy differences
+between proton orders. Then NPT at 250 K and 1 bar (cell lengths, density). Writes ice-energies.csv, ice.png,
+summary.json.
+
+    python examples/ice-ih/run.py                      # short form: 3 cells of 32 molecules, 0.2 ps NPT
+    python examples/ice-ih/run.py --long               # 4 sizes x 4 proton orders, 10 ps NPT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from petmd.lammps_run import read_thermo, run_lammps
+from petmd.report import format_rows, plot_thermo, summary_rows
+from petmd.structures import ice_ih, write_lammps_data
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+# (GenIce repetitions of the 16-molecule orthorhombic cell, proton-order seeds)
+SHORT_CELLS = [((2, 1, 1), (1, 2, 3))]
+LONG_CELLS = [((2, 1, 1), (1, 2, 3, 4)), ((2, 2, 1), (1, 2, 3, 4)), ((2, 2, 2), (1, 2, 3, 4)),
+              ((3, 2, 2), (1, 2, 3, 4))]
+SHORT_NPT, LONG_NPT = 400, 20000
+NPT_COLUMNS = {"Temp": ("temperature", 1.0, "K"), "Press": ("pressure", 1e-3, "kbar"),
+               "v_density": ("density", 1.0, "g/cm³"), "Lx": ("Lx", 1.0, "Å"), "Ly": ("Ly", 1.0, "Å"),
+               "Lz": ("Lz", 1.0, "Å")}
+
+
+def relax(out: Path, model: Path, replicate, seed: int, grid_iterations: int) -> dict:
+    name = f"ice-{'x'.join(map(str, replicate))}-seed{seed}"
+    folder = out / name
+    atoms = ice_ih(replicate, seed)
+    write_lammps_data(atoms, folder / "ice.data")
+    n_mol = len(atoms) // 3
+    wall = run_lammps(HERE / "relax.lammps", folder, {"model": model.resolve(), "data": "ice.data",
+                                                      "iter_grid": grid_iterations}, quiet=True)
+    plain, grid = read_thermo(folder / "log.lammps")[-2:]
+    return {"cell": name, "replicate": list(replicate), "seed": seed, "molecules": n_mol, "wall_s": wall,
+            "E_plain_eV_per_mol": float(plain["PotEng"][-1] / n_mol),
+            "E_grid2i_eV_per_mol": float(grid["PotEng"][-1] / n_mol),
+            "fmax_plain": float(plain["Fmax"][-1]), "fmax_grid2i": float(grid["Fmax"][-1]),
+            "grid_iterations": int(grid["Step"][-1] - grid["Step"][0]),
+            # |E - E_2i| of the network at the plain minimum, per molecule (compute pet/symmetry gives it per atom)
+            "sym_err_meV_per_mol": float(1e3 * 3 * plain["c_sym[1]"][-1]),
+            "sym_force_err_meV_per_A": float(1e3 * plain["c_sym[2]"][-1])}
+
+
+def analyse(cells) -> dict:
+    """Per size: the spread of relaxed energies over proton orders (plain and grid 2i), the mean symmetry error, and
+    whether the grid-averaged model orders the proton arrangements the same way."""
+    by_size = {}
+    for c in cells:
+        by_size.setdefault(c["molecules"], []).append(c)
+    sizes = []
+    for n_mol, group in sorted(by_size.items()):
+        plain = np.array([c["E_plain_eV_per_mol"] for c in group]) * 1e3
+        grid = np.array([c["E_grid2i_eV_per_mol"] for c in group]) * 1e3
+        same_order = bool(np.array_equal(np.argsort(plain), np.argsort(grid)))
+        sizes.append({"molecules": n_mol, "cells": len(group),
+                      "spread_plain_meV_per_mol": float(np.ptp(plain)), "std_plain_meV_per_mol": float(np.std(plain)),
+                      "spread_grid2i_meV_per_mol": float(np.ptp(grid)),
+                      "mean_abs_grid_minus_plain_meV_per_mol": float(np.mean(np.abs(grid - plain))),
+                      "mean_sym_err_meV_per_mol": float(np.mean([c["sym_err_meV_per_mol"] for c in group])),
+                      "same_energy_order": same_order})
+    return {"sizes": sizes}
+
+
+def plot(cells, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for n_mol in sorted({c["molecules"] for c in cells}):
+        group = [c for c in cells if c["molecules"] == n_mol]
+        mean = np.mean([c["E_plain_eV_per_mol"] for c in group])
+        x = [c["seed"] for c in group]
+        ax.plot(x, [1e3 * (c["E_plain_eV_per_mol"] - mean) for c in group], "o-", label=f"{n_mol} mol, plain")
+        ax.plot(x, [1e3 * (c["E_grid2i_eV_per_mol"] - mean) for c in group], "s--", label=f"{n_mol} mol, grid 2i")
+    ax.set_xlabel("proton order (GenIce seed)")
+    ax.set_ylabel("relaxed E − mean (meV/molecule)")
+    ax.set_title("ice Ih: proton-disorder energies, plain vs grid-averaged PET", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def cell_table(cells) -> str:
+    lines = [f"{'cell':>20} {'mol':>4} {'E plain':>14} {'E grid 2i':>14} {'2i − plain':>11} {'|E − E_2i|':>11} "
+             f"{'fmax':>7}",
+             f"{'':>20} {'':>4} {'eV/mol':>14} {'eV/mol':>14} {'meV/mol':>11} {'meV/mol':>11} {'eV/Å':>7}"]
+    for c in cells:
+        lines.append(f"{c['cell']:>20} {c['molecules']:4d} {c['E_plain_eV_per_mol']:14.6f} "
+                     f"{c['E_grid2i_eV_per_mol']:14.6f} "
+                     f"{1e3 * (c['E_grid2i_eV_per_mol'] - c['E_plain_eV_per_mol']):11.3f} "
+                     f"{c['sym_err_meV_per_mol']:11.3f} {c['fmax_grid2i']:7.4f}")
+    return "\n".join(lines)
+
+
+def size_table(sizes) -> str:
+    lines = [f"{'mol':>4} {'cells':>5} {'spread plain':>13} {'spread 2i':>10} {'sym. err.':>10} {'same order':>10}",
+             f"{'':>4} {'':>5} {'meV/mol':>13} {'meV/mol':>10} {'meV/mol':>10}"]
+    for s in sizes:
+        lines.append(f"{s['molecules']:4d} {s['cells']:5d} {s['spread_plain_meV_per_mol']:13.3f} "
+                     f"{s['spread_grid2i_meV_per_mol']:10.3f} {s['mean_sym_err_meV_per_mol']:10.3f} "
+                     f"{str(s['same_energy_order']):>10}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "pet-water-small.pt")
+    parser.add_argument("--long", action="store_true", help="4 sizes × 4 proton orders, 20,000 NPT steps")
+    parser.add_argument("--npt-steps", type=int, help=f"NPT steps (default {SHORT_NPT}, --long {LONG_NPT})")
+    parser.add_argument("--grid-iterations", type=int, default=None,
+                        help="most FIRE iterations of the grid-2i relaxation (default 60, --long 400)")
+    parser.add_argument("--ranks", type=int, default=1, help="MPI ranks of the NPT run")
+    parser.add_argument("-o", "--output", type=Path, default=HERE / "output")
+    args = parser.parse_args(argv)
+    if not args.model.exists():
+        parser.error(f"model {args.model} does not exist (models/ holds the shipped ones)")
+    out = args.output
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    grid_iterations = args.grid_iterations or (400 if args.long else 60)
+    cells = [relax(out, args.model, replicate, seed, grid_iterations)
+             for replicate, seeds in (LONG_CELLS if args.long else SHORT_CELLS) for seed in seeds]
+    analysis = analyse(cells)
+    plot(cells, out / "ice.png")
+    with open(out / "ice-energies.csv", "w") as fh:
+        keys = list(cells[0].keys())
+        fh.write(",".join(keys) + "\n")
+        for c in cells:
+            fh.write(",".join(str(c[k]).replace(",", ";") for k in keys) + "\n")
+
+    # NPT at 250 K of the largest cell, from its plain minimum
+    largest = max(cells, key=lambda c: (c["molecules"], -c["seed"]))
+    npt_dir = out / largest["cell"]
+    npt_steps = args.npt_steps or (LONG_NPT if args.long else SHORT_NPT)
+    npt_wall = run_lammps(HERE / "npt.lammps", npt_dir, {"model": args.model.resolve(), "data": "relaxed-plain.data",
+                                                         "steps": npt_steps}, ranks=args.ranks, log="npt.log",
+                          quiet=True)
+    npt = read_thermo(npt_dir / "npt.log")[-1]
+    npt_rows = summary_rows(npt, NPT_COLUMNS)
+    plot_thermo(npt, ["Temp", "Press", "v_density"], ["T (K)", "P (bar)", "ρ (g/cm³)"], out / "npt-thermo.png",
+                f"ice Ih {largest['cell']}, NPT 250 K, 1 bar")
+    summary = {"model": str(args.model), "cells": cells, **analysis,
+               "npt": {"cell": largest["cell"], "steps": npt_steps, "wall_s": npt_wall,
+                       "thermo": {label: {"mean": m, "err": e, "unit": u} for label, m, e, u in npt_rows}},
+               "wall_s": time.monotonic() - start}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"ice Ih, {len(cells)} proton-disordered cells relaxed (fixed cell) with {args.model.name}")
+    print(cell_table(cells))
+    print("\nper size: spread (max − min) of relaxed energies over proton orders vs the symmetry error |E − E_2i| "
+          "at the plain minimum")
+    print(size_table(analysis["sizes"]))
+    print(f"\nNPT 250 K, 1 bar, {largest['cell']}, {npt_steps} steps (first 20 % discarded):")
+    print(format_rows(npt_rows))
+    print(f"finished in {summary['wall_s'] / 60:.1f} min; ice-energies.csv, ice.png, npt-thermo.png, summary.json in "
+          f"{out}")
+    return summary
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
