@@ -5,7 +5,7 @@
    else every 100th frame of the data);
 2. the same on frames of a bulk-liquid MD run with the model itself (LAMMPS, pair_style pet, the 192-atom
    `multithermal` SCAN frame, NVE from 300 K, 0.5 fs, --md-steps steps, --md-frames frames dumped at the end);
-3. an isolated water molecule (examples/symmetry/water-molecule.data) against grid 4i, for every --modes mode;
+3. an isolated water molecule (examples/gas-phase/water-molecule.data) against grid 4i, for every --modes mode;
 4. the first MD frame against grid 3i in every --cost-modes mode (how much of the error each remedy removes);
 5. the cost of every --cost-modes mode in LAMMPS: atom-steps/s on the 192-atom frame (1 rank, --threads threads,
    NVE), from LAMMPS's loop time over enough steps to last about --budget seconds (at least 2).
@@ -37,7 +37,7 @@ from petmd.data import default_data_path, find_structure
 from petmd.symmetry import symmetry_error
 
 REPO = Path(__file__).resolve().parents[1]
-MOLECULE = REPO / "examples" / "symmetry" / "water-molecule.data"
+MOLECULE = REPO / "examples" / "gas-phase" / "water-molecule.data"
 
 
 def log(message: str) -> None:
