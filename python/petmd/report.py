@@ -85,6 +85,10 @@ def plot_rdfs(rdfs: Sequence[RDF], png: Path, title: str) -> Path:
         if np.all(np.isfinite(rdf.err)):
             ax.fill_between(rdf.r, rdf.g - rdf.err, rdf.g + rdf.err, alpha=0.3)
     ax.axhline(1.0, color="grey", lw=0.6)
+    # scale to the intermolecular structure: the intramolecular O–H peak (g ~ 25) would flatten everything else
+    beyond = [rdf.g[rdf.r > 1.5].max() for rdf in rdfs if np.any(rdf.r > 1.5)]
+    if beyond:
+        ax.set_ylim(0.0, 1.25 * max(beyond))
     ax.set_xlabel("r (Å)")
     ax.set_ylabel("g(r)")
     ax.set_title(title, fontsize=9)
