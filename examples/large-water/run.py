@@ -10,19 +10,18 @@ LAMMPS's memory per rank, temperature and the drift of the conserved energy; wri
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
 import time
 from pathlib import Path
 
+from petmd.example_cli import example_parser, parse_example_args
 from petmd.lammps_run import read_thermo, run_lammps
 from petmd.report import drift_per_atom_ps
 from petmd.structures import liquid_water, write_lammps_data
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 SIZES = {"24k": (5, 5, 5), "100k": (8, 8, 9)}
 
 
@@ -41,19 +40,14 @@ def performance(log: Path) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "pet-water-small.pt")
+    parser = example_parser(__doc__, HERE)
     parser.add_argument("--size", choices=sorted(SIZES), default="24k",
                         help="24k: 5x5x5 copies (24,000 atoms); 100k: 8x8x9 copies (110,592 atoms)")
     parser.add_argument("--steps", type=int, default=4, help="MD steps (default 4: the short form)")
     parser.add_argument("--ranks", type=int, default=2, help="MPI ranks (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    parser.add_argument("-o", "--output", type=Path, default=HERE / "output")
-    args = parser.parse_args(argv)
-    if not args.model.exists():
-        parser.error(f"model {args.model} does not exist (models/ holds the shipped ones)")
+    args = parse_example_args(parser, argv)
     out = args.output
-    out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     write_lammps_data(liquid_water(), out / "water.data")
     nx, ny, nz = SIZES[args.size]

@@ -11,12 +11,12 @@ energy, pressure, density, symmetry error, g_OO/g_OH/g_HH with block-average err
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
+from petmd.example_cli import example_parser, parse_example_args
 from petmd.lammps_run import read_thermo, run_lammps
 from petmd.rdf import first_shell, partial_rdf, read_lammps_dump
 from petmd.report import drift_per_atom_ps, equilibrated, format_rows, plot_rdfs, plot_thermo, summary_rows, \
@@ -24,7 +24,6 @@ from petmd.report import drift_per_atom_ps, equilibrated, format_rows, plot_rdfs
 from petmd.structures import liquid_water, write_lammps_data
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 SHORT_STEPS, LONG_STEPS = 400, 20000
 
 NVT_COLUMNS = {"Temp": ("temperature", 1.0, "K"), "PotEng": ("potential energy", 1.0, "eV"),
@@ -56,7 +55,6 @@ def analyse_nvt(out: Path, discard: float = 0.2) -> dict:
     run = read_thermo(out / "nvt.log")[-1]
     frames = read_lammps_dump(out / "nvt.dump")
     n_atoms = len(frames[0])
-    run["PotEng/atom"] = run["PotEng"] / n_atoms
     rows = summary_rows(run, NVT_COLUMNS, discard)
     part = equilibrated(run, discard)
     drift = drift_per_atom_ps(part["Time"], part["Econserve"], n_atoms)
@@ -108,22 +106,15 @@ def summary_text(result: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "pet-water-small.pt",
-                        help="exported model (default models/pet-water-small.pt; models/pet-water.pt is the "
-                             "production model)")
+    parser = example_parser(__doc__, HERE)
     parser.add_argument("--long", action="store_true", help=f"production length: {LONG_STEPS} steps per run")
     parser.add_argument("--steps", type=int, help=f"steps per run (default {SHORT_STEPS}, --long {LONG_STEPS})")
     parser.add_argument("--npt", action="store_true", help="also run NPT at 1 bar (density)")
     parser.add_argument("--mode", default="none", help='symmetrize mode: none | random | "grid 2i" | ecse')
     parser.add_argument("--ranks", type=int, default=1, help="MPI ranks (mpiexec -np N)")
-    parser.add_argument("-o", "--output", type=Path, default=HERE / "output")
-    args = parser.parse_args(argv)
-    if not args.model.exists():
-        parser.error(f"model {args.model} does not exist (models/ holds the shipped ones)")
+    args = parse_example_args(parser, argv)
     steps = args.steps or (LONG_STEPS if args.long else SHORT_STEPS)
     out = args.output
-    out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     prepare(out)
     result = {"model": str(args.model), "mode": args.mode, "steps": steps, "ranks": args.ranks}

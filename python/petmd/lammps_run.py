@@ -41,7 +41,7 @@ def run_lammps(input_file: Path, workdir: Path, variables: Optional[Mapping[str,
     cmd = lmp_command(ranks) + ["-in", str(Path(input_file).resolve()), "-log", log, "-nocite"]
     for key, value in (variables or {}).items():
         cmd += ["-var", key, str(value)]
-    shown = " ".join(Path(c).name if i == 0 or (ranks > 1 and i == 3) else c for i, c in enumerate(cmd))
+    shown = " ".join(Path(c).name if Path(c).parent == BIN else c for c in cmd)  # lmp, mpiexec: short names
     print(f"$ (cd {workdir} && {shown})", flush=True)
     # one torch thread per rank unless the user asked otherwise: ranks × threads must not oversubscribe the cores
     env = dict(os.environ)

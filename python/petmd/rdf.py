@@ -51,7 +51,7 @@ def _pair_distances(atoms: Atoms, a: str, b: str, r_max: float) -> np.ndarray:
     from vesin import NeighborList
 
     i, j, d = NeighborList(cutoff=r_max, full_list=False).compute(
-        atoms.positions, atoms.cell.array, atoms.pbc.tolist() if hasattr(atoms.pbc, "tolist") else atoms.pbc, "ijd")
+        atoms.positions, atoms.cell.array, atoms.pbc.tolist(), "ijd")
     symbols = np.array(atoms.get_chemical_symbols())
     si, sj = symbols[i], symbols[j]
     keep = ((si == a) & (sj == b)) | ((si == b) & (sj == a))
