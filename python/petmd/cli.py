@@ -82,6 +82,50 @@ def _symmetry(args) -> int:
     return 0
 
 
+def _observables(args) -> int:
+    from .observables.analyze import Options, analyze
+    from .observables.output import summary, write_outputs
+
+    options = Options(types=args.types, timestep=args.timestep, frame_interval=args.frame_interval, r_max=args.r_max,
+                      rdf_bins=args.rdf_bins, dipole_bins=args.dipole_bins, orientation_bins=tuple(args.orientation_bins),
+                      n_blocks=args.blocks, max_lag=args.max_lag, fit_window=tuple(args.fit) if args.fit else None,
+                      discard=args.discard, progress=not args.json)
+    _check_options(options)
+    result = analyze(args.inputs, options)
+    written = write_outputs(result, args.output)
+    if args.json:
+        print((Path(args.output) / "observables.json").read_text())
+    else:
+        print(summary(result))
+        print(f"wrote {len(written)} files to {args.output}/ (observables.json, CSV, PNG)")
+    return 0
+
+
+def _check_options(options) -> None:
+    if options.n_blocks < 2:
+        raise PetmdError(f"--blocks must be at least 2 (errors need two blocks), got {options.n_blocks}")
+    if options.r_max <= 0 or options.rdf_bins < 1 or options.dipole_bins < 1 or min(options.orientation_bins) < 1:
+        raise PetmdError("--r-max must be positive and bin counts at least 1")
+    for name, value in (("--timestep", options.timestep), ("--frame-interval", options.frame_interval)):
+        if value is not None and value <= 0:
+            raise PetmdError(f"{name} must be positive (ps), got {value}")
+    if options.fit_window and not 0 <= options.fit_window[0] < options.fit_window[1]:
+        raise PetmdError(f"--fit needs 0 <= START < END (ps), got {options.fit_window}")
+
+
+def _compare(args) -> int:
+    from .observables.compare import compare_runs, write_report
+
+    result = compare_runs(args.runs, threshold=args.threshold, force=args.force, names=args.names)
+    report = write_report(result, args.output)
+    if args.json:
+        print(json.dumps(result["json"], indent=1))
+    else:
+        print(result["text"])
+        print(f"report: {report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="petmd", description="Train, evaluate and export PET potentials.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +185,57 @@ def build_parser() -> argparse.ArgumentParser:
                         "(what models/ ships next to an exported model)")
     p.add_argument("--json", action="store_true", help="print the metadata as JSON")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("observables", help="observables of a water/ice run with block-average errors",
+                       description="Radial distribution functions, dipole correlations c_L(r), c_T(r), lab-frame "
+                                   "orientation free energy, oxygen MSD and diffusion, orientation autocorrelation, "
+                                   "density, energies, conserved-quantity drift, angular momentum of a single "
+                                   "molecule: each with a standard error from block averaging. Reads LAMMPS text "
+                                   "dumps (id type|element x y z with image flags, or xu/xs columns; any box), "
+                                   "LAMMPS logs (thermo, timestep, thermostat targets, pair_coeff elements), extxyz "
+                                   "and ASE trajectories. Several trajectory files are consecutive parts of one run.")
+    p.add_argument("inputs", nargs="+", metavar="TRAJ", help="trajectory files and LAMMPS logs of one run")
+    p.add_argument("-o", "--output", required=True, help="folder for observables.json, CSV files and PNG plots")
+    p.add_argument("--types", nargs="+", metavar="ELEMENT",
+                   help="element of each LAMMPS atom type in type order, e.g. O H (default: the dump's element "
+                        "column, else the log's 'pair_coeff * * ...' line)")
+    p.add_argument("--timestep", type=float, metavar="PS",
+                   help="MD timestep in ps: dump time = step × timestep (default: the log's timestep command)")
+    p.add_argument("--frame-interval", type=float, metavar="PS",
+                   help="ps between frames of extxyz/ASE files whose frames carry no 'time' or 'step'")
+    p.add_argument("--blocks", type=int, default=5, help="blocks for the statistical errors (default 5)")
+    p.add_argument("--discard", type=float, default=0.0, metavar="PS",
+                   help="leave out the first PS ps of frames and thermo rows (equilibration; default 0)")
+    p.add_argument("--r-max", type=float, default=6.0, help="largest r of g(r) and c(r), Å (default 6)")
+    p.add_argument("--rdf-bins", type=int, default=120, help="bins of g(r) (default 120)")
+    p.add_argument("--dipole-bins", type=int, default=30, help="bins of c_L(r), c_T(r) (default 30)")
+    p.add_argument("--orientation-bins", type=int, nargs=2, default=(8, 16), metavar=("NCOS", "NPHI"),
+                   help="bins of F(cos θ, φ) (default 8 16)")
+    p.add_argument("--max-lag", type=float, default=10.0, metavar="PS",
+                   help="longest lag of the MSD and c_uu (default 10 ps)")
+    p.add_argument("--fit", type=float, nargs=2, metavar=("START", "END"),
+                   help="MSD lag range fitted for D, ps (default: 20%%–100%% of the block length or of the largest "
+                        "lag)")
+    p.add_argument("--json", action="store_true", help="print observables.json instead of the summary")
+    p.set_defaults(func=_observables)
+
+    p = sub.add_parser("compare", help="compare observables of several runs with statistical errors",
+                       description="Compare the observables of runs (folders written by `petmd observables`): "
+                                   "for each observable all runs have, the difference to the first run, the "
+                                   "combined error, a z-score and a verdict, overlay plots and one Markdown report. "
+                                   "Runs of different temperature, density or composition are refused unless "
+                                   "--force.")
+    p.add_argument("runs", nargs="+", metavar="DIR", help="folders holding observables.json (the first is the "
+                                                          "reference)")
+    p.add_argument("-o", "--output", required=True, metavar="REPORT",
+                   help="folder for report.md, compare.json and the overlay PNGs (or a path ending in .md)")
+    p.add_argument("--names", nargs="+", help="labels of the runs in the report (default: folder names)")
+    p.add_argument("--threshold", type=float, default=3.0,
+                   help="verdict 'differs' when the difference is beyond this many standard errors, i.e. p below "
+                        "the two-sided normal tail at that z (default 3: p < 0.0027)")
+    p.add_argument("--force", action="store_true", help="compare runs even if their conditions differ")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.set_defaults(func=_compare)
     return parser
 
 

@@ -1,0 +1,131 @@
+"""LAMMPS log files: thermo output of the MD runs (minimizations left out), and what the echoed input says about the
+run: units, timestep, thermostat/barostat targets and the element of each atom type (pair_coeff * * O H)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ..errors import PetmdError
+from .lammps_dump import open_text
+
+# the default timestep of each unit style, in that style's time unit; only metal is accepted below
+_ELEMENTS = {"H", "He", "Li", "Be", "B", "C", "N", "O", "F", "Ne", "Na", "Mg", "Al", "Si", "P", "S", "Cl", "Ar", "K",
+             "Ca"}
+_THERMOSTATS = ("nvt", "npt", "temp/csvr", "temp/berendsen", "temp/rescale", "langevin", "temp/csld", "nvt/sllod")
+
+
+@dataclass
+class LammpsLog:
+    path: Path
+    thermo: Dict[str, np.ndarray] = field(default_factory=dict)  # column → values over all MD runs, steps unique
+    timestep: float = 0.001  # ps (metal default)
+    timestep_set: bool = False
+    n_atoms: Optional[int] = None
+    target_temperature: Optional[float] = None  # K, from the last thermostat fix
+    target_pressure: Optional[float] = None  # bar, from the last barostat fix
+    barostat: bool = False
+    type_elements: Optional[List[str]] = None
+    minimizations: int = 0
+
+    def time(self) -> Optional[np.ndarray]:
+        if "Time" in self.thermo:
+            return self.thermo["Time"]
+        if "Step" in self.thermo:
+            return self.thermo["Step"] * self.timestep
+        return None
+
+
+def _fix_targets(log: LammpsLog, tokens: List[str]):
+    style = tokens[3] if len(tokens) > 3 else ""
+    try:
+        if style in _THERMOSTATS[2:] and len(tokens) > 5:  # fix ID group style Tstart Tstop ...
+            log.target_temperature = float(tokens[5])
+        if "temp" in tokens[4:] and style in ("nvt", "npt", "nvt/sllod"):
+            k = tokens.index("temp", 4)
+            log.target_temperature = float(tokens[k + 2])
+        if style in ("npt", "nph"):
+            log.barostat = True
+            for key in ("iso", "aniso", "tri", "x"):
+                if key in tokens[4:]:
+                    log.target_pressure = float(tokens[tokens.index(key, 4) + 2])
+                    break
+        if style in ("press/berendsen", "press/langevin"):
+            log.barostat = True
+    except (ValueError, IndexError):
+        pass  # a fix line we do not understand: its targets stay unknown, which compare reports
+
+
+def read_lammps_log(path) -> LammpsLog:
+    path = Path(path)
+    if not path.exists():
+        raise PetmdError(f"log file {path} does not exist")
+    log = LammpsLog(path=path)
+    blocks: List[Dict[str, list]] = []
+    header: Optional[List[str]] = None
+    last_command = ""
+    with open_text(path) as f:
+        for number, line in enumerate(f, start=1):
+            tokens = line.split()
+            if header is not None:
+                if line.startswith("Loop time of"):
+                    match = re.search(r"with (\d+) atoms", line)
+                    if match:
+                        log.n_atoms = int(match.group(1))
+                    header = None
+                    continue
+                if len(tokens) == len(header):
+                    try:
+                        values = [float(t) for t in tokens]
+                    except ValueError:
+                        continue  # WARNING lines and the like inside a run
+                    for name, value in zip(header, values):
+                        blocks[-1][name].append(value)
+                continue
+            if not tokens or tokens[0].startswith("#") or "$" in line:
+                continue  # LAMMPS echoes each substitution of a variable: the line without $ is the one it ran
+            command = tokens[0]
+            if command == "Step" and len(tokens) > 1:
+                header = tokens
+                if last_command == "minimize":
+                    log.minimizations += 1
+                    blocks.append({name: [] for name in header} | {"_skip": True})
+                else:
+                    blocks.append({name: [] for name in header})
+                continue
+            if command == "units" and len(tokens) > 1 and tokens[1] != "metal":
+                raise PetmdError(f"{path}:{number}: units {tokens[1]}: petmd observables reads metal units "
+                                 f"(Å, eV, ps); rerun with 'units metal'")
+            if command == "timestep" and len(tokens) > 1:
+                try:
+                    log.timestep, log.timestep_set = float(tokens[1]), True
+                except ValueError:
+                    pass
+            elif command == "fix" and len(tokens) > 3:
+                _fix_targets(log, tokens)
+            elif command == "pair_coeff" and tokens[1:3] == ["*", "*"]:
+                elements = [t for t in tokens[3:] if not t.startswith("#")]
+                if elements and all(e in _ELEMENTS for e in elements):
+                    log.type_elements = elements
+            if command in ("minimize", "run", "min_style", "fix", "thermo_style", "units", "timestep", "velocity"):
+                last_command = command
+    runs = [b for b in blocks if not b.get("_skip")]
+    if not runs:
+        return log
+    names = [n for n in runs[0] if all(n in b for b in runs)]
+    merged = {name: np.concatenate([np.asarray(b[name], float) for b in runs]) for name in names}
+    if "Step" in merged:  # a `run` after a `run` repeats the last step: keep its first appearance
+        _, first = np.unique(merged["Step"], return_index=True)
+        keep = np.sort(first)
+        merged = {name: values[keep] for name, values in merged.items()}
+    log.thermo = merged
+    return log
+
+
+def is_lammps_log(path: Path) -> bool:
+    with open_text(path) as f:
+        return f.readline().startswith("LAMMPS (")
