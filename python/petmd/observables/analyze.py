@@ -16,7 +16,7 @@ from .blocks import mean_estimate, slope_estimate
 from .dynamics import (AngularMomentum, TimeCorrelation, Unwrapper, diffusion_from_msd, kinetic_temperature,
                        orientation_overlap, squared_displacement, yeh_hummer_note)
 from .frames import Frame
-from .lammps_log import LammpsLog
+from .lammps_log import merge_thermo
 from .structure import DipoleCorrelation, OrientationFreeEnergy, Pairs, RDFAccumulator
 from .trajectory import Inputs, classify, estimated_frames, iter_frames
 from .water import find_molecules
@@ -125,21 +125,9 @@ def _scalar(values, n_blocks: int, unit: str, scale: float = 1.0) -> Optional[di
             "samples": len(values)}
 
 
-def _merged_thermo(logs: List[LammpsLog]) -> Dict[str, np.ndarray]:
-    runs = [log.thermo for log in logs if log.thermo]
-    if not runs:
-        return {}
-    names = [n for n in runs[0] if all(n in run for run in runs)]
-    merged = {n: np.concatenate([run[n] for run in runs]) for n in names}
-    if "Step" in merged:
-        _, first = np.unique(merged["Step"], return_index=True)
-        merged = {n: v[np.sort(first)] for n, v in merged.items()}
-    return merged
-
-
 def _thermo_observables(inputs: Inputs, options: Options, n_atoms: Optional[int], notes: List[str]) -> dict:
     log = inputs.log
-    thermo = _merged_thermo(inputs.logs)
+    thermo = merge_thermo([log.thermo for log in inputs.logs])
     if not thermo:
         return {}
     time = thermo["Time"] if "Time" in thermo else thermo["Step"] * log.timestep if "Step" in thermo else None

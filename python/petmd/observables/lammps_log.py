@@ -20,9 +20,19 @@ _THERMOSTATS = ("nvt", "npt", "temp/csvr", "temp/berendsen", "temp/rescale", "la
 
 
 @dataclass
+class ThermoBlock:
+    """The thermo output of one `run` or `minimize` (kept even if the run was cut short: no 'Loop time' line)."""
+    columns: Dict[str, np.ndarray]
+    minimize: bool
+    line: int  # where its header is
+
+
+@dataclass
 class LammpsLog:
     path: Path
+    blocks: List[ThermoBlock] = field(default_factory=list)
     thermo: Dict[str, np.ndarray] = field(default_factory=dict)  # column → values over all MD runs, steps unique
+    errors: List[str] = field(default_factory=list)  # lines where LAMMPS reported an ERROR
     timestep: float = 0.001  # ps (metal default)
     timestep_set: bool = False
     n_atoms: Optional[int] = None
@@ -66,10 +76,13 @@ def read_lammps_log(path) -> LammpsLog:
         raise PetmdError(f"log file {path} does not exist")
     log = LammpsLog(path=path)
     blocks: List[Dict[str, list]] = []
+    kinds: List[tuple] = []
     header: Optional[List[str]] = None
     last_command = ""
     with open_text(path) as f:
         for number, line in enumerate(f, start=1):
+            if "ERROR" in line or "exited on signal" in line:
+                log.errors.append(line.strip())
             tokens = line.split()
             if header is not None:
                 if line.startswith("Loop time of"):
@@ -91,11 +104,9 @@ def read_lammps_log(path) -> LammpsLog:
             command = tokens[0]
             if command == "Step" and len(tokens) > 1:
                 header = tokens
-                if last_command == "minimize":
-                    log.minimizations += 1
-                    blocks.append({name: [] for name in header} | {"_skip": True})
-                else:
-                    blocks.append({name: [] for name in header})
+                blocks.append({name: [] for name in header})
+                kinds.append((last_command == "minimize", number))
+                log.minimizations += last_command == "minimize"
                 continue
             if command == "units" and len(tokens) > 1 and tokens[1] != "metal":
                 raise PetmdError(f"{path}:{number}: units {tokens[1]}: petmd observables reads metal units "
@@ -113,17 +124,25 @@ def read_lammps_log(path) -> LammpsLog:
                     log.type_elements = elements
             if command in ("minimize", "run", "min_style", "fix", "thermo_style", "units", "timestep", "velocity"):
                 last_command = command
-    runs = [b for b in blocks if not b.get("_skip")]
+    log.blocks = [ThermoBlock({name: np.asarray(values, float) for name, values in block.items()}, minimize, line)
+                  for block, (minimize, line) in zip(blocks, kinds)]
+    log.thermo = merge_thermo([b.columns for b in log.blocks if not b.minimize])
+    return log
+
+
+def merge_thermo(runs: List[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+    """Consecutive runs as one: the columns all of them have, each step once (a `run` after a `run` repeats the
+    last step; its first appearance is kept)."""
+    runs = [run for run in runs if run]
     if not runs:
-        return log
-    names = [n for n in runs[0] if all(n in b for b in runs)]
-    merged = {name: np.concatenate([np.asarray(b[name], float) for b in runs]) for name in names}
-    if "Step" in merged:  # a `run` after a `run` repeats the last step: keep its first appearance
+        return {}
+    names = [n for n in runs[0] if all(n in run for run in runs)]
+    merged = {name: np.concatenate([run[name] for run in runs]) for name in names}
+    if "Step" in merged:
         _, first = np.unique(merged["Step"], return_index=True)
         keep = np.sort(first)
         merged = {name: values[keep] for name, values in merged.items()}
-    log.thermo = merged
-    return log
+    return merged
 
 
 def is_lammps_log(path: Path) -> bool:
