@@ -34,10 +34,11 @@ def test_liquid_water_example(tmp_path, scan_data_path):
     sym = nvt["thermo"]["symmetry error mean |F-F_grid|"]["mean"]
     assert 0.0 < sym < 200.0  # meV/Å: PET is not exactly invariant, and the error is far below the forces
     assert 0.8 < npt["thermo"]["density"]["mean"] < 1.2
-    for name in ("rdf.png", "rdf.csv", "nvt-thermo.png", "npt-thermo.png", "nvt.dump"):
+    for name in ("rdf.png", "rdf.csv", "nvt-thermo.png", "npt-thermo.png", "nvt.dump", "observables.json",
+                 "dipole.png", "orientation_F.png", "dynamics.png"):
         assert (tmp_path / name).stat().st_size > 0
     rdf = np.loadtxt(tmp_path / "rdf.csv", delimiter=",", skiprows=1)
-    assert rdf.shape[1] == 10 and np.all(rdf[:, 0] > 0)
+    assert rdf.shape[1] == 13 and np.all(rdf[:, 0] > 0)  # r, then g, err, n, n_err for OO, OH, HH
 
 
 @pytest.mark.slow

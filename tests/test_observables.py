@@ -97,10 +97,11 @@ def test_ideal_gas_rdfs_are_one_within_error(tmp_path):
 
 
 def test_fcc_crystal_of_aligned_molecules(tmp_path):
-    """Peaks at the fcc shells with 12 and 6 neighbours; identical dipoles give c_L = c_T = 1 in every shell."""
+    """Peaks at the fcc shells with 12 and 6 neighbours (r_max beyond half the box: all periodic images count);
+    identical dipoles give c_L = c_T = 1 in every shell."""
     a = 5.0
-    centers = fcc_centers(3, a)
-    crystal = water(centers, np.eye(3) * 3 * a, directions=[[0.3, -0.5, 0.8]] * len(centers))
+    centers = fcc_centers(2, a)
+    crystal = water(centers, np.eye(3) * 2 * a, directions=[[0.3, -0.5, 0.8]] * len(centers))
     result = analyze([str(write_extxyz(tmp_path / "fcc.extxyz", [crystal]))],
                      Options(r_max=5.4, rdf_bins=540, dipole_bins=54, progress=False))
     g = result["g_OO"]
@@ -171,6 +172,9 @@ def test_rdf_of_a_water_frame_matches_ase(tmp_path):
         np.testing.assert_allclose(result[f"g_{a}{b}"]["r"], r)
         np.testing.assert_allclose(result[f"g_{a}{b}"]["g"] * like, reference, rtol=1e-10, atol=1e-10)
         assert reference.max() > 1.5
+    oh = result["g_OH"]
+    assert oh["coordination"][oh["r"] < 1.3][-1] == pytest.approx(2.0, abs=0.01)  # each O's two covalent H
+    assert np.all(np.isnan(oh["err"]))  # one frame: no block error
 
 
 # --- dynamics --------------------------------------------------------------------------------------------------

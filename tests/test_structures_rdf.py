@@ -9,7 +9,7 @@ from ase import Atoms
 
 from petmd.errors import PetmdError
 from petmd.lammps_run import read_thermo, run_lammps
-from petmd.rdf import first_shell, partial_rdf, read_lammps_dump
+from petmd.observables.lammps_dump import read_lammps_dump
 from petmd.structures import ice_ih, liquid_water, parse_genice_exyz, write_lammps_data
 
 
@@ -77,41 +77,6 @@ def test_lammps_data_round_trip(tmp_path):
         write_lammps_data(Atoms("NaCl", [[0, 0, 0], [2, 0, 0]], cell=[5, 5, 5], pbc=True), tmp_path / "x.data")
 
 
-def test_rdf_of_ideal_gas_is_one_within_error():
-    rng = np.random.default_rng(0)
-    frames = [Atoms("O200", rng.uniform(0, 15.0, (200, 3)), cell=[15.0] * 3, pbc=True) for _ in range(40)]
-    rdf = partial_rdf(frames, "O", "O", r_max=7.0, n_bins=14, n_blocks=5)
-    assert rdf.n_blocks == 5
-    z = (rdf.g[2:] - 1.0) / rdf.err[2:]
-    assert np.all(np.abs(rdf.g[2:] - 1.0) < 0.1) and np.all(np.abs(z) < 5)
-    # the running coordination number of an ideal gas is ρ 4/3 π r³
-    assert rdf.coordination[-1] == pytest.approx(200 / 15.0 ** 3 * 4 / 3 * np.pi * 7.0 ** 3, rel=0.05)
-
-
-def test_rdf_of_simple_cubic_crystal():
-    a = 3.0
-    crystal = Atoms("O", [[0, 0, 0]], cell=[a] * 3, pbc=True).repeat(4)  # r_max beyond half the box on purpose
-    rdf = partial_rdf([crystal], "O", "O", r_max=7.5, n_bins=300)
-    assert rdf.r[np.flatnonzero(rdf.g)[0]] == pytest.approx(a, abs=0.03)
-    peak, minimum, coordination = first_shell(rdf, after=1.0, window=0.5)
-    assert coordination == pytest.approx(6.0 if peak < 4 else 18.0)
-    assert rdf.coordination[rdf.r < a + 0.05][-1] == pytest.approx(6.0)
-    assert rdf.coordination[rdf.r < a * np.sqrt(2) + 0.05][-1] == pytest.approx(18.0)  # + 12 at a√2
-    assert rdf.g[rdf.r < a - 0.1].max() == 0.0
-
-
-def test_rdf_partial_pairs_and_errors():
-    water = liquid_water()
-    oh = partial_rdf([water], "O", "H", r_max=3.0, n_bins=60)
-    # the first O–H shell holds the two covalent H of each O
-    assert oh.coordination[oh.r < 1.3][-1] == pytest.approx(2.0, abs=0.01)
-    assert np.all(np.isnan(oh.err))  # one frame: no block error
-    with pytest.raises(PetmdError, match="no N atoms"):
-        partial_rdf([water], "O", "N")
-    with pytest.raises(PetmdError, match="not periodic"):
-        partial_rdf([Atoms("O2", [[0, 0, 0], [1, 0, 0]])], "O", "O")
-
-
 def test_lammps_run_and_dump_and_thermo(tmp_path):
     write_lammps_data(liquid_water(), tmp_path / "water.data")
     script = tmp_path / "in.lammps"
@@ -132,10 +97,10 @@ run ${steps}
     run_lammps(script, tmp_path, {"steps": 10}, quiet=True)
     runs = read_thermo(tmp_path / "log.lammps")
     assert len(runs) == 1 and list(runs[0]["Step"]) == [0, 5, 10]
-    frames = read_lammps_dump(tmp_path / "out.dump")
-    assert len(frames) == 3 and frames[0].get_chemical_symbols().count("O") == 64
-    with pytest.raises(PetmdError, match="type 2 has no symbol"):
-        read_lammps_dump(tmp_path / "out.dump", types=("O",))
+    frames = list(read_lammps_dump(tmp_path / "out.dump", ["O", "H"]))
+    assert len(frames) == 3 and list(frames[0].symbols).count("O") == 64 and frames[-1].step == 10
+    with pytest.raises(PetmdError, match="LAMMPS type 2 has no element"):
+        list(read_lammps_dump(tmp_path / "out.dump", types=("O",)))
     script.write_text("units metal\nread_data missing.data\n")
     with pytest.raises(PetmdError, match="(?s)LAMMPS failed.*Cannot open file missing.data"):
         run_lammps(script, tmp_path, quiet=True)

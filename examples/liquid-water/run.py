@@ -18,9 +18,10 @@ from pathlib import Path
 
 from petmd.example_cli import example_parser, parse_example_args
 from petmd.lammps_run import read_thermo, run_lammps
-from petmd.rdf import first_shell, partial_rdf, read_lammps_dump
-from petmd.report import drift_per_atom_ps, equilibrated, format_rows, plot_rdfs, plot_thermo, summary_rows, \
-    write_rdf_csv
+from petmd.observables.analyze import Options, analyze
+from petmd.observables.output import write_outputs
+from petmd.observables.structure import first_shell
+from petmd.report import format_rows, plot_thermo, summary_rows
 from petmd.structures import liquid_water, write_lammps_data
 
 HERE = Path(__file__).resolve().parent
@@ -52,29 +53,27 @@ def run_npt(out: Path, model: Path, steps: int, mode: str = "none", ranks: int =
 
 
 def analyse_nvt(out: Path, discard: float = 0.2) -> dict:
+    """Thermo table from the log; structure, dynamics and drift from `petmd observables` on the dump and log
+    (the same as `petmd observables nvt.dump nvt.log -o OUT --discard ...`), written into ``out``."""
     run = read_thermo(out / "nvt.log")[-1]
-    frames = read_lammps_dump(out / "nvt.dump")
-    n_atoms = len(frames[0])
     rows = summary_rows(run, NVT_COLUMNS, discard)
-    part = equilibrated(run, discard)
-    drift = drift_per_atom_ps(part["Time"], part["Econserve"], n_atoms)
-    kept = frames[int(round(discard * len(frames))):]
-    rdfs = [partial_rdf(kept, a, b, r_max=6.0) for a, b in (("O", "O"), ("O", "H"), ("H", "H"))]
-    peak, minimum, n_oo = first_shell(rdfs[0], after=2.0)
+    observables = analyze([str(out / "nvt.dump"), str(out / "nvt.log")],
+                          Options(discard=discard * float(run["Time"][-1]), progress=False))
+    write_outputs(observables, out)
+    n_atoms = observables["system"]["n_atoms"]
+    g_oo = observables["g_OO"]
+    peak, minimum, n_oo = first_shell(g_oo, after=2.0)
     plot_thermo(run, ["Temp", "PotEng", "Econserve", "Press", "c_sym[2]"],
                 ["T (K)", "PE (eV)", "E_cons (eV)", "P (bar)", "sym. err. F (eV/Å)"], out / "nvt-thermo.png",
                 f"NVT, {n_atoms} atoms")
-    plot_rdfs(rdfs, out / "rdf.png", f"{n_atoms}-atom liquid water, {len(kept)} frames "
-                                     f"({run['Time'][-1] * (1 - discard):.2f} ps)")
-    write_rdf_csv(rdfs, out / "rdf.csv")
     return {"n_atoms": n_atoms, "time_ps": float(run["Time"][-1]), "discarded_fraction": discard,
             "thermo": {label: {"mean": mean, "err": err, "unit": unit} for label, mean, err, unit in rows},
-            "conserved_energy_drift_meV_per_atom_ps": drift,
-            "g_OO": {"first_peak_A": peak, "first_peak_height": float(rdfs[0].g[rdfs[0].r == peak][0]),
-                     "first_minimum_A": minimum, "coordination": n_oo, "frames": len(kept),
-                     "blocks": rdfs[0].n_blocks},
-            "files": {"thermo_png": "nvt-thermo.png", "rdf_png": "rdf.png", "rdf_csv": "rdf.csv",
-                      "dump": "nvt.dump", "log": "nvt.log"}}
+            "conserved_energy_drift_meV_per_atom_ps": observables["conserved_drift"]["value"],
+            "g_OO": {"first_peak_A": peak, "first_peak_height": float(g_oo["g"][g_oo["r"] == peak][0]),
+                     "first_minimum_A": minimum, "coordination": n_oo, "frames": observables["system"]["n_frames"],
+                     "blocks": g_oo["n_blocks"]},
+            "files": {"thermo_png": "nvt-thermo.png", "observables": "observables.json", "rdf_png": "rdf.png",
+                      "rdf_csv": "rdf.csv", "dump": "nvt.dump", "log": "nvt.log"}}
 
 
 def analyse_npt(out: Path, discard: float = 0.2) -> dict:

@@ -13,6 +13,7 @@ import numpy as np
 
 from .analyze import _clean
 from .figures import Panel, curve_figure, orientation_figure
+from .structure import first_shell
 
 RDF_KEYS = ("g_OO", "g_OH", "g_HH")
 SCALARS = ("temperature", "density", "potential_energy", "pressure", "conserved_drift", "diffusion_O")
@@ -102,15 +103,14 @@ def summary(result: dict) -> str:
         span = f", {system['time_span_ps']:.4g} ps" if system.get("time_span_ps") is not None else ""
         lines.append(f"{system['n_frames']} frames of {system['n_atoms']} atoms ({composition}){span}; "
                      f"errors: standard errors from {result['n_blocks']} blocks")
-    for key in RDF_KEYS:
-        if key in result:
+    for key, after in (("g_OO", 2.0), ("g_OH", 1.3), ("g_HH", 1.3)):
+        if key in result and np.any(np.asarray(result[key]["r"]) > after + 0.5):
             e = result[key]
-            r, g = np.asarray(e["r"], float), np.asarray(e["g"], float)
-            beyond = r > (2.0 if key == "g_OO" else 1.3)
-            if beyond.any():
-                peak = int(np.flatnonzero(beyond)[np.argmax(g[beyond])])
-                lines.append(f"  {key}: highest peak beyond {r[beyond][0] - 0.025:.2g} Å at {r[peak]:.3f} Å, "
-                             f"g = {g[peak]:.3f} ± {e['err'][peak] if e['err'][peak] is not None else float('nan'):.2g}")
+            peak, minimum, coordination = first_shell(e, after)
+            k = int(np.argmin(np.abs(np.asarray(e["r"]) - peak)))
+            err = e["err"][k] if e["err"][k] is not None else float("nan")
+            lines.append(f"  {key}: first peak beyond {after:g} Å at {peak:.3f} Å (g = {e['g'][k]:.3f} ± {err:.2g}), "
+                         f"minimum at {minimum:.3f} Å, coordination there {coordination:.3f}")
     if "c_L" in result:
         lines.append(f"  c_L, c_T: {int(np.nansum(result['c_L']['pairs']))} O–O pairs (dipole.csv, dipole.png)")
     if "orientation_F" in result:

@@ -146,3 +146,14 @@ class OrientationFreeEnergy:
         return {"orientation_F": {"cos_theta_edges": self.cos_edges, "phi_edges": self.phi_edges,
                                   "F": np.where(p > 0, free_energy, np.nan), "err": np.where(p > 0, err, np.nan),
                                   "samples": float(totals.sum()), "n_blocks": len(counts)}}
+
+
+def first_shell(entry: dict, after: float, window: float = 1.2):
+    """(r of the highest peak beyond ``after`` Å, r of the minimum within ``window`` Å after it, coordination number
+    there) of a g(r) entry: the first coordination shell of a liquid, where the first peak is the highest (g_OO
+    beyond 2 Å)."""
+    r, g, coordination = (np.asarray(entry[k], float) for k in ("r", "g", "coordination"))
+    peak = int(np.argmax(np.where(r > after, g, -np.inf)))
+    search = (r >= r[peak]) & (r <= r[peak] + window)
+    minimum = int(np.flatnonzero(search)[np.argmin(g[search])])
+    return float(r[peak]), float(r[minimum]), float(coordination[minimum])
