@@ -227,6 +227,20 @@ void Model::set_symmetrization(const std::string &mode) {
 
 void Model::set_random_seed(uint64_t seed) { torch::manual_seed(seed); }
 
+void Model::set_chunk_atoms(int64_t n) {
+  if (n < -1)
+    throw Error("the chunk size must be at least 0 atoms (0: never chunk; -1: the device's default), got " +
+                std::to_string(n));
+  if (!impl_->module.find_method("set_chunk_atoms"))
+    throw Error("'" + path_ + "' cannot evaluate in chunks (exported by petmd " + info_.petmd_version +
+                " before this was possible): re-export it with `petmd export`");
+  try {
+    impl_->module.run_method("set_chunk_atoms", n);
+  } catch (const std::exception &err) {
+    throw Error(torch_message(err));
+  }
+}
+
 Result Model::compute(const SystemView &s, bool per_atom_energies) const {
   Result result;
   try {

@@ -95,6 +95,11 @@ class PETMD_API Model {
   // Seeds torch's generator, which the "random" mode draws its rotation from.
   virtual void set_random_seed(uint64_t seed);
 
+  // Systems of more than n nodes are evaluated in chunks of n atoms with recomputation: memory bounded by the
+  // chunk, at the cost of one more forward pass; 0 = never, -1 = the device's default (CPU 128, GPU 4096).
+  // Throws Error for a file exported before chunking.
+  virtual void set_chunk_atoms(int64_t n);
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

@@ -47,7 +47,7 @@ static int usable_cores()
 }
 
 static const char usage[] = "pair_style pet MODEL [device cpu|cuda|cuda:N] [threads N] [fold yes|no] "
-                            "[symmetrize none|random|grid G|ecse] [seed N]";
+                            "[symmetrize none|random|grid G|ecse] [seed N] [chunk N]";
 
 PairPET::PairPET(LAMMPS *lmp) : Pair(lmp)
 {
@@ -89,6 +89,7 @@ void PairPET::settings(int narg, char **arg)
   std::string device = "cpu";
   std::string symmetrize;
   int threads = 0;
+  bigint chunk = -1;  // -1: the model's default
   fold_ = true;
   seed_ = 20231201;
   for (int iarg = 1; iarg < narg; iarg += 2) {
@@ -117,6 +118,9 @@ void PairPET::settings(int narg, char **arg)
       }
     } else if (key == "seed") {
       seed_ = utils::bnumeric(FLERR, arg[iarg + 1], false, lmp);
+    } else if (key == "chunk") {
+      chunk = utils::bnumeric(FLERR, arg[iarg + 1], false, lmp);
+      if (chunk < 0) error->all(FLERR, "pair_style pet: chunk must be at least 0 atoms (0: never chunk), got {}", chunk);
     } else {
       error->all(FLERR, "pair_style pet: unknown keyword '{}': `{}`", key, usage);
     }
@@ -136,6 +140,7 @@ void PairPET::settings(int narg, char **arg)
     model_ = petmd::open_model_isolated(petmd::this_library_folder() + "/libpetmd_model.so", model_path_, device,
                                         local_rank, threads);
     if (!symmetrize.empty()) model_->set_symmetrization(symmetrize);
+    if (chunk >= 0) model_->set_chunk_atoms(chunk);
   } catch (const std::exception &err) {
     error->one(FLERR, "pair_style pet: {}", err.what());
   }

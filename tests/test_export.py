@@ -12,6 +12,7 @@ from ase import Atoms
 from conftest import frame, small_pet, water_box, write_checkpoint
 from petmd.batch import collate
 from petmd.calculator import PETCalculator
+from petmd.errors import PetmdError
 from petmd.export import export_checkpoint, load_model
 
 
@@ -59,6 +60,23 @@ def test_exported_batched_method_matches_forward(tmp_path, systems):
     for k, f in enumerate(frames):
         alone = exported(f)
         assert float(together["energy"][k].detach()) == pytest.approx(float(alone["energy"].detach()), rel=1e-13)
+
+
+@pytest.mark.parametrize("mode", ["none", "grid:2"])
+def test_exported_chunked_evaluation_changes_nothing(tmp_path, systems, mode):
+    ckpt = write_checkpoint(tmp_path / "m.ckpt", small_pet(seed=5))
+    export_checkpoint(ckpt, tmp_path / "m.pt", dtype="float64")
+    exported = load_model(tmp_path / "m.pt")
+    exported.set_symmetrization(mode)
+    f = frame(systems["box"])
+    exported.set_chunk_atoms(0)
+    plain = {k: v.detach() for k, v in exported(f).items()}
+    exported.set_chunk_atoms(7)
+    chunked = exported(f)
+    for key in ("energy", "energies", "forces", "virial"):
+        torch.testing.assert_close(chunked[key], plain[key], rtol=0, atol=1e-10 * float(plain[key].abs().max()))
+    with pytest.raises(PetmdError, match="chunk size must be at least 0 atoms"):
+        exported.set_chunk_atoms(-2)
 
 
 def test_metadata_is_readable_without_petmd(tmp_path):

@@ -104,17 +104,19 @@ def test_lammps_matches_ase_on_1_2_4_ranks(tmp_path, model64, name):
                 1e-10, f"{name}, {runner} vs in-process")
 
 
-def test_folding_images_changes_nothing(tmp_path, model64):
+@pytest.mark.parametrize("setting", ["fold no", "chunk 50", "chunk 50 fold no"])
+def test_evaluation_settings_change_nothing(tmp_path, model64, setting):
+    # folding images onto atoms, and evaluating 192 atoms (or 192 + ghosts) in chunks of 50 with recomputation
     atoms = water_box(4, seed=2)
     data = write_data(tmp_path / "system.data", atoms)
     got = {}
-    for fold in ("yes", "no"):
-        out = tmp_path / fold
+    for extra in ("", setting):
+        out = tmp_path / (extra.replace(" ", "-") or "default")
         out.mkdir()
-        run_inprocess(single_point_input(model64, data, out, pair_extra=f"fold {fold}"))
-        got[fold] = read_single_point(out)
-    compare(got["no"], {k: getattr(got["yes"], k) for k in ("energy", "forces", "energies", "virial")}, 1e-10,
-            "fold no vs fold yes")
+        run_inprocess(single_point_input(model64, data, out, pair_extra=extra))
+        got[extra] = read_single_point(out)
+    compare(got[setting], {k: getattr(got[""], k) for k in ("energy", "forces", "energies", "virial")}, 1e-10,
+            f"{setting} vs default")
 
 
 def test_npt_runs_on_the_model_virial(tmp_path, model64):
@@ -157,6 +159,7 @@ BAD_INPUTS = {
     "bad device": ({"extra": "device gpu"}, "unknown device 'gpu': use cpu, cuda or cuda:N"),
     "bad symmetrize": ({"extra": "symmetrize twice"}, "unknown symmetrize mode 'twice'"),
     "bad grid": ({"extra": "symmetrize grid 3x"}, "unknown rotation grid '3x'"),
+    "negative chunk": ({"extra": "chunk -5"}, "chunk must be at least 0 atoms"),
     "per-atom virial": ({"after": "compute s all stress/atom NULL\ncompute p all reduce sum c_s[1]\nthermo_style custom step c_p"},
                         "does not compute per-atom virials"),
 }

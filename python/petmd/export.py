@@ -57,6 +57,15 @@ class ExportedPET(nn.Module):
                                "or ecse")
         self.symmetrize = mode
 
+    @torch.jit.export
+    def set_chunk_atoms(self, n: int) -> None:
+        """Evaluate systems of more than ``n`` atoms in chunks of ``n`` with recomputation (memory bounded by the
+        chunk; one more forward pass of compute); 0 = never, -1 = the default of the device (CPU 128, GPU 4096)."""
+        if n < -1:
+            raise RuntimeError("the chunk size must be at least 0 atoms (0: never chunk; -1: the device's "
+                               "default), got " + str(n))
+        self.pet.chunk_atoms = n
+
     def forward(
         self,
         positions: torch.Tensor,  # [n, 3] float64, Å: all atoms the edges refer to (local + ghosts)
@@ -239,6 +248,15 @@ class LoadedModel:
                 message = (f"{self.source} was exported (petmd {self.metadata.get('petmd_version', '?')}) before "
                            "ECSE existed: re-export it with `petmd export` to run it with ecse")
             raise PetmdError(message) from None
+
+    def set_chunk_atoms(self, n: int) -> None:
+        if not hasattr(self.module, "set_chunk_atoms"):
+            raise PetmdError(f"{self.source} cannot evaluate in chunks (exported before this was possible): "
+                             "re-export it with `petmd export`")
+        try:
+            self.module.set_chunk_atoms(n)
+        except Exception as err:
+            raise PetmdError(str(err).strip().splitlines()[-1].replace("builtins.RuntimeError: ", "")) from None
 
     def __call__(self, frame: Frame) -> Dict[str, torch.Tensor]:
         """Energy, per-atom energies, forces and virial of one structure through the exported forward."""

@@ -22,6 +22,14 @@ from .cutoff import cutoff_function
 from .ecse import LocalFrames, copy_edges
 
 
+# Chunk sizes of inference with forces when none is set (chunk_atoms = -1). CPU: measured on 2 cores with the
+# study-size model (docs/benchmarks.md): 64-128 atoms run fastest (small working sets stay in cache), 1536 atoms in
+# chunks of 128 ran 1.8x faster than in one piece and in 1.5 instead of 10 GB. GPU: large chunks keep it busy; not
+# yet measured.
+DEFAULT_CHUNK_ATOMS_CPU = 128
+DEFAULT_CHUNK_ATOMS_GPU = 4096
+
+
 class MLP(nn.Module):
     def __init__(self, d_in: int, d_hidden: int, d_out: int, n_hidden: int = 1):
         super().__init__()
@@ -125,6 +133,20 @@ class GNNLayer(nn.Module):
         """Central energies [N] and bond energies [E] of this layer."""
         return self.central_head(central_out).squeeze(-1), self.bond_head(edge_out).squeeze(-1)
 
+    def on_atoms(self, vectors: torch.Tensor, r: torch.Tensor, fc: torch.Tensor, log_fc: torch.Tensor,
+                 messages: torch.Tensor, neighbor_embedding: torch.Tensor, species: torch.Tensor,
+                 local_i: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """This layer on a set of atoms and all of their edges (``local_i``: each edge's central atom as an index
+        into ``species``): the layer's energies of those atoms and their output edge tokens. Atoms are independent
+        within a layer, which is what makes chunked evaluation exact."""
+        n_atoms = species.shape[0]
+        pad_index, max_neighbors = padded_layout(local_i, n_atoms)
+        key_mask = attention_mask(log_fc, pad_index, n_atoms, max_neighbors)
+        central_out, edge_out = self(torch.cat([vectors, r.unsqueeze(1)], dim=1), messages, neighbor_embedding,
+                                     species, key_mask, pad_index, max_neighbors)
+        central, bond = self.readout(central_out, edge_out)
+        return central.index_add(0, local_i, bond * fc), edge_out
+
 
 def init_geometry_embedding(linear: nn.Linear, cutoff: float) -> None:
     """Start the edge embedding Linear(4→d)(x, |x|) nearly rotation invariant and sharp in |x|.
@@ -144,6 +166,14 @@ def init_geometry_embedding(linear: nn.Linear, cutoff: float) -> None:
         knots = torch.empty(d).uniform_(0.5, cutoff)
         linear.weight[:, 3] = weight
         linear.bias.copy_(-weight * knots)
+
+
+def attention_mask(log_fc: torch.Tensor, pad_index: torch.Tensor, n_atoms: int, max_neighbors: int) -> torch.Tensor:
+    """Additive key mask [n_atoms, 1 + M] of the per-atom transformer: 0 for the central token, log f_c for the
+    neighbour tokens, −inf for padding."""
+    mask = torch.full((n_atoms * max_neighbors,), float("-inf"), dtype=log_fc.dtype, device=log_fc.device)
+    mask = mask.index_copy(0, pad_index, log_fc).view(n_atoms, max_neighbors)
+    return torch.cat([torch.zeros(n_atoms, 1, dtype=log_fc.dtype, device=log_fc.device), mask], dim=1)
 
 
 def padded_layout(edge_i: torch.Tensor, n_atoms: int) -> Tuple[torch.Tensor, int]:
@@ -187,6 +217,12 @@ class PET(nn.Module):
         self.register_buffer("z_to_index", z_to_index)
         self.register_buffer("composition_energies", torch.zeros(n_species, dtype=torch.float64))
         self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
+        # inference with forces on more atoms than this runs in chunks with recomputation (bounded memory; see
+        # energies_and_gradient_chunked); 0 = never, -1 = the device's default. Not a parameter: checkpoints are
+        # unchanged.
+        self.chunk_atoms: int = -1
+        self.default_chunk_atoms_cpu: int = DEFAULT_CHUNK_ATOMS_CPU
+        self.default_chunk_atoms_gpu: int = DEFAULT_CHUNK_ATOMS_GPU
         self.neighbor_embedding = nn.Embedding(n_species, d_model)
         self.ecse_frames = LocalFrames(self.cutoff)  # no parameters: checkpoints are unchanged
         self.layers = nn.ModuleList(
@@ -217,6 +253,16 @@ class PET(nn.Module):
             )
         return index
 
+    def edge_geometry(self, edge_vectors: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(vectors, r, f_c, log f_c) of float64 edge vectors, in the network's dtype."""
+        vectors = edge_vectors.to(self.neighbor_embedding.weight.dtype)
+        r = torch.linalg.norm(vectors, dim=1)
+        # edges at or beyond R_c (a list built with a skin) behave exactly as absent ones
+        inside = r < self.cutoff
+        fc = torch.where(inside, cutoff_function(r, self.cutoff, self.cutoff_width), torch.zeros_like(r))
+        log_fc = torch.where(inside, torch.log(fc.clamp(min=1e-30)), torch.full_like(r, float("-inf")))
+        return vectors, r, fc, log_fc
+
     def atomic_energies(self, species: torch.Tensor, edge_vectors: torch.Tensor, edge_index: torch.Tensor,
                         reverse: torch.Tensor, ecse: bool = False) -> torch.Tensor:
         """Per-atom energies y_i [N] (eV) from species indices and float64 edge vectors (autograd flows through
@@ -225,12 +271,7 @@ class PET(nn.Module):
         n_atoms = species.shape[0]
         edge_i = edge_index[0]
         edge_j = edge_index[1]
-        vectors = edge_vectors.to(self.neighbor_embedding.weight.dtype)
-        r = torch.linalg.norm(vectors, dim=1)
-        # edges at or beyond R_c (a list built with a skin) behave exactly as absent ones
-        inside = r < self.cutoff
-        fc = torch.where(inside, cutoff_function(r, self.cutoff, self.cutoff_width), torch.zeros_like(r))
-        log_fc = torch.where(inside, torch.log(fc.clamp(min=1e-30)), torch.full_like(r, float("-inf")))
+        vectors, r, fc, log_fc = self.edge_geometry(edge_vectors)
 
         # the per-atom network runs on "copies": one per atom as trained, or one per ECSE frame of each atom
         copy_atom = torch.arange(n_atoms, device=r.device)
@@ -249,9 +290,7 @@ class PET(nn.Module):
             copy_edge_weight = copy_weight.index_select(0, copy_of_edge)
         n_copies = copy_atom.shape[0]
         pad_index, max_neighbors = padded_layout(copy_of_edge, n_copies)
-        key_mask = torch.full((n_copies * max_neighbors,), float("-inf"), dtype=r.dtype, device=r.device)
-        key_mask = key_mask.index_copy(0, pad_index, log_fc.index_select(0, copy_edge)).view(n_copies, max_neighbors)
-        key_mask = torch.cat([torch.zeros(n_copies, 1, dtype=r.dtype, device=r.device), key_mask], dim=1)
+        key_mask = attention_mask(log_fc.index_select(0, copy_edge), pad_index, n_copies, max_neighbors)
         copy_species = species.index_select(0, copy_atom)
 
         neighbor_embedding = self.neighbor_embedding(species.index_select(0, edge_j))
@@ -274,6 +313,93 @@ class PET(nn.Module):
         # the network may run in float32; energies are scaled and summed in float64 (cells hold ~10^5 eV)
         baseline = self.composition_energies.index_select(0, species)
         return self.energy_scale * energy.to(torch.float64) + baseline
+
+    def energies_and_gradient_chunked(self, species: torch.Tensor, edge_vectors: torch.Tensor,
+                                      edge_index: torch.Tensor, reverse: torch.Tensor, atom_weight: torch.Tensor,
+                                      chunk_atoms: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Per-atom energies [N] and g = ∂(Σ_i w_i y_i)/∂x_e [E, 3] with memory bounded by ``chunk_atoms``.
+
+        A plain backward pass keeps every activation of every layer for all atoms (~3 MiB per atom for the study
+        model: 12,288 water atoms do not fit in 24 GiB). Here a forward pass without autograd keeps only each
+        layer's input messages [E, d]; the backward pass then walks the layers in reverse and, chunk by chunk of
+        atoms, re-runs the layer with autograd and pulls the adjoints of its outputs back to its inputs (edge
+        vectors, messages). Cost: one more forward pass. Atoms are chunked in order of neighbour count, so each
+        chunk pads its neighbour tokens to nearly its own count rather than to the largest in the system.
+        Results equal the plain path's to round-off."""
+        n_atoms = species.shape[0]
+        n_edges = edge_vectors.shape[0]
+        device = edge_vectors.device
+        edge_i = edge_index[0]
+        edge_vectors = edge_vectors.detach()
+        counts = torch.bincount(edge_i, minlength=n_atoms)
+        atom_order = torch.argsort(counts, stable=True)
+        rank = torch.empty_like(atom_order).index_copy_(0, atom_order, torch.arange(n_atoms, device=device))
+        edge_rank = rank.index_select(0, edge_i)
+        edge_order = torch.argsort(edge_rank, stable=True)
+        starts: List[int] = torch.searchsorted(
+            edge_rank.index_select(0, edge_order),
+            torch.arange(0, n_atoms + chunk_atoms, chunk_atoms, device=device).clamp(max=n_atoms)).tolist()
+        chunk_atoms_list: List[torch.Tensor] = []
+        chunk_edges: List[torch.Tensor] = []
+        chunk_local_i: List[torch.Tensor] = []
+        for c in range(len(starts) - 1):
+            first = c * chunk_atoms
+            if first >= n_atoms:
+                break
+            edges = edge_order[starts[c]:starts[c + 1]]
+            chunk_atoms_list.append(atom_order[first:first + chunk_atoms])
+            chunk_edges.append(edges)
+            chunk_local_i.append(edge_rank.index_select(0, edges) - first)
+
+        dtype = self.neighbor_embedding.weight.dtype
+        weight = (self.energy_scale * atom_weight.to(torch.float64)).to(dtype)
+        neighbors = self.neighbor_embedding(species.index_select(0, edge_index[1])).detach()
+        layer_inputs: List[torch.Tensor] = []
+        energy = torch.zeros(n_atoms, dtype=dtype, device=device)
+        with torch.no_grad():
+            messages = neighbors
+            for layer in self.layers:
+                layer_inputs.append(messages)
+                edge_out = torch.empty_like(messages)
+                for c in range(len(chunk_edges)):
+                    atoms, edges = chunk_atoms_list[c], chunk_edges[c]
+                    vectors, r, fc, log_fc = self.edge_geometry(edge_vectors.index_select(0, edges))
+                    e_c, out_c = layer.on_atoms(vectors, r, fc, log_fc, messages.index_select(0, edges),
+                                                neighbors.index_select(0, edges), species.index_select(0, atoms),
+                                                chunk_local_i[c])
+                    # in place: an out-of-place update would copy the whole [E, d] tensor once per chunk
+                    energy.index_add_(0, atoms, e_c)
+                    edge_out.index_copy_(0, edges, out_c)
+                messages = 0.5 * (messages + edge_out.index_select(0, reverse))
+
+        gradient = torch.zeros(n_edges, 3, dtype=torch.float64, device=device)
+        message_adjoint = torch.zeros(n_edges, neighbors.shape[1], dtype=dtype, device=device)  # ∂/∂ messages_(l+1)
+        n_layers = len(layer_inputs)
+        for target in range(n_layers - 1, -1, -1):
+            # TorchScript cannot index a ModuleList with a variable: find layer `target` by walking the list
+            for k, backward_layer in enumerate(self.layers):
+                if k == target:
+                    output_adjoint = 0.5 * message_adjoint.index_select(0, reverse)  # ∂/∂ edge_out of this layer
+                    input_adjoint = 0.5 * message_adjoint
+                    for c in range(len(chunk_edges)):
+                        atoms, edges = chunk_atoms_list[c], chunk_edges[c]
+                        vectors_c = edge_vectors.index_select(0, edges).requires_grad_(True)
+                        messages_c = layer_inputs[k].index_select(0, edges).requires_grad_(True)
+                        vectors, r, fc, log_fc = self.edge_geometry(vectors_c)
+                        e_c, out_c = backward_layer.on_atoms(vectors, r, fc, log_fc, messages_c,
+                                                             neighbors.index_select(0, edges),
+                                                             species.index_select(0, atoms), chunk_local_i[c])
+                        objective = (e_c * weight.index_select(0, atoms)).sum() + (
+                            out_c * output_adjoint.index_select(0, edges)).sum()
+                        grads = torch.autograd.grad([objective], [vectors_c, messages_c], allow_unused=True)
+                        g_vectors, g_messages = grads[0], grads[1]
+                        if g_vectors is not None:
+                            gradient.index_add_(0, edges, g_vectors.to(torch.float64))
+                        if g_messages is not None:
+                            input_adjoint.index_add_(0, edges, g_messages)
+                    message_adjoint = input_adjoint
+        baseline = self.composition_energies.index_select(0, species)
+        return self.energy_scale * energy.to(torch.float64) + baseline, gradient
 
     def forward(
         self,
@@ -304,19 +430,30 @@ class PET(nn.Module):
         edge_vectors = positions.index_select(0, edge_j) - positions.index_select(0, edge_i) + shift_vectors
         edge_vectors = edge_vectors.to(torch.float64)
         need_grad = compute_forces or compute_virial
-        if need_grad and not edge_vectors.requires_grad:
-            edge_vectors.requires_grad_(True)
-        energies = self.atomic_energies(species, edge_vectors, edge_index, reverse, ecse)
+        chunk_atoms = self.chunk_atoms
+        if chunk_atoms < 0:
+            on_cpu = positions.device.type == "cpu"
+            chunk_atoms = self.default_chunk_atoms_cpu if on_cpu else self.default_chunk_atoms_gpu
+        chunked = need_grad and not create_graph and not ecse and 0 < chunk_atoms < species.shape[0]
+        g = torch.zeros(0, 3, dtype=torch.float64, device=positions.device)
+        if chunked:
+            weight = torch.ones_like(positions[:, 0]) if energy_mask is None else energy_mask.to(torch.float64)
+            energies, g = self.energies_and_gradient_chunked(species, edge_vectors, edge_index, reverse, weight,
+                                                             chunk_atoms)
+        else:
+            if need_grad and not edge_vectors.requires_grad:
+                edge_vectors.requires_grad_(True)
+            energies = self.atomic_energies(species, edge_vectors, edge_index, reverse, ecse)
         summed = energies if energy_mask is None else torch.where(energy_mask, energies, torch.zeros_like(energies))
         energy = torch.zeros(n_structures, dtype=energies.dtype, device=energies.device).index_add(
             0, structure, summed)
         out: Dict[str, torch.Tensor] = {"energy": energy, "energies": energies}
         if need_grad:
-            grads = torch.autograd.grad([energy.sum()], [edge_vectors], create_graph=create_graph, allow_unused=True)
-            g = grads[0]
-            if g is None:
-                g = torch.zeros_like(edge_vectors)
-            g = g.to(torch.float64)
+            if not chunked:
+                grads = torch.autograd.grad([energy.sum()], [edge_vectors], create_graph=create_graph,
+                                            allow_unused=True)
+                grad = grads[0]
+                g = torch.zeros_like(edge_vectors) if grad is None else grad.to(torch.float64)
             if compute_forces:
                 forces = torch.zeros(positions.shape, dtype=torch.float64, device=positions.device)
                 out["forces"] = forces.index_add(0, edge_i, g).index_add(0, edge_j, -g)
