@@ -2,7 +2,7 @@
 """MD throughput of pair_style pet in LAMMPS against the bare exported model and against ASE MD, on water.
 
 Systems: one 192-atom liquid-water frame of the SCAN water set (the first of config_type multithermal: 64 molecules,
-12.46 Å cube, the frame `make demo` and the NVE test use), replicated with atoms.repeat to 192·k³ atoms (192, 1536 =
+12.38 Å cube, the frame `make demo` and the NVE test use), replicated with atoms.repeat to 192·k³ atoms (192, 1536 =
 2×2×2, 12288 = 4×4×4). For each size, all on the same atoms and with the same number of timed steps:
 
 - LAMMPS: in-process (petmd.lammps_plugin.lammps), one MPI rank, `units metal`, `atom_style atomic`,

@@ -18,7 +18,7 @@ TYPES = ("O", "H")  # LAMMPS atom types 1 and 2, as in `pair_coeff * * O H`
 
 
 def liquid_water(replicate: Sequence[int] = (1, 1, 1), data_path=None) -> Atoms:
-    """The first 64-molecule liquid frame (multithermal, 12.46 Å cube) of the SCAN set, replicated ``replicate``
+    """The first 64-molecule liquid frame (multithermal, 12.38 Å cube) of the SCAN set, replicated ``replicate``
     times along the cell vectors (3 × 8 × 8 × 8 = 98,304 atoms for (8, 8, 8))."""
     from .data import default_data_path, find_structure
 
