@@ -22,3 +22,21 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def metadata(script: str, argv) -> dict:
+    """Date, CPU, cores and the command line of a benchmark run."""
+    import sys
+    from datetime import datetime, timezone
+
+    return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "cpu": cpu_model(), "cores": available_cores(),
+            "command": " ".join(["python", f"benchmarks/{script}", *(argv if argv is not None else sys.argv[1:])])}
+
+
+def add_rates(row: dict) -> dict:
+    """Per-second and per-atom figures of a row with atoms, flops, best_s (one evaluation) and peak_mb."""
+    row["atoms_per_s"] = row["atoms"] / row["best_s"]
+    row["mflop_per_atom"] = row["flops"] / row["atoms"] / 1e6
+    row["gflop_per_s"] = row["flops"] / row["best_s"] / 1e9
+    row["peak_mb_per_atom"] = row["peak_mb"] / row["atoms"]
+    return row

@@ -20,12 +20,11 @@ import json
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from machine import available_cores, cpu_model  # noqa: E402  (benchmarks/machine.py)
+from machine import metadata  # noqa: E402  (benchmarks/machine.py)
 
 REPEATS = {1536: (2, 2, 2), 12288: (4, 4, 4), 24576: (4, 4, 8), 98304: (8, 8, 8)}
 
@@ -102,8 +101,7 @@ def main(argv=None) -> int:
                       f"frames/s ({row['atom_frames_per_s']:,.0f} atom-frames/s), peak RSS "
                       f"{row['peak_rss_mb']:.0f} MB", flush=True)
                 dump.unlink()
-    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "cpu": cpu_model(), "cores": available_cores(),
-            "command": " ".join(["python", "benchmarks/observables_throughput.py", *(argv or sys.argv[1:])])}
+    meta = metadata("observables_throughput.py", argv)
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"{meta['date']}, {meta['cpu']}, {meta['cores']} cores")
