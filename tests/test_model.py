@@ -227,3 +227,17 @@ def test_chunks_do_not_apply_to_training(box):
     model.chunk_atoms = 5
     out = model(**collate([frame(box)]).model_inputs(), create_graph=True)
     assert out["forces"].requires_grad
+
+
+def test_chunks_with_isolated_atoms():
+    # an atom without neighbours sorts first and can make a chunk without edges
+    atoms = Atoms("OHHO", positions=[[0, 0, 0], [0.96, 0.1, 0], [-0.24, 0.93, 0.05], [20, 20, 20]])
+    model = small_pet()
+    inputs = collate([frame(atoms)]).model_inputs()
+    model.chunk_atoms = 0
+    plain = {k: v.detach() for k, v in model(**inputs, compute_virial=True).items()}
+    for chunk in (1, 2, 3):
+        model.chunk_atoms = chunk
+        out = model(**inputs, compute_virial=True)
+        for key in ("energy", "energies", "forces", "virial"):
+            torch.testing.assert_close(out[key], plain[key], rtol=0, atol=1e-12)
