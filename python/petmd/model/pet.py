@@ -336,17 +336,14 @@ class PET(nn.Module):
         rank = torch.empty_like(atom_order).index_copy_(0, atom_order, torch.arange(n_atoms, device=device))
         edge_rank = rank.index_select(0, edge_i)
         edge_order = torch.argsort(edge_rank, stable=True)
-        starts: List[int] = torch.searchsorted(
-            edge_rank.index_select(0, edge_order),
-            torch.arange(0, n_atoms + chunk_atoms, chunk_atoms, device=device).clamp(max=n_atoms)).tolist()
+        firsts: List[int] = list(range(0, n_atoms, chunk_atoms))
+        bounds = torch.tensor(firsts + [n_atoms], dtype=edge_rank.dtype, device=device)
+        edge_starts: List[int] = torch.searchsorted(edge_rank.index_select(0, edge_order), bounds).tolist()
         chunk_atoms_list: List[torch.Tensor] = []
         chunk_edges: List[torch.Tensor] = []
         chunk_local_i: List[torch.Tensor] = []
-        for c in range(len(starts) - 1):
-            first = c * chunk_atoms
-            if first >= n_atoms:
-                break
-            edges = edge_order[starts[c]:starts[c + 1]]
+        for c, first in enumerate(firsts):
+            edges = edge_order[edge_starts[c]:edge_starts[c + 1]]
             chunk_atoms_list.append(atom_order[first:first + chunk_atoms])
             chunk_edges.append(edges)
             chunk_local_i.append(edge_rank.index_select(0, edges) - first)
