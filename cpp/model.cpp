@@ -125,6 +125,19 @@ c10::Dict<c10::IValue, c10::IValue> run(torch::jit::Module &module, const std::s
   return module.get_method(method)(std::move(args)).toGenericDict();
 }
 
+// Calls a run-time setting method of the module; a file exported before the method existed gets a re-export hint.
+void run_setter(torch::jit::Module &module, const std::string &method, const c10::IValue &value,
+                const std::string &what, const std::string &path, const std::string &petmd_version) {
+  if (!module.find_method(method))
+    throw Error("'" + path + "' cannot " + what + " (exported by petmd " + petmd_version +
+                " before this was possible): re-export it with `petmd export`");
+  try {
+    module.run_method(method, value);
+  } catch (const std::exception &err) {
+    throw Error(torch_message(err));
+  }
+}
+
 }  // namespace
 
 struct Model::Impl {
@@ -210,35 +223,22 @@ GridResult Model::compute_grid(const SystemView &s, const std::string &grid) con
 
 void Model::set_symmetrization(const std::string &mode) {
   if (mode == info_.symmetrize) return;
-  if (!impl_->module.find_method("set_symmetrization"))
-    throw Error("'" + path_ + "' cannot switch symmetrization (exported by petmd " + info_.petmd_version +
-                " before this was possible): re-export it with `petmd export`");
   try {
-    impl_->module.run_method("set_symmetrization", mode);
-  } catch (const std::exception &err) {
-    const std::string message = torch_message(err);
-    if (mode == "ecse" && message.find("unknown symmetrization") != std::string::npos)
+    run_setter(impl_->module, "set_symmetrization", mode, "switch symmetrization", path_, info_.petmd_version);
+  } catch (const Error &err) {
+    if (mode == "ecse" && std::string(err.what()).find("unknown symmetrization") != std::string::npos)
       throw Error("'" + path_ + "' was exported (petmd " + info_.petmd_version +
                   ") before ECSE existed: re-export it with `petmd export` to run it with ecse");
-    throw Error(message);
+    throw;
   }
   info_.symmetrize = mode;
 }
 
 void Model::set_random_seed(uint64_t seed) { torch::manual_seed(seed); }
 
+// The module checks the value (n >= -1) and says what is wrong.
 void Model::set_chunk_atoms(int64_t n) {
-  if (n < -1)
-    throw Error("the chunk size must be at least 0 atoms (0: never chunk; -1: the device's default), got " +
-                std::to_string(n));
-  if (!impl_->module.find_method("set_chunk_atoms"))
-    throw Error("'" + path_ + "' cannot evaluate in chunks (exported by petmd " + info_.petmd_version +
-                " before this was possible): re-export it with `petmd export`");
-  try {
-    impl_->module.run_method("set_chunk_atoms", n);
-  } catch (const std::exception &err) {
-    throw Error(torch_message(err));
-  }
+  run_setter(impl_->module, "set_chunk_atoms", n, "evaluate in chunks", path_, info_.petmd_version);
 }
 
 Result Model::compute(const SystemView &s, bool per_atom_energies) const {

@@ -237,25 +237,25 @@ class LoadedModel:
         return str(getattr(self.module, "symmetrize", "none"))
 
     def set_symmetrization(self, mode: str) -> None:
-        if not hasattr(self.module, "set_symmetrization"):
-            raise PetmdError(f"{self.source} cannot switch symmetrization (exported before this was possible): "
-                             "re-export it with `petmd export`")
         try:
-            self.module.set_symmetrization(mode)
-        except Exception as err:  # torch.jit.Error from TorchScript, RuntimeError in Python
-            message = str(err).strip().splitlines()[-1].replace("builtins.RuntimeError: ", "")
-            if mode == "ecse" and "unknown symmetrization" in message:
-                message = (f"{self.source} was exported (petmd {self.metadata.get('petmd_version', '?')}) before "
-                           "ECSE existed: re-export it with `petmd export` to run it with ecse")
-            raise PetmdError(message) from None
+            self._run_setter("set_symmetrization", mode, "switch symmetrization")
+        except PetmdError as err:
+            if mode == "ecse" and "unknown symmetrization" in str(err):
+                raise PetmdError(f"{self.source} was exported (petmd {self.metadata.get('petmd_version', '?')}) "
+                                 "before ECSE existed: re-export it with `petmd export` to run it with ecse") from None
+            raise
 
     def set_chunk_atoms(self, n: int) -> None:
-        if not hasattr(self.module, "set_chunk_atoms"):
-            raise PetmdError(f"{self.source} cannot evaluate in chunks (exported before this was possible): "
+        self._run_setter("set_chunk_atoms", n, "evaluate in chunks")
+
+    def _run_setter(self, method: str, value, what: str) -> None:
+        """Call a run-time setting method of the module; a file exported before it existed gets a re-export hint."""
+        if not hasattr(self.module, method):
+            raise PetmdError(f"{self.source} cannot {what} (exported before this was possible): "
                              "re-export it with `petmd export`")
         try:
-            self.module.set_chunk_atoms(n)
-        except Exception as err:
+            getattr(self.module, method)(value)
+        except Exception as err:  # torch.jit.Error from TorchScript, RuntimeError in Python
             raise PetmdError(str(err).strip().splitlines()[-1].replace("builtins.RuntimeError: ", "")) from None
 
     def __call__(self, frame: Frame) -> Dict[str, torch.Tensor]:
