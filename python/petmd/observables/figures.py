@@ -29,6 +29,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, png: Path, title: str) -> Path:
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
 def curve_figure(panels: Sequence[Panel], png: Path, title: str = "") -> Path:
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.3), squeeze=False)
@@ -53,12 +62,7 @@ def curve_figure(panels: Sequence[Panel], png: Path, title: str = "") -> Path:
         ax.grid(alpha=0.3)
         if len(panel.curves) > 1:
             ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return _save(plt, fig, png, title)
 
 
 def orientation_figure(maps: Sequence[Tuple[str, dict]], png: Path, title: str = "") -> Path:
@@ -75,9 +79,4 @@ def orientation_figure(maps: Sequence[Tuple[str, dict]], png: Path, title: str =
         ax.set_xlabel("φ (rad)")
         ax.set_ylabel("cos θ")
         fig.colorbar(mesh, ax=ax, label="F / kT")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return _save(plt, fig, png, title)
