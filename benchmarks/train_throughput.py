@@ -1,14 +1,17 @@
 #!/usr/bin/env python
 """Training and inference throughput of PET on single SCAN water frames (CPU, float32).
 
-Training step = what `petmd train` times per batch (Trainer.train_step) with a batch of one frame: collate with a
-random rotation, energy + forces with create_graph=True, energy + force loss, backward, gradient clipping, AdamW step.
+Training step = what `petmd train` times per batch (Trainer.train_step) with a batch of --batch-frames rotated copies
+of one frame: collate with random rotations, the loss's parameter gradient (petmd.model.training_gradient: in chunks
+of --train-chunks atoms with recomputation, or 0 = the plain double backward through forces with create_graph=True),
+gradient clipping, AdamW step.
 Inference step = collate + energy and forces (no create_graph, no virial, weights frozen). Neighbour lists are built
 once beforehand and not timed (training precomputes them too). Each measurement: 1 warm-up step, then --repeats timed
 steps; atoms/s = atoms per frame / step time.
 
     python benchmarks/train_throughput.py                        # study-size model, 192 and 864 atoms, all cores
     python benchmarks/train_throughput.py --model-size small --sizes 192 --repeats 1 --threads 1
+    python benchmarks/train_throughput.py --sizes 864 --batch-frames 4 --train-chunks 128   # the issue's 4 x 864
 
 Peak RSS is resource.getrusage's ru_maxrss after each measurement. On Linux, freed heap is returned to the OS
 (malloc_trim) and the high-water mark is reset (write "5" to /proc/self/clear_refs) before each measurement, so it is
@@ -38,6 +41,7 @@ import torch
 
 import petmd
 from petmd.batch import collate, frame_from_atoms, random_rotations
+from petmd.model.training_gradient import loss_and_gradient
 from petmd.train import training_loss
 from petmd.checkpoint import build_model
 from petmd.config import ModelConfig, TrainingConfig
@@ -124,13 +128,19 @@ def time_steps(step, repeats: int):
     return times
 
 
-def measure(model_cfg: ModelConfig, frame, repeats: int, seed: int = 0) -> dict:
-    """Train-step and inference-step timings on one frame, each with a freshly built model."""
-    tcfg = TrainingConfig()
-    n_atoms = frame.n_atoms
-    results = {}
+def measure(model_cfg: ModelConfig, frame, repeats: int, train_chunks, batch_frames: int, seed: int = 0) -> dict:
+    """Train-step timings (per training chunk size) and inference-step timings on one frame, each with a freshly
+    built model."""
+    results = {"train": {}}
+    for chunk in train_chunks:
+        results["train"][chunk] = measure_training(model_cfg, frame, repeats, chunk, batch_frames, seed)
+    results["inference"] = measure_inference(model_cfg, frame, repeats, seed)
+    return results
 
-    # training: mirrors petmd.train.Trainer.train_step for a batch of one frame
+
+def measure_training(model_cfg: ModelConfig, frame, repeats: int, chunk: int, batch_frames: int, seed: int) -> dict:
+    """Mirrors petmd.train.Trainer.train_step for a batch of `batch_frames` rotated copies of one frame."""
+    tcfg = TrainingConfig()
     torch.manual_seed(seed)
     model = build_model(asdict(model_cfg), [1, 8]).to(torch.float32)
     sigma_f = float(max(np.sqrt(np.mean(frame.forces ** 2)), 1e-6))
@@ -140,21 +150,27 @@ def measure(model_cfg: ModelConfig, frame, repeats: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
 
     def train_step():
-        batch = collate([frame], rotations=random_rotations(1, rng, inversion=tcfg.augment_inversion))
-        out = model(**batch.model_inputs(), compute_forces=True, create_graph=True)
-        loss, _, _ = training_loss(out, batch, sigma_f, tcfg.energy_weight, tcfg.force_weight)
+        rotations = random_rotations(batch_frames, rng, inversion=tcfg.augment_inversion)
+        batch = collate([frame] * batch_frames, rotations=rotations)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss_and_gradient(model, batch.model_inputs(),
+                          lambda out: training_loss(out, batch, sigma_f, tcfg.energy_weight, tcfg.force_weight)[0],
+                          chunk)
         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
         optimizer.step()
 
     model.train()
     times = time_steps(train_step, repeats)
-    results["train"] = summarize(times, n_atoms)
-    del optimizer, train_step
-    model.zero_grad(set_to_none=True)
+    result = summarize(times, frame.n_atoms * batch_frames)
+    del optimizer, train_step, model
+    release_memory()
+    return result
 
-    # inference: energy + forces only, weights frozen (as in an exported model)
+
+def measure_inference(model_cfg: ModelConfig, frame, repeats: int, seed: int) -> dict:
+    """Energy + forces only, weights frozen (as in an exported model)."""
+    torch.manual_seed(seed)
+    model = build_model(asdict(model_cfg), [1, 8]).to(torch.float32)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -165,10 +181,10 @@ def measure(model_cfg: ModelConfig, frame, repeats: int, seed: int = 0) -> dict:
         out["forces"].sum().item()
 
     times = time_steps(inference_step, repeats)
-    results["inference"] = summarize(times, n_atoms)
+    result = summarize(times, frame.n_atoms)
     del model, inference_step
     release_memory()
-    return results
+    return result
 
 
 def summarize(times, n_atoms: int) -> dict:
@@ -193,18 +209,19 @@ def table(report: dict) -> str:
         f"{report['n_parameters']:,} parameters, {report['dtype']}, CPU",
         f"{info['cpu']}; {info['cores_available']} cores available; torch {info['torch']}, "
         f"{info['torch_threads']} threads; load avg {info['load_average_1min']}; {info['date']}",
-        f"1 warm-up + {report['repeats']} timed steps per row; batch = one frame; peak RSS: {report['peak_rss']}"
+        f"1 warm-up + {report['repeats']} timed steps per row; training batch = {report['batch_frames']} rotated "
+        f"copies of the frame; train chunk 0 = plain double backward; peak RSS: {report['peak_rss']}"
         + ("" if report["baseline_rss_mib"] is None else f" (RSS before any model: {report['baseline_rss_mib']:.0f} MiB)"),
         "",
-        f"{'atoms':>6} {'edges':>7} {'step':>10} {'mean s':>9} {'best s':>9} {'atoms/s':>9} {'best at/s':>9} "
-        f"{'peak RSS':>9}",
+        f"{'atoms':>6} {'edges':>7} {'step':>16} {'mean s':>9} {'best s':>9} {'atoms/s':>9} {'best at/s':>9} "
+        f"{'peak RSS':>9} {'MiB/atom':>8}",
     ]
     for row in report["results"]:
-        for phase, label in (("train", "train"), ("inference", "E+F")):
-            r = row[phase]
-            lines.append(f"{row['atoms']:>6} {row['edges']:>7} {label:>10} {r['mean_s']:>9.3f} {r['best_s']:>9.3f} "
+        steps = [(f"train chunk {c}", r, report["batch_frames"]) for c, r in row["train"].items()]
+        for label, r, frames in steps + [("E+F", row["inference"], 1)]:
+            lines.append(f"{row['atoms']:>6} {row['edges']:>7} {label:>16} {r['mean_s']:>9.3f} {r['best_s']:>9.3f} "
                          f"{r['atoms_per_s_mean']:>9.1f} {r['atoms_per_s_best']:>9.1f} "
-                         f"{r['peak_rss_mib']:>6.0f} MiB")
+                         f"{r['peak_rss_mib']:>6.0f} MiB {r['peak_rss_mib'] / (row['atoms'] * frames):>8.2f}")
     lines.append("")
     lines.append("frames: " + ", ".join(f"{row['atoms']} atoms = file frame {row['frame_index']}"
                                         for row in report["results"]) + f" of {report['data']}")
@@ -218,9 +235,15 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[192, 864], help="frame sizes in atoms")
     parser.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="study",
                         help="study: ModelConfig defaults; small: d_model 64, d_ff 256, 2 heads")
+    parser.add_argument("--train-chunks", type=int, nargs="+", default=[0, 128],
+                        help="training-gradient chunk sizes in atoms, 0 = plain double backward (default 0 128)")
+    parser.add_argument("--batch-frames", type=int, default=1,
+                        help="training batch = this many rotated copies of the frame (default 1)")
     parser.add_argument("--data", default=None, help="extxyz file (default: the SCAN water set)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
     args = parser.parse_args(argv)
+    if args.batch_frames < 1 or min(args.train_chunks) < 0:
+        parser.error("--batch-frames must be at least 1 and --train-chunks not negative")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     if args.threads is not None and args.threads < 1:
@@ -245,10 +268,10 @@ def main(argv=None) -> int:
     for n in args.sizes:
         index, frame = frames[n]
         row = {"atoms": n, "edges": int(frame.edge_index.shape[1]), "frame_index": index}
-        row.update(measure(model_cfg, frame, args.repeats))
+        row.update(measure(model_cfg, frame, args.repeats, args.train_chunks, args.batch_frames))
         results.append(row)
     report = {"model_size": args.model_size, "model": asdict(model_cfg), "n_parameters": n_parameters,
-              "dtype": "float32", "repeats": args.repeats, "data": data, "machine": machine_info(threads),
+              "dtype": "float32", "repeats": args.repeats, "batch_frames": args.batch_frames, "data": data, "machine": machine_info(threads),
               "peak_rss": "per measurement" if per_phase_rss else "process peak so far (cumulative)",
               "baseline_rss_mib": baseline_rss,
               "results": results}

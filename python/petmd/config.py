@@ -72,6 +72,9 @@ class TrainingConfig:
     validation_atoms_per_batch: int = 4000
     num_threads: int | None = None
     dtype: str = "float32"
+    # the gradient of each step in chunks of this many atoms with recomputation (model/training_gradient.py):
+    # memory bounded by the chunk instead of ~10 MiB per atom; 0 = plain double backward; -1 = the device's default
+    chunk_atoms: int = -1
     device: str = "cpu"  # cpu | cuda | cuda:N
 
 
@@ -163,6 +166,9 @@ def _validate(cfg: Config, source: str) -> None:
         raise PetmdError(f"{source}: training.optimizer must be adam or adamw, got '{t.optimizer}'")
     if t.variance_copies < 1:
         raise PetmdError(f"{source}: training.variance_copies must be at least 1, got {t.variance_copies}")
+    if t.chunk_atoms < -1:
+        raise PetmdError(f"{source}: training.chunk_atoms must be a number of atoms, 0 (no chunks) or -1 (the "
+                         f"device's default), got {t.chunk_atoms}")
     if t.variance_weight < 0:
         raise PetmdError(f"{source}: training.variance_weight must not be negative, got {t.variance_weight}")
     if t.variance_weight > 0 and (t.variance_copies < 2 or not t.augment_rotations):

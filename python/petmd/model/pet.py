@@ -191,6 +191,31 @@ def padded_layout(edge_i: torch.Tensor, n_atoms: int) -> Tuple[torch.Tensor, int
     return edge_i * max_neighbors + slot, max_neighbors
 
 
+def atom_chunks(edge_i: torch.Tensor, n_atoms: int,
+                chunk_atoms: int) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
+    """Atoms split into chunks of ``chunk_atoms`` in order of neighbour count (so each chunk pads its neighbour
+    tokens to nearly its own count, not the system's largest): per chunk its atoms, its edges (those whose central
+    atom it holds) and each edge's central atom as an index into the chunk's atoms."""
+    device = edge_i.device
+    counts = torch.bincount(edge_i, minlength=n_atoms)
+    atom_order = torch.argsort(counts, stable=True)
+    rank = torch.empty_like(atom_order).index_copy_(0, atom_order, torch.arange(n_atoms, device=device))
+    edge_rank = rank.index_select(0, edge_i)
+    edge_order = torch.argsort(edge_rank, stable=True)
+    firsts: List[int] = list(range(0, n_atoms, chunk_atoms))
+    bounds = torch.tensor(firsts + [n_atoms], dtype=edge_rank.dtype, device=device)
+    edge_starts: List[int] = torch.searchsorted(edge_rank.index_select(0, edge_order), bounds).tolist()
+    atoms: List[torch.Tensor] = []
+    edges: List[torch.Tensor] = []
+    local_i: List[torch.Tensor] = []
+    for c, first in enumerate(firsts):
+        chunk_edges = edge_order[edge_starts[c]:edge_starts[c + 1]]
+        atoms.append(atom_order[first:first + chunk_atoms])
+        edges.append(chunk_edges)
+        local_i.append(edge_rank.index_select(0, chunk_edges) - first)
+    return atoms, edges, local_i
+
+
 class PET(nn.Module):
     def __init__(
         self,
@@ -329,24 +354,8 @@ class PET(nn.Module):
         n_atoms = species.shape[0]
         n_edges = edge_vectors.shape[0]
         device = edge_vectors.device
-        edge_i = edge_index[0]
         edge_vectors = edge_vectors.detach()
-        counts = torch.bincount(edge_i, minlength=n_atoms)
-        atom_order = torch.argsort(counts, stable=True)
-        rank = torch.empty_like(atom_order).index_copy_(0, atom_order, torch.arange(n_atoms, device=device))
-        edge_rank = rank.index_select(0, edge_i)
-        edge_order = torch.argsort(edge_rank, stable=True)
-        firsts: List[int] = list(range(0, n_atoms, chunk_atoms))
-        bounds = torch.tensor(firsts + [n_atoms], dtype=edge_rank.dtype, device=device)
-        edge_starts: List[int] = torch.searchsorted(edge_rank.index_select(0, edge_order), bounds).tolist()
-        chunk_atoms_list: List[torch.Tensor] = []
-        chunk_edges: List[torch.Tensor] = []
-        chunk_local_i: List[torch.Tensor] = []
-        for c, first in enumerate(firsts):
-            edges = edge_order[edge_starts[c]:edge_starts[c + 1]]
-            chunk_atoms_list.append(atom_order[first:first + chunk_atoms])
-            chunk_edges.append(edges)
-            chunk_local_i.append(edge_rank.index_select(0, edges) - first)
+        chunk_atoms_list, chunk_edges, chunk_local_i = atom_chunks(edge_index[0], n_atoms, chunk_atoms)
 
         dtype = self.neighbor_embedding.weight.dtype
         weight = (self.energy_scale * atom_weight.to(torch.float64)).to(dtype)
