@@ -348,7 +348,7 @@ class PET(nn.Module):
         model: 12,288 water atoms do not fit in 24 GiB). Here a forward pass without autograd keeps only each
         layer's input messages [E, d]; the backward pass then walks the layers in reverse and, chunk by chunk of
         atoms, re-runs the layer with autograd and pulls the adjoints of its outputs back to its inputs (edge
-        vectors, messages). Cost: one more forward pass. Atoms are chunked in order of neighbour count, so each
+        vectors, messages). Cost: one more forward pass of all layers but the last. Atoms are chunked in order of neighbour count, so each
         chunk pads its neighbour tokens to nearly its own count rather than to the largest in the system.
         Results equal the plain path's to round-off."""
         n_atoms = species.shape[0]
@@ -362,21 +362,24 @@ class PET(nn.Module):
         neighbors = self.neighbor_embedding(species.index_select(0, edge_index[1])).detach()
         layer_inputs: List[torch.Tensor] = []
         energy = torch.zeros(n_atoms, dtype=dtype, device=device)
+        last = self.n_gnn_layers - 1
         with torch.no_grad():
             messages = neighbors
-            for layer in self.layers:
+            for k, layer in enumerate(self.layers):
                 layer_inputs.append(messages)
-                edge_out = torch.empty_like(messages)
-                for c in range(len(chunk_edges)):
-                    atoms, edges = chunk_atoms_list[c], chunk_edges[c]
-                    vectors, r, fc, log_fc = self.edge_geometry(edge_vectors.index_select(0, edges))
-                    e_c, out_c = layer.on_atoms(vectors, r, fc, log_fc, messages.index_select(0, edges),
-                                                neighbors.index_select(0, edges), species.index_select(0, atoms),
-                                                chunk_local_i[c])
-                    # in place: an out-of-place update would copy the whole [E, d] tensor once per chunk
-                    energy.index_add_(0, atoms, e_c)
-                    edge_out.index_copy_(0, edges, out_c)
-                messages = 0.5 * (messages + edge_out.index_select(0, reverse))
+                # the reverse pass runs the last layer first and takes its energies from there
+                if k < last:
+                    edge_out = torch.empty_like(messages)
+                    for c in range(len(chunk_edges)):
+                        atoms, edges = chunk_atoms_list[c], chunk_edges[c]
+                        vectors, r, fc, log_fc = self.edge_geometry(edge_vectors.index_select(0, edges))
+                        e_c, out_c = layer.on_atoms(vectors, r, fc, log_fc, messages.index_select(0, edges),
+                                                    neighbors.index_select(0, edges), species.index_select(0, atoms),
+                                                    chunk_local_i[c])
+                        # in place: an out-of-place update would copy the whole [E, d] tensor once per chunk
+                        energy.index_add_(0, atoms, e_c)
+                        edge_out.index_copy_(0, edges, out_c)
+                    messages = 0.5 * (messages + edge_out.index_select(0, reverse))
 
         gradient = torch.zeros(n_edges, 3, dtype=torch.float64, device=device)
         message_adjoint = torch.zeros(n_edges, neighbors.shape[1], dtype=dtype, device=device)  # ∂/∂ messages_(l+1)
@@ -395,6 +398,8 @@ class PET(nn.Module):
                         e_c, out_c = backward_layer.on_atoms(vectors, r, fc, log_fc, messages_c,
                                                              neighbors.index_select(0, edges),
                                                              species.index_select(0, atoms), chunk_local_i[c])
+                        if k == last:
+                            energy.index_add_(0, atoms, e_c.detach())
                         objective = (e_c * weight.index_select(0, atoms)).sum() + (
                             out_c * output_adjoint.index_select(0, edges)).sum()
                         grads = torch.autograd.grad([objective], [vectors_c, messages_c], allow_unused=True)

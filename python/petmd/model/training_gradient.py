@@ -56,12 +56,15 @@ def accumulate_parameter_gradient(model: PET, species: torch.Tensor, edge_vector
                                  edge_tangent.index_select(0, edges), (messages, messages_tangent), neighbors_c,
                                  species.index_select(0, atoms), local_i)
 
-    # forward: keep each layer's input messages and their tangents [E, d], nothing else
+    # forward: keep each layer's input messages and their tangents [E, d], nothing else; the last layer's outputs
+    # are needed only in the reverse pass, which starts with it
     inputs: List[Tuple[torch.Tensor, torch.Tensor]] = []
     with torch.no_grad():
         messages, messages_tangent = neighbors, torch.zeros_like(neighbors)
         for layer in layers:
             inputs.append((messages, messages_tangent))
+            if len(inputs) == len(layers):
+                break
             out, out_tangent = torch.empty_like(messages), torch.empty_like(messages)
             for atoms, edges, local_i in chunks:
                 _, (out_c, out_tangent_c) = run(layer, atoms, edges, local_i, messages.index_select(0, edges),
