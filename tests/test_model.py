@@ -9,6 +9,7 @@ from ase import Atoms
 
 from conftest import CUTOFF, frame, rotated, small_pet, water_box
 from petmd.batch import collate, make_frame, random_rotations
+from petmd.model.pet import receptive_sets
 
 
 def evaluate(model, frames, virial=False):
@@ -227,6 +228,29 @@ def test_chunks_do_not_apply_to_training(box):
     model.chunk_atoms = 5
     out = model(**collate([frame(box)]).model_inputs(), create_graph=True)
     assert out["forces"].requires_grad
+
+
+def test_chunked_evaluation_restricted_to_the_receptive_field():
+    # LAMMPS ghosts: only a few atoms' energies are wanted; each layer runs only on the atoms those energies depend
+    # on (fewer in every earlier layer), and energies, forces and virial equal the plain path's
+    cluster = water_box(n_side=4, seed=5)
+    cluster.pbc = False  # a 64-molecule cluster, 12.4 Å across
+    model = small_pet(seed=2, n_gnn_layers=3)
+    inputs = collate([frame(cluster)]).model_inputs()
+    mask = torch.zeros(len(cluster), dtype=torch.bool)
+    mask[:6] = True
+    sets = receptive_sets(inputs["edge_index"], mask, 3)
+    sizes = [int(s.sum()) for s in sets]
+    assert sizes[2] == 6 and sizes[2] < sizes[1] < sizes[0] < len(cluster), sizes
+    model.chunk_atoms = 0
+    plain = {k: v.detach() for k, v in model(**inputs, energy_mask=mask, compute_virial=True).items()}
+    model.chunk_atoms = 7
+    out = model(**inputs, energy_mask=mask, compute_virial=True)
+    for key in ("energy", "energies", "forces", "virial"):
+        torch.testing.assert_close(out[key], plain[key], rtol=0, atol=1e-10 * float(plain[key].abs().max()))
+    # positions matter one hop further (the first layer's edges); atoms beyond feel nothing
+    felt = receptive_sets(inputs["edge_index"], mask, 4)[0]
+    assert int(felt.sum()) < len(cluster) and float(plain["forces"][~felt].abs().max()) == 0.0
 
 
 def test_chunks_with_isolated_atoms():

@@ -191,19 +191,24 @@ def padded_layout(edge_i: torch.Tensor, n_atoms: int) -> Tuple[torch.Tensor, int
     return edge_i * max_neighbors + slot, max_neighbors
 
 
-def atom_chunks(edge_i: torch.Tensor, n_atoms: int,
+def atom_chunks(edge_i: torch.Tensor, active: torch.Tensor,
                 chunk_atoms: int) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
-    """Atoms split into chunks of ``chunk_atoms`` in order of neighbour count (so each chunk pads its neighbour
-    tokens to nearly its own count, not the system's largest): per chunk its atoms, its edges (those whose central
-    atom it holds) and each edge's central atom as an index into the chunk's atoms."""
+    """The ``active`` atoms ([N] bool) split into chunks of ``chunk_atoms`` in order of neighbour count (so each
+    chunk pads its neighbour tokens to nearly its own count, not the system's largest): per chunk its atoms, its
+    edges (those whose central atom it holds) and each edge's central atom as an index into the chunk's atoms."""
+    n_atoms = active.shape[0]
     device = edge_i.device
     counts = torch.bincount(edge_i, minlength=n_atoms)
     atom_order = torch.argsort(counts, stable=True)
-    rank = torch.empty_like(atom_order).index_copy_(0, atom_order, torch.arange(n_atoms, device=device))
+    atom_order = atom_order[active.index_select(0, atom_order)]
+    n_active = atom_order.shape[0]
+    # inactive atoms rank last, so their edges sort after every chunk's
+    rank = torch.full((n_atoms,), n_atoms, dtype=torch.long, device=device)
+    rank.index_copy_(0, atom_order, torch.arange(n_active, device=device))
     edge_rank = rank.index_select(0, edge_i)
     edge_order = torch.argsort(edge_rank, stable=True)
-    firsts: List[int] = list(range(0, n_atoms, chunk_atoms))
-    bounds = torch.tensor(firsts + [n_atoms], dtype=edge_rank.dtype, device=device)
+    firsts: List[int] = list(range(0, n_active, chunk_atoms))
+    bounds = torch.tensor(firsts + [n_active], dtype=edge_rank.dtype, device=device)
     edge_starts: List[int] = torch.searchsorted(edge_rank.index_select(0, edge_order), bounds).tolist()
     atoms: List[torch.Tensor] = []
     edges: List[torch.Tensor] = []
@@ -214,6 +219,19 @@ def atom_chunks(edge_i: torch.Tensor, n_atoms: int,
         edges.append(chunk_edges)
         local_i.append(edge_rank.index_select(0, chunk_edges) - first)
     return atoms, edges, local_i
+
+
+def receptive_sets(edge_index: torch.Tensor, wanted: torch.Tensor, n_layers: int) -> List[torch.Tensor]:
+    """Per layer, the atoms ([N] bool) whose outputs the energies of the ``wanted`` atoms depend on: the last layer
+    needs only them, each earlier layer also the neighbours of the next one's. With MPI, LAMMPS ghosts fill a shell
+    of n_layers × R_c around a rank's atoms; this evaluates layer l only within (n_layers − 1 − l) × R_c of them."""
+    sets: List[torch.Tensor] = [wanted]
+    current = wanted
+    for _ in range(n_layers - 1):
+        reached = edge_index[1][current.index_select(0, edge_index[0])]
+        current = current.index_fill(0, reached, True)
+        sets.insert(0, current)
+    return sets
 
 
 class PET(nn.Module):
@@ -355,7 +373,10 @@ class PET(nn.Module):
         n_edges = edge_vectors.shape[0]
         device = edge_vectors.device
         edge_vectors = edge_vectors.detach()
-        chunk_atoms_list, chunk_edges, chunk_local_i = atom_chunks(edge_index[0], n_atoms, chunk_atoms)
+        active = receptive_sets(edge_index, atom_weight != 0, self.n_gnn_layers)
+        layer_chunks: List[Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]] = []
+        for wanted in active:
+            layer_chunks.append(atom_chunks(edge_index[0], wanted, chunk_atoms))
 
         dtype = self.neighbor_embedding.weight.dtype
         weight = (self.energy_scale * atom_weight.to(torch.float64)).to(dtype)
@@ -369,7 +390,8 @@ class PET(nn.Module):
                 layer_inputs.append(messages)
                 # the reverse pass runs the last layer first and takes its energies from there
                 if k < last:
-                    edge_out = torch.empty_like(messages)
+                    chunk_atoms_list, chunk_edges, chunk_local_i = layer_chunks[k]
+                    edge_out = torch.zeros_like(messages)  # edges of atoms outside this layer's set stay unused
                     for c in range(len(chunk_edges)):
                         atoms, edges = chunk_atoms_list[c], chunk_edges[c]
                         vectors, r, fc, log_fc = self.edge_geometry(edge_vectors.index_select(0, edges))
@@ -388,6 +410,7 @@ class PET(nn.Module):
             # TorchScript cannot index a ModuleList with a variable: find layer `target` by walking the list
             for k, backward_layer in enumerate(self.layers):
                 if k == target:
+                    chunk_atoms_list, chunk_edges, chunk_local_i = layer_chunks[k]
                     output_adjoint = 0.5 * message_adjoint.index_select(0, reverse)  # ∂/∂ edge_out of this layer
                     input_adjoint = 0.5 * message_adjoint
                     for c in range(len(chunk_edges)):
@@ -428,7 +451,9 @@ class PET(nn.Module):
         ecse: bool = False,  # exact symmetrization (see atomic_energies)
     ) -> Dict[str, torch.Tensor]:
         """energy [n_structures], energies [N], and optionally forces [N, 3] and virial [n_structures, 3, 3],
-        all float64 whatever the network's dtype (positions and shift vectors should be float64 too).
+        all float64 whatever the network's dtype (positions and shift vectors should be float64 too). With an
+        energy_mask, energies are those of the masked atoms and 0 for the others (which the chunked path evaluates
+        only as far as the masked atoms' energies depend on them).
 
         Forces and virial come from g_e = ∂E/∂x_e for every edge e = (i→j): F_j −= g_e, F_i += g_e, and
         W = −Σ_e x_e ⊗ g_e (the strain derivative −∂E/∂ε, exact also for a model that is not rotation invariant).
@@ -458,7 +483,7 @@ class PET(nn.Module):
         summed = energies if energy_mask is None else torch.where(energy_mask, energies, torch.zeros_like(energies))
         energy = torch.zeros(n_structures, dtype=energies.dtype, device=energies.device).index_add(
             0, structure, summed)
-        out: Dict[str, torch.Tensor] = {"energy": energy, "energies": energies}
+        out: Dict[str, torch.Tensor] = {"energy": energy, "energies": summed}
         if need_grad:
             if not chunked:
                 grads = torch.autograd.grad([energy.sum()], [edge_vectors], create_graph=create_graph,

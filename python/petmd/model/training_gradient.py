@@ -45,7 +45,8 @@ def accumulate_parameter_gradient(model: PET, species: torch.Tensor, edge_vector
     # S = Σ_layers Σ_i scale·(c_i e_i − ė_i), since Σ_i G_i·F_i = −(derivative of E along G)
     scale = float(model.energy_scale)
     energy_weight = (scale * energy_coefficient.detach().to(torch.float64)).to(dtype)
-    chunks = list(zip(*atom_chunks(edge_i, n_atoms, max(chunk_atoms, 1))))
+    everyone = torch.ones(n_atoms, dtype=torch.bool, device=edge_i.device)
+    chunks = list(zip(*atom_chunks(edge_i, everyone, max(chunk_atoms, 1))))
     layers = list(model.layers)
 
     neighbors_graph = model.neighbor_embedding(species.index_select(0, edge_j))  # θ enters through the embedding
