@@ -401,7 +401,7 @@ class PET(nn.Module):
                         # in place: an out-of-place update would copy the whole [E, d] tensor once per chunk
                         energy.index_add_(0, atoms, e_c)
                         edge_out.index_copy_(0, edges, out_c)
-                    messages = 0.5 * (messages + edge_out.index_select(0, reverse))
+                    messages = edge_out.index_select(0, reverse).add_(messages).mul_(0.5)
 
         gradient = torch.zeros(n_edges, 3, dtype=torch.float64, device=device)
         message_adjoint = torch.zeros(n_edges, neighbors.shape[1], dtype=dtype, device=device)  # ∂/∂ messages_(l+1)
@@ -411,7 +411,6 @@ class PET(nn.Module):
             for k, backward_layer in enumerate(self.layers):
                 if k == target:
                     chunk_atoms_list, chunk_edges, chunk_local_i = layer_chunks[k]
-                    output_adjoint = 0.5 * message_adjoint.index_select(0, reverse)  # ∂/∂ edge_out of this layer
                     input_adjoint = 0.5 * message_adjoint
                     for c in range(len(chunk_edges)):
                         atoms, edges = chunk_atoms_list[c], chunk_edges[c]
@@ -423,8 +422,9 @@ class PET(nn.Module):
                                                              species.index_select(0, atoms), chunk_local_i[c])
                         if k == last:
                             energy.index_add_(0, atoms, e_c.detach())
-                        objective = (e_c * weight.index_select(0, atoms)).sum() + (
-                            out_c * output_adjoint.index_select(0, edges)).sum()
+                        # ∂/∂ edge_out of this layer's edges: half the adjoint of the reverse edges' next messages
+                        output_adjoint = 0.5 * message_adjoint.index_select(0, reverse.index_select(0, edges))
+                        objective = (e_c * weight.index_select(0, atoms)).sum() + (out_c * output_adjoint).sum()
                         grads = torch.autograd.grad([objective], [vectors_c, messages_c], allow_unused=True)
                         g_vectors, g_messages = grads[0], grads[1]
                         if g_vectors is not None:
@@ -432,6 +432,7 @@ class PET(nn.Module):
                         if g_messages is not None:
                             input_adjoint.index_add_(0, edges, g_messages)
                     message_adjoint = input_adjoint
+                    layer_inputs[k] = neighbors  # this layer's inputs are no longer needed (the first one is this)
         baseline = self.composition_energies.index_select(0, species)
         return self.energy_scale * energy.to(torch.float64) + baseline, gradient
 
