@@ -296,6 +296,14 @@ class PET(nn.Module):
             )
         return index
 
+    def edge_vectors(self, positions: torch.Tensor, edge_index: torch.Tensor,
+                     shift_vectors: torch.Tensor) -> torch.Tensor:
+        """x_ij = r_j − r_i + shift [E, 3], as differences of float64 positions kept in float64 (the network casts
+        them): a float32 model keeps Å-level precision even in boxes of 100 Å and more, and ECSE frames are built in
+        float64."""
+        vectors = positions.index_select(0, edge_index[1]) - positions.index_select(0, edge_index[0]) + shift_vectors
+        return vectors.to(torch.float64)
+
     def edge_geometry(self, edge_vectors: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(vectors, r, f_c, log f_c) of float64 edge vectors, in the network's dtype."""
         vectors = edge_vectors.to(self.neighbor_embedding.weight.dtype)
@@ -366,8 +374,9 @@ class PET(nn.Module):
         model: 12,288 water atoms do not fit in 24 GiB). Here a forward pass without autograd keeps only each
         layer's input messages [E, d]; the backward pass then walks the layers in reverse and, chunk by chunk of
         atoms, re-runs the layer with autograd and pulls the adjoints of its outputs back to its inputs (edge
-        vectors, messages). Cost: one more forward pass of all layers but the last. Atoms are chunked in order of neighbour count, so each
-        chunk pads its neighbour tokens to nearly its own count rather than to the largest in the system.
+        vectors, messages). Cost: one more forward pass of all layers but the last. Atoms are chunked in order of
+        neighbour count, so each chunk pads its neighbour tokens to nearly its own count rather than to the largest
+        in the system.
         Results equal the plain path's to round-off."""
         n_atoms = species.shape[0]
         n_edges = edge_vectors.shape[0]
@@ -462,10 +471,7 @@ class PET(nn.Module):
         species = self.species_index(atomic_numbers)
         edge_i = edge_index[0]
         edge_j = edge_index[1]
-        # edge vectors are differences of float64 positions, kept in float64 (the network casts them): a float32
-        # model keeps Å-level precision even in boxes of 100 Å and more, and ECSE frames are built in float64
-        edge_vectors = positions.index_select(0, edge_j) - positions.index_select(0, edge_i) + shift_vectors
-        edge_vectors = edge_vectors.to(torch.float64)
+        edge_vectors = self.edge_vectors(positions, edge_index, shift_vectors)
         need_grad = compute_forces or compute_virial
         chunk_atoms = self.chunk_atoms
         if chunk_atoms < 0:

@@ -38,7 +38,7 @@ def accumulate_parameter_gradient(model: PET, species: torch.Tensor, edge_vector
     n_atoms = species.shape[0]
     dtype = model.neighbor_embedding.weight.dtype
     edge_i, edge_j = edge_index[0], edge_index[1]
-    edge_vectors = edge_vectors.detach().to(torch.float64)
+    edge_vectors = edge_vectors.detach()
     force_coefficient = force_coefficient.detach().to(torch.float64)
     # moving every atom along G moves edge vector x_ij = r_j − r_i (+ shift) along G_j − G_i
     edge_tangent = force_coefficient.index_select(0, edge_j) - force_coefficient.index_select(0, edge_i)
@@ -123,10 +123,8 @@ def loss_and_gradient(model: PET, inputs: Dict[str, torch.Tensor], loss_fn: Call
         energy_coefficient = torch.zeros_like(energy)
     if force_coefficient is None:
         force_coefficient = torch.zeros_like(forces)
-    positions = inputs["positions"]
     edge_index = inputs["edge_index"]
-    edge_vectors = (positions.index_select(0, edge_index[1]) - positions.index_select(0, edge_index[0])
-                    + inputs["shift_vectors"])
+    edge_vectors = model.edge_vectors(inputs["positions"], edge_index, inputs["shift_vectors"])
     species = model.species_index(inputs["atomic_numbers"])
     accumulate_parameter_gradient(model, species, edge_vectors, edge_index, inputs["reverse"],
                                   energy_coefficient.index_select(0, inputs["structure"]), force_coefficient,
