@@ -119,15 +119,11 @@ class GNNLayer(nn.Module):
         if self.with_neighbor_species:
             parts.append(neighbor_embedding)
         edge_tokens = self.compress(torch.cat(parts, dim=1))
-        n_atoms = species.shape[0]
-        d = edge_tokens.shape[1]
-        padded = torch.zeros(n_atoms * max_neighbors, d, dtype=edge_tokens.dtype, device=edge_tokens.device)
-        padded = padded.index_copy(0, pad_index, edge_tokens).view(n_atoms, max_neighbors, d)
-        tokens = torch.cat([self.central_embedding(species).unsqueeze(1), padded], dim=1)
+        tokens = per_atom_layout(self.central_embedding(species).unsqueeze(1), edge_tokens, pad_index, max_neighbors,
+                                 0.0)
         for layer in self.transformer:
             tokens = layer(tokens, key_mask)
-        edge_out = tokens[:, 1:].reshape(n_atoms * max_neighbors, d).index_select(0, pad_index)
-        return tokens[:, 0], edge_out
+        return tokens[:, 0], edge_rows(tokens, pad_index)
 
     def readout(self, central_out: torch.Tensor, edge_out: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Central energies [N] and bond energies [E] of this layer."""
@@ -168,12 +164,29 @@ def init_geometry_embedding(linear: nn.Linear, cutoff: float) -> None:
         linear.bias.copy_(-weight * knots)
 
 
+def per_atom_layout(first: torch.Tensor, edge_values: torch.Tensor, pad_index: torch.Tensor, max_neighbors: int,
+                    fill: float) -> torch.Tensor:
+    """The padded per-atom layout [N, 1 + M, ...]: ``first`` [N, 1, ...] in column 0 (the central token), each
+    edge's values in its slot (``pad_index``), ``fill`` in the padding."""
+    n_atoms = first.shape[0]
+    trailing: List[int] = list(edge_values.shape[1:])
+    slots = torch.full([n_atoms * max_neighbors] + trailing, fill, dtype=edge_values.dtype,
+                       device=edge_values.device)
+    slots = slots.index_copy(0, pad_index, edge_values).view([n_atoms, max_neighbors] + trailing)
+    return torch.cat([first, slots], dim=1)
+
+
+def edge_rows(per_atom: torch.Tensor, pad_index: torch.Tensor) -> torch.Tensor:
+    """Back from the padded per-atom layout [N, 1 + M, d] to one row per edge [E, d]."""
+    n_atoms, tokens, d = per_atom.shape
+    return per_atom[:, 1:].reshape(n_atoms * (tokens - 1), d).index_select(0, pad_index)
+
+
 def attention_mask(log_fc: torch.Tensor, pad_index: torch.Tensor, n_atoms: int, max_neighbors: int) -> torch.Tensor:
     """Additive key mask [n_atoms, 1 + M] of the per-atom transformer: 0 for the central token, log f_c for the
     neighbour tokens, −inf for padding."""
-    mask = torch.full((n_atoms * max_neighbors,), float("-inf"), dtype=log_fc.dtype, device=log_fc.device)
-    mask = mask.index_copy(0, pad_index, log_fc).view(n_atoms, max_neighbors)
-    return torch.cat([torch.zeros(n_atoms, 1, dtype=log_fc.dtype, device=log_fc.device), mask], dim=1)
+    central = torch.zeros(n_atoms, 1, dtype=log_fc.dtype, device=log_fc.device)
+    return per_atom_layout(central, log_fc, pad_index, max_neighbors, float("-inf"))
 
 
 def padded_layout(edge_i: torch.Tensor, n_atoms: int) -> Tuple[torch.Tensor, int]:

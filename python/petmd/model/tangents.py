@@ -18,7 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .pet import MLP, PET, Attention, GNNLayer, TransformerLayer, attention_mask, padded_layout
+from .pet import (MLP, PET, Attention, GNNLayer, TransformerLayer, attention_mask, edge_rows, padded_layout,
+                  per_atom_layout)
 
 Pair = Tuple[torch.Tensor, torch.Tensor]
 
@@ -105,25 +106,17 @@ def on_atoms(model: PET, layer: GNNLayer, edge_vectors: torch.Tensor, edge_tange
         parts_t.append(torch.zeros_like(neighbor_embedding))
     edge_tokens, edge_tokens_t = mlp(layer.compress, torch.cat(parts, dim=1), torch.cat(parts_t, dim=1))
 
-    d = edge_tokens.shape[1]
     central = layer.central_embedding(species).unsqueeze(1)
-
-    def padded(values: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
-        slots = torch.zeros(n_atoms * max_neighbors, d, dtype=values.dtype, device=values.device)
-        return torch.cat([first, slots.index_copy(0, pad_index, values).view(n_atoms, max_neighbors, d)], dim=1)
-
-    tokens, tokens_t = padded(edge_tokens, central), padded(edge_tokens_t, torch.zeros_like(central))
+    tokens = per_atom_layout(central, edge_tokens, pad_index, max_neighbors, 0.0)
+    tokens_t = per_atom_layout(torch.zeros_like(central), edge_tokens_t, pad_index, max_neighbors, 0.0)
     mask = attention_mask(log_fc, pad_index, n_atoms, max_neighbors)
-    mask_t = torch.zeros(n_atoms * max_neighbors, dtype=r.dtype, device=r.device)
-    mask_t = torch.cat([torch.zeros(n_atoms, 1, dtype=r.dtype, device=r.device),
-                        mask_t.index_copy(0, pad_index, log_fc_t).view(n_atoms, max_neighbors)], dim=1)
+    # the mask's tangent: log f_c's tangent in the neighbour slots, 0 for the central token and the padding
+    central_t = torch.zeros(n_atoms, 1, dtype=r.dtype, device=r.device)
+    mask_t = per_atom_layout(central_t, log_fc_t, pad_index, max_neighbors, 0.0)
     for block in layer.transformer:
         tokens, tokens_t = transformer_layer(block, tokens, tokens_t, (mask, mask_t))
 
-    def edges_of(x: torch.Tensor) -> torch.Tensor:
-        return x[:, 1:].reshape(n_atoms * max_neighbors, d).index_select(0, pad_index)
-
-    edge_out, edge_out_t = edges_of(tokens), edges_of(tokens_t)
+    edge_out, edge_out_t = edge_rows(tokens, pad_index), edge_rows(tokens_t, pad_index)
     central_e, central_e_t = mlp(layer.central_head, tokens[:, 0], tokens_t[:, 0])
     bond, bond_t = mlp(layer.bond_head, edge_out, edge_out_t)
     bond, bond_t = bond.squeeze(-1), bond_t.squeeze(-1)
