@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from machine import add_rates, available_cores, metadata  # noqa: E402  (benchmarks/machine.py)
+from machine import add_rates, available_cores, finish, metadata  # noqa: E402  (benchmarks/machine.py)
 
 REPO = Path(__file__).resolve().parents[1]
 REPLICAS = {192: 1, 1536: 2, 5184: 3, 12288: 4, 24000: 5, 41472: 6, 98304: 8, 192000: 10}
@@ -144,9 +144,7 @@ def main(argv=None) -> int:
     meta = {**metadata("inference_efficiency.py", argv), "torch": torch.__version__, "threads": args.threads,
             "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(args.device),
             "gemm_peak_gflops": peak / 1e9, "tf32": args.tf32, "model": str(args.model)}
-    if args.json:
-        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    print(f"{meta['date']}, {meta['cpu']}, {meta['cores']} cores, torch {meta['torch']}")
+    finish(meta, args.json, f", torch {meta['torch']}", rows=rows)
     return 0
 
 

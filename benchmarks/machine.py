@@ -33,6 +33,16 @@ def metadata(script: str, argv) -> dict:
             "command": " ".join(["python", f"benchmarks/{script}", *(argv if argv is not None else sys.argv[1:])])}
 
 
+def finish(meta: dict, json_path, extra: str = "", **report) -> None:
+    """Write {"meta": meta, **report} to json_path (if given) and print the machine line that ends every run."""
+    import json
+    from pathlib import Path
+
+    if json_path:
+        Path(json_path).write_text(json.dumps({"meta": meta, **report}, indent=1, default=str))
+    print(f"{meta['date']}, {meta['cpu']}, {meta['cores']} cores{extra}")
+
+
 def add_rates(row: dict) -> dict:
     """Per-second and per-atom figures of a row with atoms, flops, best_s (one evaluation) and peak_mb."""
     row["atoms_per_s"] = row["atoms"] / row["best_s"]

@@ -16,14 +16,13 @@ atoms are evaluated as extra nodes. speed-up = atom-steps/s of the layout ÷ tha
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from machine import available_cores, metadata  # noqa: E402  (benchmarks/machine.py)
+from machine import available_cores, finish, metadata  # noqa: E402  (benchmarks/machine.py)
 
 REPO = Path(__file__).resolve().parents[1]
 REPLICAS = {192: 1, 1536: 2, 5184: 3, 12288: 4}
@@ -92,9 +91,7 @@ def main(argv=None) -> int:
                       f"{row['atom_steps_per_s']:,.0f} atom-steps/s (×{row['speedup']:.2f}); per rank "
                       f"{row['nlocal']:,.0f} atoms + {row['nghost']:,.0f} ghosts", flush=True)
     meta = {**metadata("mpi_scaling.py", argv), "model": str(args.model)}
-    if args.json:
-        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    print(f"{meta['date']}, {meta['cpu']}, {meta['cores']} cores")
+    finish(meta, args.json, rows=rows)
     return 0
 
 

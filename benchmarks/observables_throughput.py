@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from machine import metadata  # noqa: E402  (benchmarks/machine.py)
+from machine import finish, metadata  # noqa: E402  (benchmarks/machine.py)
 
 REPEATS = {1536: (2, 2, 2), 12288: (4, 4, 4), 24576: (4, 4, 8), 98304: (8, 8, 8)}
 
@@ -102,9 +102,7 @@ def main(argv=None) -> int:
                       f"{row['peak_rss_mb']:.0f} MB", flush=True)
                 dump.unlink()
     meta = metadata("observables_throughput.py", argv)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    print(f"{meta['date']}, {meta['cpu']}, {meta['cores']} cores")
+    finish(meta, args.json, rows=rows)
     return 0
 
 

@@ -53,7 +53,7 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-from machine import add_rates, available_cores, metadata  # noqa: E402  (benchmarks/machine.py)
+from machine import add_rates, available_cores, finish, metadata  # noqa: E402  (benchmarks/machine.py)
 
 REPO = Path(__file__).resolve().parents[1]
 REPLICAS = {192: 1, 1536: 2, 5184: 3, 12288: 4}  # 192·k³ replicas of the multithermal frame
@@ -301,10 +301,8 @@ def main(argv=None) -> int:
     model = {"architecture": "pet", "parameters": n_params, "hypers": hypers["model"],
              "training_hypers": {k: hypers["training"][k] for k in ("learning_rate", "grad_clip_norm", "loss",
                                                                     "weight_decay", "batch_size")}}
-    if args.json:
-        Path(args.json).write_text(json.dumps({"meta": meta, "model": model, "inference": rows, "training": train_row},
-                                              indent=1, default=str))
-    print(f"{meta['date']}, {meta['cpu']}, {meta['cores']} cores, torch {meta['torch']}, metatrain {meta['metatrain']}")
+    finish(meta, args.json, f", torch {meta['torch']}, metatrain {meta['metatrain']}", model=model, inference=rows,
+           training=train_row)
     return 0
 
 
