@@ -114,15 +114,19 @@ std::vector<double> to_vector(const torch::Tensor &t) {
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
 }
 
-c10::Dict<c10::IValue, c10::IValue> run(torch::jit::Module &module, const std::string &method,
-                                        std::vector<torch::jit::IValue> args) {
+torch::jit::IValue call(torch::jit::Module &module, const std::string &method, std::vector<torch::jit::IValue> args) {
   // forces and virial come from autograd inside the method: gradient recording must be on
   torch::AutoGradMode grad(true);
   // The profiling executor re-specialises the graph whenever the edge count changes (every MD step); its
   // optimised graphs then ran 1.5-4x slower than the plain interpreter (1536 water atoms: 5-14 s against
   // 3.3-4.5 s per call). Run unoptimised, for this call only.
   torch::jit::GraphOptimizerEnabledGuard no_graph_optimization(false);
-  return module.get_method(method)(std::move(args)).toGenericDict();
+  return module.get_method(method)(std::move(args));
+}
+
+c10::Dict<c10::IValue, c10::IValue> run(torch::jit::Module &module, const std::string &method,
+                                        std::vector<torch::jit::IValue> args) {
+  return call(module, method, std::move(args)).toGenericDict();
 }
 
 // Calls a run-time setting method of the module; a file exported before the method existed gets a re-export hint.
@@ -253,6 +257,98 @@ Result Model::compute(const SystemView &s, bool per_atom_energies) const {
   } catch (const std::exception &err) {
     throw Error("the model failed on " + std::to_string(s.n_nodes) + " atoms and " + std::to_string(s.n_edges) +
                 " edges: " + torch_message(err));
+  }
+  return result;
+}
+
+int64_t Model::message_width() const {
+  if (!impl_->module.find_method("message_width")) return 0;
+  return call(impl_->module, "message_width", {}).toInt();
+}
+
+// The layer loop of docs/pair_pet.md ("exchange"), with the layers themselves in the exported module: forward
+// without autograd keeping each layer's input messages, then backward layer by layer, trading tokens after each
+// forward layer and their adjoints before each backward one. m_(k+1) = (m_k + out_k[reverse]) / 2, so
+// dE/dout_k[r] = sum over edges e with reverse[e] = r of dE/dm_(k+1)[e] / 2, partly on other domains.
+Result Model::compute_exchanged(const ExchangeSystem &s, MessageExchange &exchange, bool per_atom_energies) const {
+  auto &module = impl_->module;
+  const auto &dev = impl_->device;
+  if (!module.find_method("message_layer"))
+    throw Error("'" + path_ + "' cannot exchange messages between domains (exported by petmd " +
+                info_.petmd_version + " before this was possible): re-export it with `petmd export`, or use "
+                "`pair_style pet ... exchange no`");
+  const int64_t d = message_width();
+  const int64_t n_edges = s.n_edges;
+  const int64_t n_layers = info_.n_gnn_layers;
+  const auto dtype = info_.dtype == "float64" ? torch::kFloat64 : torch::kFloat32;
+  auto on_device = [&](torch::Tensor t) { return dev.is_cpu() ? t : t.to(dev); };
+  Result result;
+  try {
+    const auto numbers = on_device(view_or_zeros(s.atomic_numbers, {s.n_all}, torch::kInt64));
+    const auto edge_index = on_device(view_or_zeros(s.edge_index, {2, n_edges}, torch::kInt64));
+    const auto vectors = on_device(view_or_zeros(s.edge_vectors, {n_edges, 3}, torch::kFloat64));
+    const auto reverse = on_device(view_or_zeros(s.reverse, {n_edges}, torch::kInt64));
+    const auto central = numbers.slice(0, 0, s.n_central);
+    const auto edge_i = edge_index[0];
+    const auto neighbor_numbers = numbers.index_select(0, edge_index[1]);
+    const auto options = torch::TensorOptions().dtype(dtype).device(dev);
+    std::vector<double> ghost_host(static_cast<size_t>(s.n_ghost_rows * d));
+
+    // [E local | ghost rows | zero row] from this domain's tokens
+    auto with_ghosts = [&](const torch::Tensor &out) {
+      auto host = out.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+      exchange.forward(host.data_ptr<double>(), d, ghost_host.data());
+      auto ghosts = torch::from_blob(ghost_host.data(), {s.n_ghost_rows, d}, torch::kFloat64).to(options);
+      return torch::cat({out, ghosts, torch::zeros({1, d}, options)});
+    };
+    // dE/dout of this domain's tokens from the adjoints of [E local | ghost rows | zero row]
+    auto gathered = [&](const torch::Tensor &extended) {
+      auto ghosts = extended.slice(0, n_edges, n_edges + s.n_ghost_rows).to(torch::kCPU, torch::kFloat64).contiguous();
+      auto local = extended.slice(0, 0, n_edges).to(torch::kCPU, torch::kFloat64).contiguous();
+      exchange.reverse(ghosts.data_ptr<double>(), d, local.data_ptr<double>());
+      return local.to(options);
+    };
+
+    torch::Tensor energy = torch::zeros({s.n_central}, options);
+    std::vector<torch::Tensor> messages{torch::zeros({0, d}, options)};
+    for (int64_t k = 0; k + 1 < n_layers; k++) {
+      auto out = call(module, "message_layer", {k, central, neighbor_numbers, edge_i, vectors, messages[k]}).toTuple();
+      energy += out->elements()[0].toTensor();
+      const auto tokens = out->elements()[1].toTensor();
+      const auto used = out->elements()[2].toTensor();  // layer 0: the neighbour embeddings
+      messages[k] = used;
+      messages.push_back(0.5 * (used + with_ghosts(tokens).index_select(0, reverse)));
+    }
+    auto gradient = torch::zeros({n_edges, 3}, torch::TensorOptions().dtype(torch::kFloat64).device(dev));
+    torch::Tensor adjoint;  // dE/dm_(k+1)
+    for (int64_t k = n_layers - 1; k >= 0; k--) {
+      torch::Tensor output_adjoint;
+      if (k == n_layers - 1) {
+        output_adjoint = torch::zeros({n_edges, d}, options);
+      } else {
+        auto extended = torch::zeros({n_edges + s.n_ghost_rows + 1, d}, options).index_add_(0, reverse, 0.5 * adjoint);
+        output_adjoint = gathered(extended);
+      }
+      auto out = call(module, "message_layer_backward",
+                      {k, central, neighbor_numbers, edge_i, vectors, messages[k], output_adjoint}).toTuple();
+      if (k == n_layers - 1) energy += out->elements()[0].toTensor();
+      gradient += out->elements()[1].toTensor();
+      const auto message_adjoint = out->elements()[2].toTensor();
+      adjoint = adjoint.defined() ? 0.5 * adjoint + message_adjoint : message_adjoint;
+      messages[k] = torch::Tensor();
+    }
+    auto totals = call(module, "message_result", {central, energy, edge_index, vectors, gradient, s.n_all})
+                      .toGenericDict();
+    result.energy = totals.at("energy").toTensor().item<double>();
+    result.forces = to_vector(totals.at("forces").toTensor());
+    const auto virial = to_vector(totals.at("virial").toTensor());
+    std::copy(virial.begin(), virial.end(), result.virial.begin());
+    if (per_atom_energies) result.energies = to_vector(totals.at("energies").toTensor());
+  } catch (const Error &) {
+    throw;
+  } catch (const std::exception &err) {
+    throw Error("the model failed on " + std::to_string(s.n_central) + " atoms and " + std::to_string(n_edges) +
+                " edges (message exchange): " + torch_message(err));
   }
   return result;
 }

@@ -63,6 +63,31 @@ struct GridResult {
   std::vector<double> grid_forces;         // [n, 3] weighted mean of the back-rotated forces
 };
 
+// One domain's share of a system for message exchange between domains (docs/pair_pet.md, "exchange"): the network
+// runs on the domain's own atoms (the central atoms) only; see message_exchange.h for the rows.
+struct ExchangeSystem {
+  int64_t n_central = 0;                   // central atoms: 0..n_central-1 of the n_all atoms
+  int64_t n_all = 0;                       // every atom an edge reaches (central + ghosts)
+  const int64_t *atomic_numbers = nullptr; // [n_all]
+  int64_t n_edges = 0;
+  const int64_t *edge_index = nullptr;     // [2, E]: central atom, then neighbour (of the n_all)
+  const double *edge_vectors = nullptr;    // [E, 3] x_e = r_j - r_i, Å
+  const int64_t *reverse = nullptr;        // [E] row of each reverse edge's token in [E local | ghost rows | zero row]
+  int64_t n_ghost_rows = 0;
+};
+
+// How a domain trades edge tokens with the domains that hold its ghosts, once per layer each way (the LAMMPS glue
+// implements it on LAMMPS's communication).
+class MessageExchange {
+ public:
+  virtual ~MessageExchange() = default;
+  // local_rows [E, d]: this domain's output tokens. Fills ghost_rows [n_ghost_rows, d] with the ghosts' tokens.
+  virtual void forward(const double *local_rows, int64_t d, double *ghost_rows) = 0;
+  // ghost_adjoint [n_ghost_rows, d]: adjoints of the ghost tokens used here. Adds what the other domains send back
+  // for this domain's tokens into local_adjoint [E, d].
+  virtual void reverse(const double *ghost_adjoint, int64_t d, double *local_adjoint) = 0;
+};
+
 // "cpu", "cuda" (→ cuda:(local_rank % device count)) or "cuda:N"; throws Error if that device cannot be used.
 PETMD_API std::string resolve_device(const std::string &request, int local_rank);
 
@@ -84,6 +109,15 @@ class PETMD_API Model {
 
   // Forward + backward of the exported module; inputs are copied to the device once, outputs back in float64.
   virtual Result compute(const SystemView &system, bool per_atom_energies) const;
+
+  // The network as trained on one domain with message exchange: energies of the central atoms, forces on all n_all
+  // atoms (ghosts' forces belong to their owners), this domain's share of the virial. Every domain must call it
+  // (the exchange is collective), also one without atoms. Throws Error for a file exported before exchange.
+  virtual Result compute_exchanged(const ExchangeSystem &system, MessageExchange &exchange,
+                                   bool per_atom_energies) const;
+
+  // d: values per edge token that compute_exchanged trades (0 for a file exported before exchange).
+  virtual int64_t message_width() const;
 
   // Plain network and grid average ("0", "i", "L" or "Li") in one go; throws Error for an unknown grid.
   virtual GridResult compute_grid(const SystemView &system, const std::string &grid) const;

@@ -9,12 +9,14 @@
 #include "error.h"
 #include "force.h"
 #include "memory.h"
+#include "modify.h"
 #include "neigh_list.h"
 #include "neighbor.h"
 #include "update.h"
 #include "utils.h"
 
 #include "domain_graph.h"
+#include "message_exchange.h"
 #include "model.h"
 #include "model_loader.h"
 
@@ -47,7 +49,30 @@ static int usable_cores()
 }
 
 static const char usage[] = "pair_style pet MODEL [device cpu|cuda|cuda:N] [threads N] [fold yes|no] "
-                            "[symmetrize none|random|grid G|ecse] [seed N] [chunk N]";
+                            "[symmetrize none|random|grid G|ecse] [seed N] [chunk N] [exchange auto|yes|no]";
+
+// Values per atom that one LAMMPS communication call carries in the message exchange; wider rows (edges × d) go in
+// several calls. Sets the size of LAMMPS's communication buffers (this many doubles per ghost of a swap).
+static constexpr int kExchangeValues = 2048;
+
+namespace {
+// petmd::Model's view of the exchange: LAMMPS's forward and reverse communication of the pair style
+class RowExchange : public petmd::MessageExchange {
+ public:
+  explicit RowExchange(PairPET *pair) : pair_(pair) {}
+  void forward(const double *local_rows, int64_t d, double *ghost_rows) override
+  {
+    pair_->exchange_tokens(local_rows, d, ghost_rows);
+  }
+  void reverse(const double *ghost_adjoint, int64_t d, double *local_adjoint) override
+  {
+    pair_->exchange_adjoints(ghost_adjoint, d, local_adjoint);
+  }
+
+ private:
+  PairPET *pair_;
+};
+}    // namespace
 
 PairPET::PairPET(LAMMPS *lmp) : Pair(lmp)
 {
@@ -91,6 +116,7 @@ void PairPET::settings(int narg, char **arg)
   int threads = 0;
   bigint chunk = -1;  // -1: the model's default
   fold_ = true;
+  exchange_request_ = -1;
   seed_ = 20231201;
   for (int iarg = 1; iarg < narg; iarg += 2) {
     const std::string key = arg[iarg];
@@ -121,6 +147,9 @@ void PairPET::settings(int narg, char **arg)
     } else if (key == "chunk") {
       chunk = utils::bnumeric(FLERR, arg[iarg + 1], false, lmp);
       if (chunk < 0) error->all(FLERR, "pair_style pet: chunk must be at least 0 atoms (0: never chunk), got {}", chunk);
+    } else if (key == "exchange") {
+      const std::string value = arg[iarg + 1];
+      exchange_request_ = value == "auto" ? -1 : utils::logical(FLERR, value, false, lmp);
     } else {
       error->all(FLERR, "pair_style pet: unknown keyword '{}': `{}`", key, usage);
     }
@@ -206,6 +235,33 @@ void PairPET::init_style()
   if (comm->mode != Comm::SINGLE)
     error->all(FLERR, "pair_style pet requires `comm_modify mode single`");
 
+  // Message exchange (each rank evaluates its own atoms, trading edge tokens between layers) runs the network as
+  // trained; the symmetrization modes and compute pet/symmetry evaluate rotated copies of the whole domain graph.
+  const bool plain = model_->info().symmetrize == "none";
+  const bool diagnostics = !modify->get_compute_by_style("pet/symmetry").empty();
+  if (exchange_request_ == 1 && !plain)
+    error->all(FLERR, "pair_style pet: exchange yes runs the network as trained; it cannot be combined with "
+               "symmetrize {}: use exchange no", model_->info().symmetrize);
+  if (exchange_request_ == 1 && diagnostics)
+    error->all(FLERR, "pair_style pet: exchange yes cannot be combined with compute pet/symmetry (it evaluates the "
+               "whole domain graph): use exchange no or auto");
+  if (exchange_request_ == 1 && model_->message_width() == 0)
+    error->all(FLERR, "pair_style pet: model {} was exported before message exchange existed: re-export it with "
+               "`petmd export`, or use exchange no", model_path_);
+  exchange_ = exchange_request_ == 1 ||
+              (exchange_request_ == -1 && comm->nprocs > 1 && plain && !diagnostics && model_->message_width() > 0);
+  if (exchange_) {
+    // ghosts within the cutoff (+ skin) suffice: their edge tokens come from their owners
+    ghostneigh = 0;
+    comm_forward = comm_reverse = kExchangeValues;
+    neighbor->add_request(this, NeighConst::REQ_FULL);
+    if (comm->me == 0)
+      utils::logmesg(lmp, "pair_style pet: message exchange between ranks: each rank evaluates its own atoms, "
+                     "ghost atoms within {} A\n", model_->info().cutoff + neighbor->skin);
+    return;
+  }
+  ghostneigh = 1;    // message passing within the domain needs the neighbours of ghosts too
+  comm_forward = comm_reverse = 0;
   neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
 
   // Message passing: a local atom's energy depends on every atom within n_layers × cutoff, so the ghost shell
@@ -233,6 +289,10 @@ void PairPET::compute(int eflag, int vflag)
     error->all(FLERR, "pair_style pet does not compute per-atom virials (compute stress/atom, "
                "centroid/stress/atom): the model gives the global virial only");
 
+  if (exchange_) {
+    compute_exchanged();
+    return;
+  }
   const int nlocal = atom->nlocal;
   if (nlocal == 0) return;    // an empty subdomain owns no energy, so it exerts no force
 
@@ -253,9 +313,14 @@ void PairPET::compute(int eflag, int vflag)
     const int64_t a = graph.node_atom[n];
     for (int c = 0; c < 3; c++) f[a][c] += result.forces[3 * n + c];
   }
+  tally(result);
+}
+
+void PairPET::tally(const petmd::Result &result)
+{
   if (eflag_global) eng_vdwl += result.energy;
   if (eflag_atom)
-    for (int i = 0; i < nlocal; i++) eatom[i] += result.energies[i];
+    for (int i = 0; i < atom->nlocal; i++) eatom[i] += result.energies[i];
   if (vflag_global) {
     const auto &w = result.virial;    // W[a][b] = sum r_a F_b: LAMMPS's order xx yy zz xy xz yz
     virial[0] += w[0];
@@ -267,7 +332,7 @@ void PairPET::compute(int eflag, int vflag)
   }
 }
 
-petmd::SystemView PairPET::build_system(petmd::DomainGraph &graph)
+petmd::DomainView<tagint> PairPET::domain_view()
 {
   const int nlocal = atom->nlocal;
   petmd::DomainView<tagint> domain_view;
@@ -290,8 +355,13 @@ petmd::SystemView PairPET::build_system(petmd::DomainGraph &graph)
   domain_view.count = list->numneigh;
   domain_view.neighbors = list->firstneigh;
   domain_view.neighmask = NEIGHMASK;
+  return domain_view;
+}
 
-  graph = petmd::build_domain_graph(domain_view, model_->info().cutoff, fold_);
+petmd::SystemView PairPET::build_system(petmd::DomainGraph &graph)
+{
+  const int nlocal = atom->nlocal;
+  graph = petmd::build_domain_graph(domain_view(), model_->info().cutoff, fold_);
   const int64_t n_nodes = graph.n_nodes();
   positions_.resize(3 * n_nodes);
   numbers_.resize(n_nodes);
@@ -344,4 +414,193 @@ PairPET::SymmetryTerms PairPET::symmetry_terms(const std::string &grid, double *
   terms.grid_energies = result.grid_energies;
   terms.grid_weights = result.grid_weights;
   return terms;
+}
+
+/* ---------------------------------------------------------------------- message exchange (docs/pair_pet.md) */
+
+void PairPET::compute_exchanged()
+{
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  const double cutoff = model_->info().cutoff;
+  const auto view = domain_view();
+  petmd::Result result;
+  std::vector<int64_t> reverse;
+  int64_t n_ghost_rows = 0;
+  try {
+    local_graph_ = std::make_unique<petmd::LocalGraph>(petmd::build_local_graph(view, cutoff));
+  } catch (const std::exception &err) {
+    error->one(FLERR, "pair_style pet: {}", err.what());
+  }
+  const auto &graph = *local_graph_;
+  // every rank describes each atom with the same number of edge slots
+  int64_t most = graph.max_neighbors;
+  MPI_Allreduce(&most, &slots_, 1, MPI_INT64_T, MPI_MAX, world);
+
+  // the identity of every edge slot (neighbour ID, edge vector), so that a rank finds the reverse of its edges
+  layout_rows(slots_ * petmd::kIdentityValues);
+  petmd::write_edge_identities(graph, atom->tag, slots_, rows_.data());
+  forward_rows();
+  try {
+    reverse = petmd::exchange_reverse_index(graph, view, slots_, rows_.data(), cutoff);
+  } catch (const std::exception &err) {
+    error->one(FLERR, "pair_style pet: {}", err.what());
+  }
+  // which slots any rank needs: marks summed onto the owners, then every copy gets its owner's marks
+  layout_rows(slots_);
+  std::fill(rows_.begin(), rows_.end(), 0.0);
+  petmd::mark_needed_rows(reverse, graph.n_edges(), nlocal, nall, slots_, rows_.data());
+  reverse_rows();
+  forward_rows();
+  try {
+    packed_ = std::make_unique<petmd::PackedRows>(petmd::pack_rows(rows_.data(), nall, slots_));
+    n_ghost_rows = petmd::compact_reverse_index(reverse, graph.n_edges(), nlocal, nall, slots_, *packed_);
+  } catch (const std::exception &err) {
+    error->one(FLERR, "pair_style pet: {}", err.what());
+  }
+  int64_t most_packed = 0;
+  for (int a = 0; a < nall; a++) most_packed = std::max(most_packed, packed_->offsets[a + 1] - packed_->offsets[a]);
+  MPI_Allreduce(&most_packed, &most_packed_, 1, MPI_INT64_T, MPI_MAX, world);
+
+  numbers_.resize(nall);
+  for (int a = 0; a < nall; a++) numbers_[a] = type_z_[atom->type[a]];
+  petmd::ExchangeSystem system;
+  system.n_central = nlocal;
+  system.n_all = nall;
+  system.atomic_numbers = numbers_.data();
+  system.n_edges = graph.n_edges();
+  system.edge_index = graph.edge_index.data();
+  system.edge_vectors = graph.vectors.data();
+  system.reverse = reverse.data();
+  system.n_ghost_rows = n_ghost_rows;
+  RowExchange exchange(this);
+  try {
+    result = model_->compute_exchanged(system, exchange, eflag_atom != 0);
+  } catch (const std::exception &err) {
+    error->one(FLERR, "pair_style pet: {}", err.what());
+  }
+  // ghosts' forces go to the ghosts: the reverse communication (newton on) adds them to their owners
+  double **f = atom->f;
+  for (int a = 0; a < nall; a++)
+    for (int c = 0; c < 3; c++) f[a][c] += result.forces[3 * a + c];
+  tally(result);
+}
+
+void PairPET::exchange_tokens(const double *local_rows, int64_t d, double *ghost_rows)
+{
+  const auto &graph = *local_graph_;
+  const auto &packed = *packed_;
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  layout_packed(d);
+  for (int i = 0; i < nlocal; i++)
+    for (int64_t row = packed.offsets[i]; row < packed.offsets[i + 1]; row++) {
+      const double *token = local_rows + (graph.offsets[i] + packed.slot[row]) * d;
+      std::copy(token, token + d, rows_.data() + row * d);
+    }
+  forward_rows();
+  std::copy(rows_.data() + packed.offsets[nlocal] * d, rows_.data() + packed.offsets[nall] * d, ghost_rows);
+}
+
+void PairPET::exchange_adjoints(const double *ghost_adjoint, int64_t d, double *local_adjoint)
+{
+  const auto &graph = *local_graph_;
+  const auto &packed = *packed_;
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  layout_packed(d);
+  std::fill(rows_.begin(), rows_.begin() + packed.offsets[nlocal] * d, 0.0);
+  std::copy(ghost_adjoint, ghost_adjoint + (packed.offsets[nall] - packed.offsets[nlocal]) * d,
+            rows_.data() + packed.offsets[nlocal] * d);
+  reverse_rows();
+  for (int i = 0; i < nlocal; i++)
+    for (int64_t row = packed.offsets[i]; row < packed.offsets[i + 1]; row++) {
+      const double *adjoint = rows_.data() + row * d;
+      double *target = local_adjoint + (graph.offsets[i] + packed.slot[row]) * d;
+      for (int64_t k = 0; k < d; k++) target[k] += adjoint[k];
+    }
+}
+
+// rows_ holds one row of values per atom (local and ghost), atom a's at row_start_[a] .. row_start_[a+1]
+void PairPET::layout_rows(int64_t width)
+{
+  const int nall = atom->nlocal + atom->nghost;
+  row_start_.resize(nall + 1);
+  for (int a = 0; a <= nall; a++) row_start_[a] = a * width;
+  longest_row_ = width;
+  rows_.resize(row_start_[nall]);
+}
+
+// the packed edge slots, d values each
+void PairPET::layout_packed(int64_t d)
+{
+  const int nall = atom->nlocal + atom->nghost;
+  row_start_.resize(nall + 1);
+  for (int a = 0; a <= nall; a++) row_start_[a] = packed_->offsets[a] * d;
+  longest_row_ = most_packed_ * d;
+  rows_.resize(row_start_[nall]);
+}
+
+// Local rows out to the ghosts that image them (forward), or ghost rows added into the atoms they image
+// (reverse): at most kExchangeValues values of each row per LAMMPS communication call.
+void PairPET::forward_rows()
+{
+  for (first_value_ = 0; first_value_ < longest_row_; first_value_ += kExchangeValues)
+    comm->forward_comm(this, kExchangeValues);
+}
+
+void PairPET::reverse_rows()
+{
+  for (first_value_ = 0; first_value_ < longest_row_; first_value_ += kExchangeValues)
+    comm->reverse_comm(this, kExchangeValues);
+}
+
+// this call's part of atom a's row: values [first, first + count) of rows_
+void PairPET::row_part(int a, int64_t &first, int64_t &count) const
+{
+  first = row_start_[a] + first_value_;
+  count = std::max<int64_t>(0, std::min<int64_t>(kExchangeValues, row_start_[a + 1] - first));
+}
+
+int PairPET::pack_forward_comm(int n, int *list, double *buf, int /*pbc_flag*/, int * /*pbc*/)
+{
+  int64_t m = 0, first, count;
+  for (int k = 0; k < n; k++) {
+    row_part(list[k], first, count);
+    std::copy(rows_.data() + first, rows_.data() + first + count, buf + m);
+    m += count;
+  }
+  return static_cast<int>(m);
+}
+
+void PairPET::unpack_forward_comm(int n, int first_atom, double *buf)
+{
+  int64_t m = 0, first, count;
+  for (int k = 0; k < n; k++) {
+    row_part(first_atom + k, first, count);
+    std::copy(buf + m, buf + m + count, rows_.data() + first);
+    m += count;
+  }
+}
+
+int PairPET::pack_reverse_comm(int n, int first_atom, double *buf)
+{
+  int64_t m = 0, first, count;
+  for (int k = 0; k < n; k++) {
+    row_part(first_atom + k, first, count);
+    std::copy(rows_.data() + first, rows_.data() + first + count, buf + m);
+    m += count;
+  }
+  return static_cast<int>(m);
+}
+
+void PairPET::unpack_reverse_comm(int n, int *list, double *buf)
+{
+  int64_t m = 0, first, count;
+  for (int k = 0; k < n; k++) {
+    row_part(list[k], first, count);
+    double *row = rows_.data() + first;
+    for (int64_t c = 0; c < count; c++) row[c] += buf[m + c];
+    m += count;
+  }
 }

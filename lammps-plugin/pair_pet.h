@@ -13,7 +13,11 @@
 namespace petmd {
 class Model;
 struct DomainGraph;
+struct LocalGraph;
+struct PackedRows;
+struct Result;
 struct SystemView;
+template <typename Tag> struct DomainView;
 }
 
 namespace LAMMPS_NS {
@@ -27,6 +31,16 @@ class PairPET : public Pair {
   void coeff(int, char **) override;
   void init_style() override;
   double init_one(int, int) override;
+  int pack_forward_comm(int, int *, double *, int, int *) override;
+  void unpack_forward_comm(int, int, double *) override;
+  int pack_reverse_comm(int, int, double *) override;
+  void unpack_reverse_comm(int, int *, double *) override;
+
+  // Message exchange (docs/pair_pet.md): this rank's edge tokens [E, d] out, its ghosts' tokens in
+  // [nghost * slots, d]; and the adjoints of those ghost tokens out, what comes back added into [E, d].
+  void exchange_tokens(const double *local_rows, int64_t d, double *ghost_rows);
+  void exchange_adjoints(const double *ghost_adjoint, int64_t d, double *local_adjoint);
+  bool exchanges_messages() const { return exchange_; }
 
   // For compute pet/symmetry: the network as trained against its average over `grid` on this rank's graph. Adds
   // the per-atom force deviation (plain − grid mean) to dforce[nall][3] (ghosts included: reverse-communicate it)
@@ -39,6 +53,14 @@ class PairPET : public Pair {
 
  private:
   petmd::SystemView build_system(petmd::DomainGraph &graph);
+  petmd::DomainView<tagint> domain_view();
+  void compute_exchanged();
+  void tally(const petmd::Result &result);
+  void layout_rows(int64_t width);
+  void layout_packed(int64_t d);
+  void forward_rows();
+  void reverse_rows();
+  void row_part(int a, int64_t &first, int64_t &count) const;
   void allocate();
   void report_model(int threads) const;
 
@@ -46,6 +68,16 @@ class PairPET : public Pair {
   std::string model_path_;
   std::vector<long> type_z_;          // atomic number of each LAMMPS atom type (index 1..ntypes)
   bool fold_ = true;                   // fold periodic images of local atoms onto them (docs/pair_pet.md)
+  int exchange_request_ = -1;          // exchange yes (1) | no (0) | auto (-1)
+  bool exchange_ = false;              // this run exchanges messages between ranks (decided in init_style)
+  std::unique_ptr<petmd::LocalGraph> local_graph_;
+  std::unique_ptr<petmd::PackedRows> packed_;  // the edge slots whose tokens travel
+  int64_t slots_ = 0;                  // edge slots per atom: the largest edge count on any rank
+  int64_t most_packed_ = 0;            // the most packed slots of one atom on any rank
+  std::vector<double> rows_;           // what the exchange sends and receives: one row of values per atom
+  std::vector<int64_t> row_start_;     // [nall + 1] where each atom's row starts in rows_
+  int64_t longest_row_ = 0;            // on any rank
+  int64_t first_value_ = 0;            // of each row, where this LAMMPS communication call starts
   bigint seed_ = 0;                    // symmetrize random: torch is seeded with seed_ + step on every rank
   // per-step buffers, kept to avoid reallocation
   std::vector<double> positions_;

@@ -95,8 +95,9 @@ def test_lammps_matches_ase_on_1_2_4_ranks(tmp_path, model64, name):
             nlocal = re.search(r"Nlocal:\s+\S+ ave\s+\S+ max\s+(\S+) min", stdout)
             assert nlocal and float(nlocal.group(1)) == 0, "expected a rank without atoms"
         if runner == "mpiexec -np 2":
-            # the model is announced once (rank 0), on screen and in the log
+            # the model is announced once (rank 0), on screen and in the log; several ranks exchange messages
             assert stdout.count("pair_style pet: model") == 1
+            assert "message exchange between ranks" in stdout
             assert "pair_style pet: model" in (out / "log.lammps").read_text()
     first = results[RUNNERS[0]]
     for runner in RUNNERS[1:]:
@@ -104,9 +105,11 @@ def test_lammps_matches_ase_on_1_2_4_ranks(tmp_path, model64, name):
                 1e-10, f"{name}, {runner} vs in-process")
 
 
-@pytest.mark.parametrize("setting", ["fold no", "chunk 50", "chunk 50 fold no"])
+@pytest.mark.parametrize("setting", ["fold no", "chunk 50", "chunk 50 fold no", "exchange yes",
+                                     "exchange yes chunk 50"])
 def test_evaluation_settings_change_nothing(tmp_path, model64, setting):
-    # folding images onto atoms, and evaluating 192 atoms (or 192 + ghosts) in chunks of 50 with recomputation
+    # folding images onto atoms, evaluating 192 atoms (or 192 + ghosts) in chunks of 50 with recomputation, and
+    # message exchange on one rank (the periodic images of its own atoms come through LAMMPS's communication)
     atoms = water_box(4, seed=2)
     data = write_data(tmp_path / "system.data", atoms)
     got = {}
@@ -117,6 +120,39 @@ def test_evaluation_settings_change_nothing(tmp_path, model64, setting):
         got[extra] = read_single_point(out)
     compare(got[setting], {k: getattr(got[""], k) for k in ("energy", "forces", "energies", "virial")}, 1e-10,
             f"{setting} vs default")
+
+
+def test_md_trajectory_is_the_same_on_1_and_2_ranks(tmp_path, model64):
+    """NVE with a neighbour-list rebuild (and atom migration between ranks) every step: 1 rank (folded graph) and
+    2 or 3 ranks (message exchange, 3 with two slabs narrower than the 8 Å interaction range) follow the same
+    trajectory, and 2 ranks without exchange too."""
+    atoms = water_box(4, seed=6)
+    data = write_data(tmp_path / "system.data", atoms)
+    finals = {}
+    for runner, extra in (("in-process", ""), ("mpiexec -np 2", ""), ("mpiexec -np 3", ""),
+                          ("mpiexec -np 2", "exchange no")):
+        out = tmp_path / f"{runner.replace(' ', '_')}{extra.replace(' ', '-')}"
+        out.mkdir()
+        script = water_setup(model64, data, pair_extra=extra) + f"""
+neighbor 0.3 bin
+neigh_modify every 1 delay 0 check no
+velocity all create 600 4928459 mom yes rot yes loop geom
+timestep 0.001
+fix md all nve
+thermo 10
+run 40
+write_dump all custom {out}/final.dump id x y z fx fy fz modify sort id format float %.17g
+print "$(pe:%.17g) $(etotal:%.17g)" file {out}/energy.txt
+"""
+        stdout = run(runner, script, out)
+        if runner != "in-process":
+            assert ("message exchange between ranks" in stdout) == (extra == "")
+        dump = np.loadtxt(out / "final.dump", skiprows=9)
+        finals[runner + extra] = (dump, np.loadtxt(out / "energy.txt"))
+    (dump0, energy0) = finals["in-process"]
+    for name, (dump, energy) in finals.items():
+        np.testing.assert_allclose(dump, dump0, rtol=0, atol=1e-8, err_msg=name)
+        np.testing.assert_allclose(energy, energy0, rtol=1e-11, err_msg=name)
 
 
 def test_npt_runs_on_the_model_virial(tmp_path, model64):
@@ -160,6 +196,11 @@ BAD_INPUTS = {
     "bad symmetrize": ({"extra": "symmetrize twice"}, "unknown symmetrize mode 'twice'"),
     "bad grid": ({"extra": "symmetrize grid 3x"}, "unknown rotation grid '3x'"),
     "negative chunk": ({"extra": "chunk -5"}, "chunk must be at least 0 atoms"),
+    "bad exchange": ({"extra": "exchange maybe"}, "Expected boolean parameter instead of 'maybe'"),
+    "exchange with grid": ({"extra": "exchange yes symmetrize grid 2i"},
+                           "exchange yes runs the network as trained; .* symmetrize grid:2i: use exchange no"),
+    "exchange with diagnostics": ({"extra": "exchange yes", "after": "compute sym all pet/symmetry 5 2"},
+                                  "exchange yes cannot be combined with compute pet/symmetry"),
     "per-atom virial": ({"after": "compute s all stress/atom NULL\ncompute p all reduce sum c_s[1]\nthermo_style custom step c_p"},
                         "does not compute per-atom virials"),
 }

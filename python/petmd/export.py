@@ -147,6 +147,38 @@ class ExportedPET(nn.Module):
         return ({"energy": energy, "energies": energies, "forces": forces, "virial": virial},
                 torch.cat(copy_energies))
 
+    # --- message exchange across MPI ranks: the layer-by-layer interface of docs/model-interface.md §14 ---------
+
+    @torch.jit.export
+    def message_width(self) -> int:
+        """d: the width of the edge tokens that ranks exchange between layers."""
+        return self.pet.neighbor_embedding.weight.shape[1]
+
+    @torch.jit.export
+    def message_layer(self, layer: int, atomic_numbers: torch.Tensor, neighbor_numbers: torch.Tensor,
+                      edge_i: torch.Tensor, edge_vectors: torch.Tensor,
+                      messages: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self._check_exchange()
+        return self.pet.message_layer(layer, atomic_numbers, neighbor_numbers, edge_i, edge_vectors, messages)
+
+    @torch.jit.export
+    def message_layer_backward(self, layer: int, atomic_numbers: torch.Tensor, neighbor_numbers: torch.Tensor,
+                               edge_i: torch.Tensor, edge_vectors: torch.Tensor, messages: torch.Tensor,
+                               output_adjoint: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self._check_exchange()  # gradient recording must be on (§7)
+        return self.pet.message_layer_backward(layer, atomic_numbers, neighbor_numbers, edge_i, edge_vectors,
+                                               messages, output_adjoint)
+
+    @torch.jit.export
+    def message_result(self, atomic_numbers: torch.Tensor, layer_energies: torch.Tensor, edge_index: torch.Tensor,
+                       edge_vectors: torch.Tensor, gradient: torch.Tensor, n_all: int) -> Dict[str, torch.Tensor]:
+        return self.pet.message_result(atomic_numbers, layer_energies, edge_index, edge_vectors, gradient, n_all)
+
+    def _check_exchange(self) -> None:
+        if self.symmetrize != "none":
+            raise RuntimeError("message exchange between ranks runs the network as trained (symmetrize none), not "
+                               "symmetrize " + self.symmetrize)
+
     @torch.jit.export
     def batched(
         self,

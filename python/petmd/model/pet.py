@@ -247,6 +247,18 @@ def receptive_sets(edge_index: torch.Tensor, wanted: torch.Tensor, n_layers: int
     return sets
 
 
+def edge_forces(gradient: torch.Tensor, edge_index: torch.Tensor, n_atoms: int) -> torch.Tensor:
+    """Forces [n_atoms, 3] from g_e = ∂E/∂x_e of every edge e = (i→j), x_e = r_j − r_i: F_i += g_e, F_j −= g_e."""
+    forces = torch.zeros(n_atoms, 3, dtype=torch.float64, device=gradient.device)
+    return forces.index_add(0, edge_index[0], gradient).index_add(0, edge_index[1], -gradient)
+
+
+def edge_virials(edge_vectors: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    """Each edge's share [E, 3, 3] of the virial W = −Σ_e x_e ⊗ g_e (the strain derivative −∂E/∂ε, exact also for
+    a model that is not rotation invariant)."""
+    return -edge_vectors.unsqueeze(2) * gradient.unsqueeze(1)
+
+
 class PET(nn.Module):
     def __init__(
         self,
@@ -378,6 +390,62 @@ class PET(nn.Module):
         baseline = self.composition_energies.index_select(0, species)
         return self.energy_scale * energy.to(torch.float64) + baseline
 
+    def chunk_size(self, device: torch.device) -> int:
+        """Atoms per chunk of inference with forces: the set value, or the device's default (chunk_atoms = -1)."""
+        if self.chunk_atoms >= 0:
+            return self.chunk_atoms
+        return self.default_chunk_atoms_cpu if device.type == "cpu" else self.default_chunk_atoms_gpu
+
+    def layer_forward(self, target: int, chunks: Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]],
+                      species: torch.Tensor, neighbors: torch.Tensor, edge_vectors: torch.Tensor,
+                      messages: torch.Tensor, energy: torch.Tensor, edge_out: torch.Tensor) -> None:
+        """Layer ``target`` without autograd, chunk by chunk (``atom_chunks``): adds its energies into ``energy``
+        [N] and writes its output tokens of the chunks' edges into ``edge_out`` [E, d] (in place: an out-of-place
+        update would copy the whole [E, d] tensor once per chunk)."""
+        chunk_atoms_list, chunk_edges, chunk_local_i = chunks
+        # TorchScript cannot index a ModuleList with a variable: find the layer by walking the list
+        for k, layer in enumerate(self.layers):
+            if k == target:
+                with torch.no_grad():
+                    for c in range(len(chunk_edges)):
+                        atoms, edges = chunk_atoms_list[c], chunk_edges[c]
+                        vectors, r, fc, log_fc = self.edge_geometry(edge_vectors.index_select(0, edges))
+                        e_c, out_c = layer.on_atoms(vectors, r, fc, log_fc, messages.index_select(0, edges),
+                                                    neighbors.index_select(0, edges), species.index_select(0, atoms),
+                                                    chunk_local_i[c])
+                        energy.index_add_(0, atoms, e_c)
+                        edge_out.index_copy_(0, edges, out_c)
+
+    def layer_backward(self, target: int, chunks: Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]],
+                       species: torch.Tensor, neighbors: torch.Tensor, edge_vectors: torch.Tensor,
+                       messages: torch.Tensor, weight: torch.Tensor, adjoint_source: torch.Tensor,
+                       adjoint_index: torch.Tensor, adjoint_scale: float, energy: Optional[torch.Tensor],
+                       gradient: torch.Tensor, input_adjoint: torch.Tensor) -> None:
+        """Layer ``target`` re-run with autograd, chunk by chunk, pulling the adjoint of its outputs back to its
+        inputs: the objective is Σ_i weight_i y_i + Σ_e a_e · out_e with a_e = adjoint_scale ·
+        adjoint_source[adjoint_index[e]]. Adds ∂/∂x_e into ``gradient`` [E, 3] (float64) and ∂/∂messages_e into
+        ``input_adjoint`` [E, d]; adds the layer's energies into ``energy`` when one is given."""
+        chunk_atoms_list, chunk_edges, chunk_local_i = chunks
+        for k, layer in enumerate(self.layers):
+            if k == target:
+                for c in range(len(chunk_edges)):
+                    atoms, edges = chunk_atoms_list[c], chunk_edges[c]
+                    vectors_c = edge_vectors.index_select(0, edges).requires_grad_(True)
+                    messages_c = messages.index_select(0, edges).requires_grad_(True)
+                    vectors, r, fc, log_fc = self.edge_geometry(vectors_c)
+                    e_c, out_c = layer.on_atoms(vectors, r, fc, log_fc, messages_c, neighbors.index_select(0, edges),
+                                                species.index_select(0, atoms), chunk_local_i[c])
+                    if energy is not None:
+                        energy.index_add_(0, atoms, e_c.detach())
+                    output_adjoint = adjoint_scale * adjoint_source.index_select(0, adjoint_index.index_select(0, edges))
+                    objective = (e_c * weight.index_select(0, atoms)).sum() + (out_c * output_adjoint).sum()
+                    grads = torch.autograd.grad([objective], [vectors_c, messages_c], allow_unused=True)
+                    g_vectors, g_messages = grads[0], grads[1]
+                    if g_vectors is not None:
+                        gradient.index_add_(0, edges, g_vectors.to(torch.float64))
+                    if g_messages is not None:
+                        input_adjoint.index_add_(0, edges, g_messages)
+
     def energies_and_gradient_chunked(self, species: torch.Tensor, edge_vectors: torch.Tensor,
                                       edge_index: torch.Tensor, reverse: torch.Tensor, atom_weight: torch.Tensor,
                                       chunk_atoms: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -406,57 +474,86 @@ class PET(nn.Module):
         layer_inputs: List[torch.Tensor] = []
         energy = torch.zeros(n_atoms, dtype=dtype, device=device)
         last = self.n_gnn_layers - 1
-        with torch.no_grad():
-            messages = neighbors
-            for k, layer in enumerate(self.layers):
-                layer_inputs.append(messages)
-                # the reverse pass runs the last layer first and takes its energies from there
-                if k < last:
-                    chunk_atoms_list, chunk_edges, chunk_local_i = layer_chunks[k]
-                    edge_out = torch.zeros_like(messages)  # edges of atoms outside this layer's set stay unused
-                    for c in range(len(chunk_edges)):
-                        atoms, edges = chunk_atoms_list[c], chunk_edges[c]
-                        vectors, r, fc, log_fc = self.edge_geometry(edge_vectors.index_select(0, edges))
-                        e_c, out_c = layer.on_atoms(vectors, r, fc, log_fc, messages.index_select(0, edges),
-                                                    neighbors.index_select(0, edges), species.index_select(0, atoms),
-                                                    chunk_local_i[c])
-                        # in place: an out-of-place update would copy the whole [E, d] tensor once per chunk
-                        energy.index_add_(0, atoms, e_c)
-                        edge_out.index_copy_(0, edges, out_c)
-                    messages = edge_out.index_select(0, reverse).add_(messages).mul_(0.5)
+        messages = neighbors
+        for k in range(last + 1):
+            layer_inputs.append(messages)
+            # the reverse pass runs the last layer first and takes its energies from there
+            if k < last:
+                edge_out = torch.zeros_like(messages)  # edges of atoms outside this layer's set stay unused
+                self.layer_forward(k, layer_chunks[k], species, neighbors, edge_vectors, messages, energy, edge_out)
+                messages = edge_out.index_select(0, reverse).add_(messages).mul_(0.5)
 
         gradient = torch.zeros(n_edges, 3, dtype=torch.float64, device=device)
         message_adjoint = torch.zeros(n_edges, neighbors.shape[1], dtype=dtype, device=device)  # ∂/∂ messages_(l+1)
-        n_layers = len(layer_inputs)
-        for target in range(n_layers - 1, -1, -1):
-            # TorchScript cannot index a ModuleList with a variable: find layer `target` by walking the list
-            for k, backward_layer in enumerate(self.layers):
-                if k == target:
-                    chunk_atoms_list, chunk_edges, chunk_local_i = layer_chunks[k]
-                    input_adjoint = 0.5 * message_adjoint
-                    for c in range(len(chunk_edges)):
-                        atoms, edges = chunk_atoms_list[c], chunk_edges[c]
-                        vectors_c = edge_vectors.index_select(0, edges).requires_grad_(True)
-                        messages_c = layer_inputs[k].index_select(0, edges).requires_grad_(True)
-                        vectors, r, fc, log_fc = self.edge_geometry(vectors_c)
-                        e_c, out_c = backward_layer.on_atoms(vectors, r, fc, log_fc, messages_c,
-                                                             neighbors.index_select(0, edges),
-                                                             species.index_select(0, atoms), chunk_local_i[c])
-                        if k == last:
-                            energy.index_add_(0, atoms, e_c.detach())
-                        # ∂/∂ edge_out of this layer's edges: half the adjoint of the reverse edges' next messages
-                        output_adjoint = 0.5 * message_adjoint.index_select(0, reverse.index_select(0, edges))
-                        objective = (e_c * weight.index_select(0, atoms)).sum() + (out_c * output_adjoint).sum()
-                        grads = torch.autograd.grad([objective], [vectors_c, messages_c], allow_unused=True)
-                        g_vectors, g_messages = grads[0], grads[1]
-                        if g_vectors is not None:
-                            gradient.index_add_(0, edges, g_vectors.to(torch.float64))
-                        if g_messages is not None:
-                            input_adjoint.index_add_(0, edges, g_messages)
-                    message_adjoint = input_adjoint
-                    layer_inputs[k] = neighbors  # this layer's inputs are no longer needed (the first one is this)
+        for k in range(last, -1, -1):
+            input_adjoint = 0.5 * message_adjoint
+            # ∂/∂ edge_out of this layer's edges: half the adjoint of the reverse edges' next messages
+            self.layer_backward(k, layer_chunks[k], species, neighbors, edge_vectors, layer_inputs[k], weight,
+                                message_adjoint, reverse, 0.5, energy if k == last else None, gradient,
+                                input_adjoint)
+            message_adjoint = input_adjoint
+            layer_inputs[k] = neighbors  # this layer's inputs are no longer needed (the first one is this)
         baseline = self.composition_energies.index_select(0, species)
         return self.energy_scale * energy.to(torch.float64) + baseline, gradient
+
+    # --- message exchange across MPI ranks (cpp/model.cpp, compute_exchanged; docs/pair_pet.md) ---------------------
+    # A rank evaluates its own atoms only. Between layers it trades output tokens with its neighbours: it receives
+    # those of the edges of its ghost atoms and sends back the adjoints of the ones it used. The caller (C++) runs
+    # the layers in order, does the exchange and builds each next layer's messages ½(m_e + out[reverse_e]), where
+    # out = [this rank's edge outputs; received ghost outputs]. Edges: edge_i indexes the n central atoms, the
+    # vectors x_e are float64, neighbour species come per edge.
+
+    def message_layer(self, target: int, atomic_numbers: torch.Tensor, neighbor_numbers: torch.Tensor,
+                      edge_i: torch.Tensor, edge_vectors: torch.Tensor,
+                      messages: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Layer ``target`` without autograd: its energies [n] (network dtype, unscaled), output tokens [E, d] and
+        the messages it used: ``messages``, except for layer 0, whose messages are the neighbour embeddings."""
+        species = self.species_index(atomic_numbers)
+        neighbors = self.neighbor_embedding(self.species_index(neighbor_numbers)).detach()
+        if target == 0:
+            messages = neighbors
+        energy = torch.zeros(species.shape[0], dtype=neighbors.dtype, device=neighbors.device)
+        edge_out = torch.zeros_like(neighbors)
+        self.layer_forward(target, self._all_atom_chunks(edge_i, species.shape[0]), species, neighbors,
+                           edge_vectors.detach(), messages, energy, edge_out)
+        return energy, edge_out, messages
+
+    def message_layer_backward(self, target: int, atomic_numbers: torch.Tensor, neighbor_numbers: torch.Tensor,
+                               edge_i: torch.Tensor, edge_vectors: torch.Tensor, messages: torch.Tensor,
+                               output_adjoint: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Layer ``target`` re-run with autograd for the objective Σ_i s·y_i + Σ_e output_adjoint_e · out_e
+        (s = energy scale): its energies [n] (unscaled), ∂/∂x_e [E, 3] (float64) and ∂/∂messages_e [E, d]."""
+        species = self.species_index(atomic_numbers)
+        neighbors = self.neighbor_embedding(self.species_index(neighbor_numbers)).detach()
+        if target == 0:
+            messages = neighbors
+        n_atoms, n_edges = species.shape[0], edge_i.shape[0]
+        dtype, device = neighbors.dtype, neighbors.device
+        energy = torch.zeros(n_atoms, dtype=dtype, device=device)
+        weight = self.energy_scale.to(dtype).expand(n_atoms)
+        gradient = torch.zeros(n_edges, 3, dtype=torch.float64, device=device)
+        input_adjoint = torch.zeros_like(neighbors)
+        self.layer_backward(target, self._all_atom_chunks(edge_i, n_atoms), species, neighbors,
+                            edge_vectors.detach(), messages, weight, output_adjoint.to(dtype),
+                            torch.arange(n_edges, device=device), 1.0, energy, gradient, input_adjoint)
+        return energy, gradient, input_adjoint
+
+    def message_result(self, atomic_numbers: torch.Tensor, layer_energies: torch.Tensor, edge_index: torch.Tensor,
+                       edge_vectors: torch.Tensor, gradient: torch.Tensor, n_all: int) -> Dict[str, torch.Tensor]:
+        """energy, energies [n] of the central atoms, forces [n_all, 3] on every atom the edges reach (edge_index[1]
+        indexes those n_all atoms) and virial [3, 3], from the summed layer energies and ∂E/∂x_e."""
+        species = self.species_index(atomic_numbers)
+        energies = (self.energy_scale * layer_energies.to(torch.float64)
+                    + self.composition_energies.index_select(0, species))
+        forces = edge_forces(gradient, edge_index, n_all)
+        virial = edge_virials(edge_vectors, gradient).sum(0)
+        return {"energy": energies.sum(), "energies": energies, "forces": forces, "virial": virial}
+
+    def _all_atom_chunks(self, edge_i: torch.Tensor,
+                         n_atoms: int) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
+        chunk = self.chunk_size(edge_i.device)
+        return atom_chunks(edge_i, torch.ones(n_atoms, dtype=torch.bool, device=edge_i.device),
+                           chunk if chunk > 0 else max(n_atoms, 1))
 
     def forward(
         self,
@@ -478,18 +575,13 @@ class PET(nn.Module):
         energy_mask, energies are those of the masked atoms and 0 for the others (which the chunked path evaluates
         only as far as the masked atoms' energies depend on them).
 
-        Forces and virial come from g_e = ∂E/∂x_e for every edge e = (i→j): F_j −= g_e, F_i += g_e, and
-        W = −Σ_e x_e ⊗ g_e (the strain derivative −∂E/∂ε, exact also for a model that is not rotation invariant).
+        Forces and virial come from g_e = ∂E/∂x_e for every edge (edge_forces, edge_virials).
         """
         species = self.species_index(atomic_numbers)
         edge_i = edge_index[0]
-        edge_j = edge_index[1]
         edge_vectors = self.edge_vectors(positions, edge_index, shift_vectors)
         need_grad = compute_forces or compute_virial
-        chunk_atoms = self.chunk_atoms
-        if chunk_atoms < 0:
-            on_cpu = positions.device.type == "cpu"
-            chunk_atoms = self.default_chunk_atoms_cpu if on_cpu else self.default_chunk_atoms_gpu
+        chunk_atoms = self.chunk_size(positions.device)
         chunked = need_grad and not create_graph and not ecse and 0 < chunk_atoms < species.shape[0]
         g = torch.zeros(0, 3, dtype=torch.float64, device=positions.device)
         if chunked:
@@ -511,10 +603,9 @@ class PET(nn.Module):
                 grad = grads[0]
                 g = torch.zeros_like(edge_vectors) if grad is None else grad.to(torch.float64)
             if compute_forces:
-                forces = torch.zeros(positions.shape, dtype=torch.float64, device=positions.device)
-                out["forces"] = forces.index_add(0, edge_i, g).index_add(0, edge_j, -g)
+                out["forces"] = edge_forces(g, edge_index, positions.shape[0])
             if compute_virial:
-                per_edge = -edge_vectors.unsqueeze(2) * g.unsqueeze(1)
+                per_edge = edge_virials(edge_vectors, g)
                 virial = torch.zeros(n_structures, 3, 3, dtype=torch.float64, device=g.device)
                 out["virial"] = virial.index_add(0, structure.index_select(0, edge_i), per_edge)
         return out
