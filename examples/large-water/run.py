@@ -3,7 +3,7 @@
 (or 110,592 with --size 100k, meant for a GPU: --device cuda), NVT at 300 K. Reports atom-steps/s, time per step,
 LAMMPS's memory per rank, temperature and the drift of the conserved energy; writes summary.json.
 
-    python examples/large-water/run.py                          # 24,000 atoms, 2 ranks, 4 steps (~2.5 min on 2 cores)
+    python examples/large-water/run.py                          # 24,000 atoms, 2 ranks, 4 steps (~1 min on 2 cores)
     python examples/large-water/run.py --steps 2000 --ranks 2   # 1 ps
     python examples/large-water/run.py --size 100k --device cuda --ranks 1 --model models/pet-water.pt
 """
