@@ -262,64 +262,72 @@ Result Model::compute(const SystemView &s, bool per_atom_energies) const {
 }
 
 int64_t Model::message_width() const {
-  if (!impl_->module.find_method("message_width")) return 0;
+  // message_rotations is the newest of the layer-by-layer methods: files without it predate their final form
+  if (!impl_->module.find_method("message_rotations")) return 0;
   return call(impl_->module, "message_width", {}).toInt();
 }
 
-// The layer loop of docs/pair_pet.md ("exchange"), with the layers themselves in the exported module: forward
-// without autograd keeping each layer's input messages, then backward layer by layer, trading tokens after each
-// forward layer and their adjoints before each backward one. m_(k+1) = (m_k + out_k[reverse]) / 2, so
-// dE/dout_k[r] = sum over edges e with reverse[e] = r of dE/dm_(k+1)[e] / 2, partly on other domains.
-Result Model::compute_exchanged(const ExchangeSystem &s, MessageExchange &exchange, bool per_atom_energies) const {
-  auto &module = impl_->module;
-  const auto &dev = impl_->device;
-  if (!module.find_method("message_layer"))
-    throw Error("'" + path_ + "' cannot exchange messages between domains (exported by petmd " +
-                info_.petmd_version + " before this was possible): re-export it with `petmd export`, or use "
-                "`pair_style pet ... exchange no`");
-  const int64_t d = message_width();
-  const int64_t n_edges = s.n_edges;
-  const int64_t n_layers = info_.n_gnn_layers;
-  const auto dtype = info_.dtype == "float64" ? torch::kFloat64 : torch::kFloat32;
-  auto on_device = [&](torch::Tensor t) { return dev.is_cpu() ? t : t.to(dev); };
-  Result result;
-  try {
+// One domain's edge tensors on the model's device, and the layer loop of docs/pair_pet.md ("exchange") over them,
+// with the layers themselves in the exported module: forward without autograd keeping each layer's input
+// messages, then backward layer by layer, trading tokens after each forward layer and their adjoints before each
+// backward one. m_(k+1) = (m_k + out_k[reverse]) / 2, so dE/dout_k[r] = sum over edges e with reverse[e] = r of
+// dE/dm_(k+1)[e] / 2, partly on other domains.
+struct Model::ExchangeRun {
+  torch::jit::Module &module;
+  MessageExchange &exchange;
+  const ExchangeSystem &s;
+  int64_t d, n_layers;
+  torch::TensorOptions options;
+  torch::Tensor central, neighbor_numbers, edge_index, vectors, reverse;
+  std::vector<double> ghost_host;
+
+  ExchangeRun(torch::jit::Module &m, MessageExchange &ex, const ExchangeSystem &system, const torch::Device &dev,
+              int64_t width, int64_t layers, torch::Dtype dtype)
+      : module(m), exchange(ex), s(system), d(width), n_layers(layers),
+        options(torch::TensorOptions().dtype(dtype).device(dev)),
+        ghost_host(static_cast<size_t>(system.n_ghost_rows * width)) {
+    auto on_device = [&](torch::Tensor t) { return dev.is_cpu() ? t : t.to(dev); };
     const auto numbers = on_device(view_or_zeros(s.atomic_numbers, {s.n_all}, torch::kInt64));
-    const auto edge_index = on_device(view_or_zeros(s.edge_index, {2, n_edges}, torch::kInt64));
-    const auto vectors = on_device(view_or_zeros(s.edge_vectors, {n_edges, 3}, torch::kFloat64));
-    const auto reverse = on_device(view_or_zeros(s.reverse, {n_edges}, torch::kInt64));
-    const auto central = numbers.slice(0, 0, s.n_central);
+    edge_index = on_device(view_or_zeros(s.edge_index, {2, s.n_edges}, torch::kInt64));
+    vectors = on_device(view_or_zeros(s.edge_vectors, {s.n_edges, 3}, torch::kFloat64));
+    reverse = on_device(view_or_zeros(s.reverse, {s.n_edges}, torch::kInt64));
+    central = numbers.slice(0, 0, s.n_central);
+    neighbor_numbers = numbers.index_select(0, edge_index[1]);
+  }
+
+  // [E local | ghost rows | zero row] from this domain's tokens
+  torch::Tensor with_ghosts(const torch::Tensor &out) {
+    auto host = out.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+    exchange.forward(host.data_ptr<double>(), d, ghost_host.data());
+    auto ghosts = torch::from_blob(ghost_host.data(), {s.n_ghost_rows, d}, torch::kFloat64).to(options);
+    return torch::cat({out, ghosts, torch::zeros({1, d}, options)});
+  }
+
+  // dE/dout of this domain's tokens from the adjoints of [E local | ghost rows | zero row]
+  torch::Tensor gathered(const torch::Tensor &extended) {
+    const int64_t n_edges = s.n_edges;
+    auto ghosts = extended.slice(0, n_edges, n_edges + s.n_ghost_rows).to(torch::kCPU, torch::kFloat64).contiguous();
+    auto local = extended.slice(0, 0, n_edges).to(torch::kCPU, torch::kFloat64).contiguous();
+    exchange.reverse(ghosts.data_ptr<double>(), d, local.data_ptr<double>());
+    return local.to(options);
+  }
+
+  // the network on the edge vectors rotated by `rotation` (x Q^T): summed layer energies [n] (float64, unscaled)
+  // and dE/dx [E, 3] in the unrotated frame
+  std::pair<torch::Tensor, torch::Tensor> copy(const torch::Tensor &rotation) {
+    const int64_t n_edges = s.n_edges;
+    const auto rotated = vectors.matmul(rotation.t());
     const auto edge_i = edge_index[0];
-    const auto neighbor_numbers = numbers.index_select(0, edge_index[1]);
-    const auto options = torch::TensorOptions().dtype(dtype).device(dev);
-    std::vector<double> ghost_host(static_cast<size_t>(s.n_ghost_rows * d));
-
-    // [E local | ghost rows | zero row] from this domain's tokens
-    auto with_ghosts = [&](const torch::Tensor &out) {
-      auto host = out.detach().to(torch::kCPU, torch::kFloat64).contiguous();
-      exchange.forward(host.data_ptr<double>(), d, ghost_host.data());
-      auto ghosts = torch::from_blob(ghost_host.data(), {s.n_ghost_rows, d}, torch::kFloat64).to(options);
-      return torch::cat({out, ghosts, torch::zeros({1, d}, options)});
-    };
-    // dE/dout of this domain's tokens from the adjoints of [E local | ghost rows | zero row]
-    auto gathered = [&](const torch::Tensor &extended) {
-      auto ghosts = extended.slice(0, n_edges, n_edges + s.n_ghost_rows).to(torch::kCPU, torch::kFloat64).contiguous();
-      auto local = extended.slice(0, 0, n_edges).to(torch::kCPU, torch::kFloat64).contiguous();
-      exchange.reverse(ghosts.data_ptr<double>(), d, local.data_ptr<double>());
-      return local.to(options);
-    };
-
     torch::Tensor energy = torch::zeros({s.n_central}, options);
     std::vector<torch::Tensor> messages{torch::zeros({0, d}, options)};
     for (int64_t k = 0; k + 1 < n_layers; k++) {
-      auto out = call(module, "message_layer", {k, central, neighbor_numbers, edge_i, vectors, messages[k]}).toTuple();
+      auto out = call(module, "message_layer", {k, central, neighbor_numbers, edge_i, rotated, messages[k]}).toTuple();
       energy += out->elements()[0].toTensor();
-      const auto tokens = out->elements()[1].toTensor();
       const auto used = out->elements()[2].toTensor();  // layer 0: the neighbour embeddings
       messages[k] = used;
-      messages.push_back(0.5 * (used + with_ghosts(tokens).index_select(0, reverse)));
+      messages.push_back(0.5 * (used + with_ghosts(out->elements()[1].toTensor()).index_select(0, reverse)));
     }
-    auto gradient = torch::zeros({n_edges, 3}, torch::TensorOptions().dtype(torch::kFloat64).device(dev));
+    auto gradient = torch::zeros({n_edges, 3}, vectors.options());
     torch::Tensor adjoint;  // dE/dm_(k+1)
     for (int64_t k = n_layers - 1; k >= 0; k--) {
       torch::Tensor output_adjoint;
@@ -330,15 +338,52 @@ Result Model::compute_exchanged(const ExchangeSystem &s, MessageExchange &exchan
         output_adjoint = gathered(extended);
       }
       auto out = call(module, "message_layer_backward",
-                      {k, central, neighbor_numbers, edge_i, vectors, messages[k], output_adjoint}).toTuple();
+                      {k, central, neighbor_numbers, edge_i, rotated, messages[k], output_adjoint}).toTuple();
       if (k == n_layers - 1) energy += out->elements()[0].toTensor();
       gradient += out->elements()[1].toTensor();
       const auto message_adjoint = out->elements()[2].toTensor();
       adjoint = adjoint.defined() ? 0.5 * adjoint + message_adjoint : message_adjoint;
       messages[k] = torch::Tensor();
     }
-    auto totals = call(module, "message_result", {central, energy, edge_index, vectors, gradient, s.n_all})
-                      .toGenericDict();
+    return {energy.to(torch::kFloat64), gradient.matmul(rotation)};
+  }
+
+  // energy, energies [n], forces [n_all, 3], virial [3, 3] from summed layer energies and dE/dx
+  c10::Dict<c10::IValue, c10::IValue> result(const torch::Tensor &energy, const torch::Tensor &gradient) {
+    return call(module, "message_result", {central, energy, edge_index, vectors, gradient, s.n_all})
+        .toGenericDict();
+  }
+
+  // rotations [K, 3, 3] and weights [K] of a message_rotations / message_grid call
+  std::pair<torch::Tensor, torch::Tensor> rotations(const std::string &method, std::vector<torch::jit::IValue> args) {
+    auto out = call(module, method, std::move(args)).toTuple();
+    return {out->elements()[0].toTensor().to(vectors.options()), out->elements()[1].toTensor().to(vectors.options())};
+  }
+};
+
+void Model::require_exchange() const {
+  if (message_width() == 0)
+    throw Error("'" + path_ + "' cannot exchange messages between domains (exported by petmd " +
+                info_.petmd_version + " before this was possible): re-export it with `petmd export`, or use "
+                "`pair_style pet ... exchange no`");
+}
+
+Result Model::compute_exchanged(const ExchangeSystem &s, MessageExchange &exchange, bool per_atom_energies) const {
+  require_exchange();
+  Result result;
+  try {
+    ExchangeRun run(impl_->module, exchange, s, impl_->device, message_width(), info_.n_gnn_layers,
+                    info_.dtype == "float64" ? torch::kFloat64 : torch::kFloat32);
+    // the mode's rotated copies (the identity for none), each rotated back, weighted
+    const auto [rotations, weights] = run.rotations("message_rotations", {});
+    auto energy = torch::zeros({s.n_central}, run.vectors.options());
+    auto gradient = torch::zeros({s.n_edges, 3}, run.vectors.options());
+    for (int64_t k = 0; k < rotations.size(0); k++) {
+      const auto [e, g] = run.copy(rotations[k]);
+      energy += weights[k] * e;
+      gradient += weights[k] * g;
+    }
+    auto totals = run.result(energy, gradient);
     result.energy = totals.at("energy").toTensor().item<double>();
     result.forces = to_vector(totals.at("forces").toTensor());
     const auto virial = to_vector(totals.at("virial").toTensor());
@@ -347,8 +392,40 @@ Result Model::compute_exchanged(const ExchangeSystem &s, MessageExchange &exchan
   } catch (const Error &) {
     throw;
   } catch (const std::exception &err) {
-    throw Error("the model failed on " + std::to_string(s.n_central) + " atoms and " + std::to_string(n_edges) +
+    throw Error("the model failed on " + std::to_string(s.n_central) + " atoms and " + std::to_string(s.n_edges) +
                 " edges (message exchange): " + torch_message(err));
+  }
+  return result;
+}
+
+GridResult Model::compute_grid_exchanged(const ExchangeSystem &s, MessageExchange &exchange,
+                                         const std::string &grid) const {
+  require_exchange();
+  GridResult result;
+  try {
+    ExchangeRun run(impl_->module, exchange, s, impl_->device, message_width(), info_.n_gnn_layers,
+                    info_.dtype == "float64" ? torch::kFloat64 : torch::kFloat32);
+    const auto identity = torch::eye(3, run.vectors.options());
+    const auto [e, g] = run.copy(identity);
+    auto plain = run.result(e, g);
+    result.energy = plain.at("energy").toTensor().item<double>();
+    result.forces = to_vector(plain.at("forces").toTensor());
+    const auto [rotations, weights] = run.rotations("message_grid", {grid});
+    torch::Tensor mean_forces;
+    for (int64_t k = 0; k < rotations.size(0); k++) {
+      const auto [ek, gk] = run.copy(rotations[k]);
+      auto copy = run.result(ek, gk);
+      result.grid_energies.push_back(copy.at("energy").toTensor().item<double>());
+      auto forces = weights[k] * copy.at("forces").toTensor();
+      mean_forces = mean_forces.defined() ? mean_forces + forces : forces;
+    }
+    result.grid_weights = to_vector(weights);
+    result.grid_forces = to_vector(mean_forces);
+  } catch (const Error &) {
+    throw;
+  } catch (const std::exception &err) {
+    throw Error("grid evaluation failed on " + std::to_string(s.n_central) + " atoms (message exchange): " +
+                torch_message(err));
   }
   return result;
 }

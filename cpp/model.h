@@ -110,11 +110,16 @@ class PETMD_API Model {
   // Forward + backward of the exported module; inputs are copied to the device once, outputs back in float64.
   virtual Result compute(const SystemView &system, bool per_atom_energies) const;
 
-  // The network as trained on one domain with message exchange: energies of the central atoms, forces on all n_all
-  // atoms (ghosts' forces belong to their owners), this domain's share of the virial. Every domain must call it
-  // (the exchange is collective), also one without atoms. Throws Error for a file exported before exchange.
+  // compute on one domain with message exchange: energies of the central atoms, forces on all n_all atoms (ghosts'
+  // forces belong to their owners), this domain's share of the virial; in the symmetrization mode (none, random,
+  // grid:G; not ecse). Every domain must call it (the exchange is collective), also one without atoms. Throws Error
+  // for a file exported before exchange.
   virtual Result compute_exchanged(const ExchangeSystem &system, MessageExchange &exchange,
                                    bool per_atom_energies) const;
+
+  // compute_grid with message exchange (the network as trained, and its average over `grid`).
+  virtual GridResult compute_grid_exchanged(const ExchangeSystem &system, MessageExchange &exchange,
+                                            const std::string &grid) const;
 
   // d: values per edge token that compute_exchanged trades (0 for a file exported before exchange).
   virtual int64_t message_width() const;
@@ -136,6 +141,8 @@ class PETMD_API Model {
 
  private:
   struct Impl;
+  struct ExchangeRun;
+  void require_exchange() const;
   std::unique_ptr<Impl> impl_;
   ModelInfo info_;
   std::string device_;

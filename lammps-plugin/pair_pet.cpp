@@ -235,21 +235,17 @@ void PairPET::init_style()
   if (comm->mode != Comm::SINGLE)
     error->all(FLERR, "pair_style pet requires `comm_modify mode single`");
 
-  // Message exchange (each rank evaluates its own atoms, trading edge tokens between layers) runs the network as
-  // trained; the symmetrization modes and compute pet/symmetry evaluate rotated copies of the whole domain graph.
-  const bool plain = model_->info().symmetrize == "none";
-  const bool diagnostics = !modify->get_compute_by_style("pet/symmetry").empty();
-  if (exchange_request_ == 1 && !plain)
-    error->all(FLERR, "pair_style pet: exchange yes runs the network as trained; it cannot be combined with "
-               "symmetrize {}: use exchange no", model_->info().symmetrize);
-  if (exchange_request_ == 1 && diagnostics)
-    error->all(FLERR, "pair_style pet: exchange yes cannot be combined with compute pet/symmetry (it evaluates the "
-               "whole domain graph): use exchange no or auto");
+  // Message exchange (each rank evaluates its own atoms, trading edge tokens between layers) runs the network one
+  // layer at a time; ECSE symmetrizes inside each layer, over the whole domain graph.
+  const bool layered = model_->info().symmetrize != "ecse";
+  if (exchange_request_ == 1 && !layered)
+    error->all(FLERR, "pair_style pet: exchange yes cannot be combined with symmetrize ecse (it symmetrizes inside "
+               "each layer): use exchange no");
   if (exchange_request_ == 1 && model_->message_width() == 0)
     error->all(FLERR, "pair_style pet: model {} was exported before message exchange existed: re-export it with "
                "`petmd export`, or use exchange no", model_path_);
   exchange_ = exchange_request_ == 1 ||
-              (exchange_request_ == -1 && comm->nprocs > 1 && plain && !diagnostics && model_->message_width() > 0);
+              (exchange_request_ == -1 && comm->nprocs > 1 && layered && model_->message_width() > 0);
   if (exchange_) {
     // ghosts within the cutoff (+ skin) suffice: their edge tokens come from their owners
     ghostneigh = 0;
@@ -289,6 +285,8 @@ void PairPET::compute(int eflag, int vflag)
     error->all(FLERR, "pair_style pet does not compute per-atom virials (compute stress/atom, "
                "centroid/stress/atom): the model gives the global virial only");
 
+  // every rank, and every evaluation within a step, must use the same random rotation
+  if (model_->info().symmetrize == "random") model_->set_random_seed(static_cast<uint64_t>(seed_ + update->ntimestep));
   if (exchange_) {
     compute_exchanged();
     return;
@@ -300,8 +298,6 @@ void PairPET::compute(int eflag, int vflag)
   petmd::DomainGraph graph;
   try {
     const auto system = build_system(graph);
-    // every rank, and every evaluation within a step, must use the same random rotation
-    if (model_->info().symmetrize == "random") model_->set_random_seed(static_cast<uint64_t>(seed_ + update->ntimestep));
     result = model_->compute(system, eflag_atom != 0);
   } catch (const std::exception &err) {
     error->one(FLERR, "pair_style pet: {}", err.what());
@@ -389,6 +385,22 @@ petmd::SystemView PairPET::build_system(petmd::DomainGraph &graph)
 PairPET::SymmetryTerms PairPET::symmetry_terms(const std::string &grid, double **dforce)
 {
   SymmetryTerms terms;
+  if (exchange_) {    // every rank takes part, also one without atoms
+    petmd::GridResult result;
+    const auto system = prepare_exchange();
+    RowExchange exchange(this);
+    try {
+      result = model_->compute_grid_exchanged(system, exchange, grid);
+    } catch (const std::exception &err) {
+      error->one(FLERR, "compute pet/symmetry: {}", err.what());
+    }
+    for (int a = 0; a < system.n_all; a++)
+      for (int c = 0; c < 3; c++) dforce[a][c] += result.forces[3 * a + c] - result.grid_forces[3 * a + c];
+    terms.plain_energy = result.energy;
+    terms.grid_energies = result.grid_energies;
+    terms.grid_weights = result.grid_weights;
+    return terms;
+  }
   if (atom->nlocal == 0) {    // nothing owned: zero energy and forces in every rotation
     petmd::GridResult probe;
     try {
@@ -420,12 +432,29 @@ PairPET::SymmetryTerms PairPET::symmetry_terms(const std::string &grid, double *
 
 void PairPET::compute_exchanged()
 {
+  const auto system = prepare_exchange();
+  petmd::Result result;
+  RowExchange exchange(this);
+  try {
+    result = model_->compute_exchanged(system, exchange, eflag_atom != 0);
+  } catch (const std::exception &err) {
+    error->one(FLERR, "pair_style pet: {}", err.what());
+  }
+  // ghosts' forces go to the ghosts: the reverse communication (newton on) adds them to their owners
+  double **f = atom->f;
+  for (int a = 0; a < system.n_all; a++)
+    for (int c = 0; c < 3; c++) f[a][c] += result.forces[3 * a + c];
+  tally(result);
+}
+
+// This rank's edges, the reverse of each (found through the exchanged edge identities) and which edge rows travel.
+petmd::ExchangeSystem PairPET::prepare_exchange()
+{
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
   const double cutoff = model_->info().cutoff;
   const auto view = domain_view();
-  petmd::Result result;
-  std::vector<int64_t> reverse;
+  auto &reverse = reverse_;
   int64_t n_ghost_rows = 0;
   try {
     local_graph_ = std::make_unique<petmd::LocalGraph>(petmd::build_local_graph(view, cutoff));
@@ -473,17 +502,7 @@ void PairPET::compute_exchanged()
   system.edge_vectors = graph.vectors.data();
   system.reverse = reverse.data();
   system.n_ghost_rows = n_ghost_rows;
-  RowExchange exchange(this);
-  try {
-    result = model_->compute_exchanged(system, exchange, eflag_atom != 0);
-  } catch (const std::exception &err) {
-    error->one(FLERR, "pair_style pet: {}", err.what());
-  }
-  // ghosts' forces go to the ghosts: the reverse communication (newton on) adds them to their owners
-  double **f = atom->f;
-  for (int a = 0; a < nall; a++)
-    for (int c = 0; c < 3; c++) f[a][c] += result.forces[3 * a + c];
-  tally(result);
+  return system;
 }
 
 void PairPET::exchange_tokens(const double *local_rows, int64_t d, double *ghost_rows)

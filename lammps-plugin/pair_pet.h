@@ -16,6 +16,7 @@ struct DomainGraph;
 struct LocalGraph;
 struct PackedRows;
 struct Result;
+struct ExchangeSystem;
 struct SystemView;
 template <typename Tag> struct DomainView;
 }
@@ -55,6 +56,7 @@ class PairPET : public Pair {
   petmd::SystemView build_system(petmd::DomainGraph &graph);
   petmd::DomainView<tagint> domain_view();
   void compute_exchanged();
+  petmd::ExchangeSystem prepare_exchange();
   void tally(const petmd::Result &result);
   void layout_rows(int64_t width);
   void layout_packed(int64_t d);
@@ -72,6 +74,7 @@ class PairPET : public Pair {
   bool exchange_ = false;              // this run exchanges messages between ranks (decided in init_style)
   std::unique_ptr<petmd::LocalGraph> local_graph_;
   std::unique_ptr<petmd::PackedRows> packed_;  // the edge slots whose tokens travel
+  std::vector<int64_t> reverse_;       // row of each local edge's reverse edge (see message_exchange.h)
   int64_t slots_ = 0;                  // edge slots per atom: the largest edge count on any rank
   int64_t most_packed_ = 0;            // the most packed slots of one atom on any rank
   std::vector<double> rows_;           // what the exchange sends and receives: one row of values per atom

@@ -173,31 +173,14 @@ def test_ase_stress_matches_finite_strain(tmp_path):
             assert numeric == pytest.approx(stress[a, b], abs=1e-7 + 1e-6 * np.abs(stress).max())
 
 
-@pytest.mark.parametrize("chunk", [0, 5])
-def test_layer_by_layer_methods_reproduce_forward(tmp_path, systems, chunk):
-    """The message-exchange interface (docs/model-interface.md §14) driven as its documented loop on one domain
-    that holds every atom (reverse edges all local): the same energies, per-atom energies, forces and virial as
-    forward, with and without chunks."""
-    ckpt = write_checkpoint(tmp_path / "m.ckpt", small_pet(seed=9))
-    export_checkpoint(ckpt, tmp_path / "m.pt", dtype="float64")
-    loaded = load_model(tmp_path / "m.pt")
-    module = loaded.module
-    module.set_chunk_atoms(chunk)
-    f = frame(systems["box"])
-    want = module(torch.from_numpy(f.positions), torch.from_numpy(f.numbers), torch.from_numpy(f.cell),
-                  torch.from_numpy(f.edge_index), torch.from_numpy(f.cell_shifts),
-                  torch.ones(f.n_atoms, dtype=torch.bool))
-    numbers = torch.from_numpy(f.numbers)
-    edge_index = torch.from_numpy(f.edge_index)
-    reverse = torch.from_numpy(f.reverse)
-    vectors = (torch.from_numpy(f.positions)[edge_index[1]] - torch.from_numpy(f.positions)[edge_index[0]]
-               + torch.from_numpy(f.cell_shifts).double() @ torch.from_numpy(f.cell))
-    edge_args = (numbers, numbers[edge_index[1]], edge_index[0], vectors)
-    d, n_layers, n_edges = module.message_width(), loaded.metadata["n_gnn_layers"], edge_index.shape[1]
-    energy = torch.zeros(f.n_atoms, dtype=torch.float64)
+def layer_by_layer(module, n_layers, edge_args, reverse, vectors):
+    """The documented loop of docs/model-interface.md §14 on one domain that holds every atom (reverse edges all
+    local): summed layer energies and dE/dx for edge vectors ``vectors``."""
+    d, n_edges = module.message_width(), reverse.shape[0]
+    energy = torch.zeros(edge_args[0].shape[0], dtype=torch.float64)
     messages = [torch.zeros(0, d, dtype=torch.float64)]
     for k in range(n_layers - 1):
-        e_k, tokens, used = module.message_layer(k, *edge_args, messages[k])
+        e_k, tokens, used = module.message_layer(k, *edge_args, vectors, messages[k])
         energy += e_k
         messages[k] = used
         messages.append(0.5 * (used + tokens[reverse]))
@@ -205,15 +188,46 @@ def test_layer_by_layer_methods_reproduce_forward(tmp_path, systems, chunk):
     adjoint = torch.zeros(n_edges, d, dtype=torch.float64)
     for k in range(n_layers - 1, -1, -1):
         output_adjoint = torch.zeros(n_edges, d, dtype=torch.float64).index_add_(0, reverse, 0.5 * adjoint)
-        e_k, g_k, m_k = module.message_layer_backward(k, *edge_args, messages[k], output_adjoint)
+        e_k, g_k, m_k = module.message_layer_backward(k, *edge_args, vectors, messages[k], output_adjoint)
         if k == n_layers - 1:
             energy += e_k
         gradient += g_k
         adjoint = 0.5 * adjoint + m_k
+    return energy, gradient
+
+
+@pytest.mark.parametrize("chunk,mode", [(0, "none"), (5, "none"), (5, "grid:2")])
+def test_layer_by_layer_methods_reproduce_forward(tmp_path, systems, chunk, mode):
+    """The message-exchange interface driven as documented, averaged over message_rotations(): the same energies,
+    per-atom energies, forces and virial as forward, with and without chunks, plain and grid-averaged."""
+    ckpt = write_checkpoint(tmp_path / "m.ckpt", small_pet(seed=9))
+    export_checkpoint(ckpt, tmp_path / "m.pt", dtype="float64")
+    loaded = load_model(tmp_path / "m.pt")
+    module = loaded.module
+    module.set_chunk_atoms(chunk)
+    module.set_symmetrization(mode)
+    f = frame(systems["box"])
+    want = module(torch.from_numpy(f.positions), torch.from_numpy(f.numbers), torch.from_numpy(f.cell),
+                  torch.from_numpy(f.edge_index), torch.from_numpy(f.cell_shifts),
+                  torch.ones(f.n_atoms, dtype=torch.bool))
+    numbers = torch.from_numpy(f.numbers)
+    edge_index = torch.from_numpy(f.edge_index)
+    vectors = (torch.from_numpy(f.positions)[edge_index[1]] - torch.from_numpy(f.positions)[edge_index[0]]
+               + torch.from_numpy(f.cell_shifts).double() @ torch.from_numpy(f.cell))
+    edge_args = (numbers, numbers[edge_index[1]], edge_index[0])
+    energy = torch.zeros(f.n_atoms, dtype=torch.float64)
+    gradient = torch.zeros_like(vectors)
+    rotations, weights = module.message_rotations()
+    assert rotations.shape[0] == (1 if mode == "none" else 18)  # (2L − 1)² · L for L = 2
+    for rotation, weight in zip(rotations, weights):
+        e, g = layer_by_layer(module, loaded.metadata["n_gnn_layers"], edge_args, torch.from_numpy(f.reverse),
+                              vectors @ rotation.T)
+        energy += weight * e
+        gradient += weight * (g @ rotation)  # back to the unrotated frame
     got = module.message_result(numbers, energy, edge_index, vectors, gradient, f.n_atoms)
     for key in ("energy", "energies", "forces", "virial"):
         scale = float(want[key].detach().abs().max())
         torch.testing.assert_close(got[key].detach(), want[key].detach(), rtol=0, atol=1e-11 * scale)
-    module.set_symmetrization("grid:2")
-    with pytest.raises(torch.jit.Error, match="message exchange between ranks runs the network as trained"):
-        module.message_layer(0, *edge_args, messages[0])
+    module.set_symmetrization("ecse")
+    with pytest.raises(torch.jit.Error, match="symmetrize ecse cannot exchange messages"):
+        module.message_rotations()

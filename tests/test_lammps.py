@@ -197,10 +197,8 @@ BAD_INPUTS = {
     "bad grid": ({"extra": "symmetrize grid 3x"}, "unknown rotation grid '3x'"),
     "negative chunk": ({"extra": "chunk -5"}, "chunk must be at least 0 atoms"),
     "bad exchange": ({"extra": "exchange maybe"}, "Expected boolean parameter instead of 'maybe'"),
-    "exchange with grid": ({"extra": "exchange yes symmetrize grid 2i"},
-                           "exchange yes runs the network as trained; .* symmetrize grid:2i: use exchange no"),
-    "exchange with diagnostics": ({"extra": "exchange yes", "after": "compute sym all pet/symmetry 5 2"},
-                                  "exchange yes cannot be combined with compute pet/symmetry"),
+    "exchange with ecse": ({"extra": "exchange yes symmetrize ecse"},
+                           "exchange yes cannot be combined with symmetrize ecse .*: use exchange no"),
     "per-atom virial": ({"after": "compute s all stress/atom NULL\ncompute p all reduce sum c_s[1]\nthermo_style custom step c_p"},
                         "does not compute per-atom virials"),
 }
@@ -283,12 +281,15 @@ def test_symmetrize_keyword_overrides_the_file(tmp_path, model64):
             compare(read_single_point(out), want, 1e-8, f"symmetrize {keyword}, {runner}")
             if stdout:
                 assert f"symmetrization {mode}" in stdout
+                # grids run as rotated copies with message exchange; ECSE symmetrizes inside each layer
+                assert ("message exchange between ranks" in stdout) == (mode != "ecse")
     random = {}
     for runner in ("in-process", "mpiexec -np 2"):
         out = tmp_path / f"random-{runner.replace(' ', '_')}"
         out.mkdir()
-        run(runner, single_point_input(model64, data, out, pair_extra="symmetrize random seed 7"), out)
+        stdout = run(runner, single_point_input(model64, data, out, pair_extra="symmetrize random seed 7"), out)
         random[runner] = read_single_point(out)
+        assert ("message exchange between ranks" in stdout) == (runner != "in-process")
     first = random["in-process"]
     compare(random["mpiexec -np 2"], {k: getattr(first, k) for k in ("energy", "forces", "energies", "virial")},
             1e-10, "symmetrize random on 1 and 2 ranks")
@@ -320,7 +321,8 @@ thermo_style custom step pe c_sym[1] c_sym[2] c_sym[3] c_sym[4]
 run 0
 print "$(c_sym[1]:%.17g) $(c_sym[2]:%.17g) $(c_sym[3]:%.17g) $(c_sym[4]:%.17g)" file {out}/sym.txt
 """
-            run(runner, script, out)
+            stdout = run(runner, script, out)
+            assert ("message exchange between ranks" in stdout) == (runner != "in-process")
             got = np.array((out / "sym.txt").read_text().split(), dtype=float) * 1e3  # eV → meV
             expected = [want["energy_mae_mev_per_atom"], want["force_mae_mev_per_A"], want["force_max_mev_per_A"],
                         want["energy_std_mev_per_atom"]]

@@ -155,17 +155,38 @@ class ExportedPET(nn.Module):
         return self.pet.neighbor_embedding.weight.shape[1]
 
     @torch.jit.export
+    def message_rotations(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The rotated copies the current mode averages over ([K, 3, 3] acting on row vectors as x Qᵀ, weights [K]):
+        the identity for none, one fresh random O(3) element for random (torch's global generator: seed it the same
+        on every rank), the grid for grid:G. ECSE works inside each layer and cannot be run layer by layer here."""
+        device = self.grid_weights.device
+        if self.symmetrize == "none":
+            return _identity(device)
+        if self.symmetrize == "random":
+            return (random_o3(torch.float64, device).unsqueeze(0),
+                    torch.ones(1, dtype=torch.float64, device=device))
+        if self.symmetrize == "ecse":
+            raise RuntimeError("symmetrize ecse cannot exchange messages between ranks layer by layer")
+        return self.grid_rotations, self.grid_weights
+
+    @torch.jit.export
+    def message_grid(self, grid: str) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Rotations and weights of the named grid (for on-the-fly symmetry diagnostics)."""
+        rotations, weights = named_grid(grid)
+        return rotations.to(self.grid_weights.device), weights.to(self.grid_weights.device)
+
+    @torch.jit.export
     def message_layer(self, layer: int, atomic_numbers: torch.Tensor, neighbor_numbers: torch.Tensor,
                       edge_i: torch.Tensor, edge_vectors: torch.Tensor,
                       messages: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        self._check_exchange()
+        """The network as trained, one layer (rotated copies: rotate edge_vectors, see message_rotations)."""
         return self.pet.message_layer(layer, atomic_numbers, neighbor_numbers, edge_i, edge_vectors, messages)
 
     @torch.jit.export
     def message_layer_backward(self, layer: int, atomic_numbers: torch.Tensor, neighbor_numbers: torch.Tensor,
                                edge_i: torch.Tensor, edge_vectors: torch.Tensor, messages: torch.Tensor,
                                output_adjoint: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        self._check_exchange()  # gradient recording must be on (§7)
+        # gradient recording must be on (§7)
         return self.pet.message_layer_backward(layer, atomic_numbers, neighbor_numbers, edge_i, edge_vectors,
                                                messages, output_adjoint)
 
@@ -173,11 +194,6 @@ class ExportedPET(nn.Module):
     def message_result(self, atomic_numbers: torch.Tensor, layer_energies: torch.Tensor, edge_index: torch.Tensor,
                        edge_vectors: torch.Tensor, gradient: torch.Tensor, n_all: int) -> Dict[str, torch.Tensor]:
         return self.pet.message_result(atomic_numbers, layer_energies, edge_index, edge_vectors, gradient, n_all)
-
-    def _check_exchange(self) -> None:
-        if self.symmetrize != "none":
-            raise RuntimeError("message exchange between ranks runs the network as trained (symmetrize none), not "
-                               "symmetrize " + self.symmetrize)
 
     @torch.jit.export
     def batched(
