@@ -29,7 +29,7 @@ from pathlib import Path
 from machine import available_cores, finish, metadata  # noqa: E402  (benchmarks/machine.py)
 
 REPO = Path(__file__).resolve().parents[1]
-REPLICAS = {192: 1, 1536: 2, 5184: 3, 12288: 4}
+REPLICAS = {192: 1, 1536: 2, 5184: 3, 12288: 4, 98304: 8}
 
 INPUT = """units metal
 atom_style atomic
