@@ -80,7 +80,7 @@ PairPET::PairPET(LAMMPS *lmp) : Pair(lmp)
   restartinfo = 0;
   one_coeff = 1;
   manybody_flag = 1;
-  ghostneigh = 1;                  // message passing needs the neighbours of ghosts too
+  ghostneigh = 1;                  // until init_style: exchange yes needs no neighbour lists of ghosts
   no_virial_fdotr_compute = 1;     // the virial is the model's strain derivative, not sum r·f
   centroidstressflag = CENTROID_NOTAVAIL;
   if (lmp->citeme) lmp->citeme->add(cite_pet);
