@@ -27,31 +27,14 @@ LocalGraph build_local_graph(const DomainView<Tag> &d, double cutoff) {
   LocalGraph graph;
   graph.n_central = d.nlocal;
   const double cutsq = cutoff * cutoff;
-  std::vector<int64_t> count(static_cast<size_t>(d.nlocal), 0);
-  std::vector<int64_t> row_of(static_cast<size_t>(d.nlocal), -1);
-  for (int64_t k = 0; k < d.n_listed; k++) {
-    const int i = d.listed[k];
-    if (i >= d.nlocal) continue;
-    row_of[i] = k;
-    for (int jj = 0; jj < d.count[i]; jj++) {
-      const int j = d.neighbors[i][jj] & d.neighmask;
-      double rsq = 0.0;
-      for (int c = 0; c < 3; c++) rsq += (d.x[3 * j + c] - d.x[3 * i + c]) * (d.x[3 * j + c] - d.x[3 * i + c]);
-      if (rsq < cutsq) count[i]++;
-    }
-  }
+  std::vector<bool> listed(static_cast<size_t>(d.nlocal), false);
+  for (int64_t k = 0; k < d.n_listed; k++)
+    if (d.listed[k] < d.nlocal) listed[d.listed[k]] = true;
+  // atom by atom, so that each atom's edges are contiguous whatever the order of the list
+  std::vector<int64_t> neighbor;
   graph.offsets.assign(static_cast<size_t>(d.nlocal) + 1, 0);
   for (int64_t i = 0; i < d.nlocal; i++) {
-    graph.offsets[i + 1] = graph.offsets[i] + count[i];
-    graph.max_neighbors = std::max(graph.max_neighbors, count[i]);
-  }
-  const int64_t n_edges = graph.offsets[d.nlocal];
-  graph.edge_index.resize(2 * n_edges);
-  graph.vectors.resize(3 * n_edges);
-  for (int64_t i = 0; i < d.nlocal; i++) {
-    if (row_of[i] < 0) continue;
-    int64_t e = graph.offsets[i];
-    for (int jj = 0; jj < d.count[i]; jj++) {
+    for (int jj = 0; listed[i] && jj < d.count[i]; jj++) {
       const int j = d.neighbors[i][jj] & d.neighmask;
       double v[3], rsq = 0.0;
       for (int c = 0; c < 3; c++) {
@@ -59,12 +42,17 @@ LocalGraph build_local_graph(const DomainView<Tag> &d, double cutoff) {
         rsq += v[c] * v[c];
       }
       if (!(rsq < cutsq)) continue;
-      graph.edge_index[e] = i;
-      graph.edge_index[n_edges + e] = j;
-      for (int c = 0; c < 3; c++) graph.vectors[3 * e + c] = v[c];
-      e++;
+      neighbor.push_back(j);
+      graph.vectors.insert(graph.vectors.end(), v, v + 3);
     }
+    graph.offsets[i + 1] = static_cast<int64_t>(neighbor.size());
+    graph.max_neighbors = std::max(graph.max_neighbors, graph.offsets[i + 1] - graph.offsets[i]);
   }
+  const int64_t n_edges = graph.offsets[d.nlocal];
+  graph.edge_index.resize(2 * n_edges);
+  for (int64_t i = 0; i < d.nlocal; i++)
+    std::fill(graph.edge_index.begin() + graph.offsets[i], graph.edge_index.begin() + graph.offsets[i + 1], i);
+  std::copy(neighbor.begin(), neighbor.end(), graph.edge_index.begin() + n_edges);
   return graph;
 }
 

@@ -147,6 +147,7 @@ void run_setter(torch::jit::Module &module, const std::string &method, const c10
 struct Model::Impl {
   mutable torch::jit::Module module;
   torch::Device device{torch::kCPU};
+  int64_t message_width = 0;  // 0: the file predates message exchange
 };
 
 std::string resolve_device(const std::string &request, int local_rank) {
@@ -201,6 +202,9 @@ Model::Model(const std::string &path, const std::string &device, int local_rank)
                 " metadata): export it with `petmd export`");
   info_ = parse_metadata(extra[kMetadataFile], path);
   impl_->module.eval();
+  // message_rotations is the newest of the layer-by-layer methods: files without it predate their final form
+  if (impl_->module.find_method("message_rotations"))
+    impl_->message_width = call(impl_->module, "message_width", {}).toInt();
 }
 
 Model::~Model() = default;
@@ -261,11 +265,7 @@ Result Model::compute(const SystemView &s, bool per_atom_energies) const {
   return result;
 }
 
-int64_t Model::message_width() const {
-  // message_rotations is the newest of the layer-by-layer methods: files without it predate their final form
-  if (!impl_->module.find_method("message_rotations")) return 0;
-  return call(impl_->module, "message_width", {}).toInt();
-}
+int64_t Model::message_width() const { return impl_->message_width; }
 
 // One domain's edge tensors on the model's device, and the layer loop of docs/pair_pet.md ("exchange") over them,
 // with the layers themselves in the exported module: forward without autograd keeping each layer's input
@@ -361,19 +361,19 @@ struct Model::ExchangeRun {
   }
 };
 
-void Model::require_exchange() const {
-  if (message_width() == 0)
+Model::ExchangeRun Model::exchange_run(const ExchangeSystem &s, MessageExchange &exchange) const {
+  if (impl_->message_width == 0)
     throw Error("'" + path_ + "' cannot exchange messages between domains (exported by petmd " +
                 info_.petmd_version + " before this was possible): re-export it with `petmd export`, or use "
                 "`pair_style pet ... exchange no`");
+  return ExchangeRun(impl_->module, exchange, s, impl_->device, impl_->message_width, info_.n_gnn_layers,
+                     info_.dtype == "float64" ? torch::kFloat64 : torch::kFloat32);
 }
 
 Result Model::compute_exchanged(const ExchangeSystem &s, MessageExchange &exchange, bool per_atom_energies) const {
-  require_exchange();
   Result result;
   try {
-    ExchangeRun run(impl_->module, exchange, s, impl_->device, message_width(), info_.n_gnn_layers,
-                    info_.dtype == "float64" ? torch::kFloat64 : torch::kFloat32);
+    auto run = exchange_run(s, exchange);
     // the mode's rotated copies (the identity for none), each rotated back, weighted
     const auto [rotations, weights] = run.rotations("message_rotations", {});
     auto energy = torch::zeros({s.n_central}, run.vectors.options());
@@ -400,11 +400,9 @@ Result Model::compute_exchanged(const ExchangeSystem &s, MessageExchange &exchan
 
 GridResult Model::compute_grid_exchanged(const ExchangeSystem &s, MessageExchange &exchange,
                                          const std::string &grid) const {
-  require_exchange();
   GridResult result;
   try {
-    ExchangeRun run(impl_->module, exchange, s, impl_->device, message_width(), info_.n_gnn_layers,
-                    info_.dtype == "float64" ? torch::kFloat64 : torch::kFloat32);
+    auto run = exchange_run(s, exchange);
     const auto identity = torch::eye(3, run.vectors.options());
     const auto [e, g] = run.copy(identity);
     auto plain = run.result(e, g);

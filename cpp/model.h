@@ -142,7 +142,7 @@ class PETMD_API Model {
  private:
   struct Impl;
   struct ExchangeRun;
-  void require_exchange() const;
+  ExchangeRun exchange_run(const ExchangeSystem &system, MessageExchange &exchange) const;
   std::unique_ptr<Impl> impl_;
   ModelInfo info_;
   std::string device_;

@@ -76,13 +76,7 @@ class ExportedPET(nn.Module):
         energy_mask: torch.Tensor,  # [n] bool: atoms whose energies are summed (LAMMPS: local atoms)
     ) -> Dict[str, torch.Tensor]:
         positions = positions.to(torch.float64)
-        if self.symmetrize == "none" or self.symmetrize == "ecse":  # the identity: exact in floating point
-            rotations, weights = _identity(positions.device)
-        elif self.symmetrize == "random":
-            rotations = random_o3(torch.float64, positions.device).unsqueeze(0)
-            weights = torch.ones(1, dtype=torch.float64, device=positions.device)
-        else:
-            rotations, weights = self.grid_rotations, self.grid_weights
+        rotations, weights = self._mode_rotations()
         return self._average(positions, atomic_numbers, cell, edge_index, cell_shifts, energy_mask, rotations,
                              weights, self.symmetrize == "ecse")[0]
 
@@ -159,14 +153,20 @@ class ExportedPET(nn.Module):
         """The rotated copies the current mode averages over ([K, 3, 3] acting on row vectors as x Qᵀ, weights [K]):
         the identity for none, one fresh random O(3) element for random (torch's global generator: seed it the same
         on every rank), the grid for grid:G. ECSE works inside each layer and cannot be run layer by layer here."""
+        if self.symmetrize == "ecse":
+            raise RuntimeError("symmetrize ecse cannot exchange messages between ranks layer by layer")
+        return self._mode_rotations()
+
+    def _mode_rotations(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Rotations [K, 3, 3] and weights [K] of the current mode: the identity (exact in floating point) for none
+        and ecse (which symmetrizes inside the network), a fresh random O(3) element for random, the grid for
+        grid:G."""
         device = self.grid_weights.device
-        if self.symmetrize == "none":
+        if self.symmetrize == "none" or self.symmetrize == "ecse":
             return _identity(device)
         if self.symmetrize == "random":
             return (random_o3(torch.float64, device).unsqueeze(0),
                     torch.ones(1, dtype=torch.float64, device=device))
-        if self.symmetrize == "ecse":
-            raise RuntimeError("symmetrize ecse cannot exchange messages between ranks layer by layer")
         return self.grid_rotations, self.grid_weights
 
     @torch.jit.export

@@ -508,10 +508,7 @@ class PET(nn.Module):
                       messages: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Layer ``target`` without autograd: its energies [n] (network dtype, unscaled), output tokens [E, d] and
         the messages it used: ``messages``, except for layer 0, whose messages are the neighbour embeddings."""
-        species = self.species_index(atomic_numbers)
-        neighbors = self.neighbor_embedding(self.species_index(neighbor_numbers)).detach()
-        if target == 0:
-            messages = neighbors
+        species, neighbors, messages = self._layer_inputs(target, atomic_numbers, neighbor_numbers, messages)
         energy = torch.zeros(species.shape[0], dtype=neighbors.dtype, device=neighbors.device)
         edge_out = torch.zeros_like(neighbors)
         self.layer_forward(target, self._all_atom_chunks(edge_i, species.shape[0]), species, neighbors,
@@ -523,10 +520,7 @@ class PET(nn.Module):
                                output_adjoint: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Layer ``target`` re-run with autograd for the objective Σ_i s·y_i + Σ_e output_adjoint_e · out_e
         (s = energy scale): its energies [n] (unscaled), ∂/∂x_e [E, 3] (float64) and ∂/∂messages_e [E, d]."""
-        species = self.species_index(atomic_numbers)
-        neighbors = self.neighbor_embedding(self.species_index(neighbor_numbers)).detach()
-        if target == 0:
-            messages = neighbors
+        species, neighbors, messages = self._layer_inputs(target, atomic_numbers, neighbor_numbers, messages)
         n_atoms, n_edges = species.shape[0], edge_i.shape[0]
         dtype, device = neighbors.dtype, neighbors.device
         energy = torch.zeros(n_atoms, dtype=dtype, device=device)
@@ -548,6 +542,13 @@ class PET(nn.Module):
         forces = edge_forces(gradient, edge_index, n_all)
         virial = edge_virials(edge_vectors, gradient).sum(0)
         return {"energy": energies.sum(), "energies": energies, "forces": forces, "virial": virial}
+
+    def _layer_inputs(self, target: int, atomic_numbers: torch.Tensor, neighbor_numbers: torch.Tensor,
+                      messages: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Species indices, neighbour embeddings and the messages of layer ``target`` (layer 0: the embeddings)."""
+        species = self.species_index(atomic_numbers)
+        neighbors = self.neighbor_embedding(self.species_index(neighbor_numbers)).detach()
+        return species, neighbors, neighbors if target == 0 else messages
 
     def _all_atom_chunks(self, edge_i: torch.Tensor,
                          n_atoms: int) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
