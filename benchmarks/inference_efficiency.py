@@ -8,7 +8,7 @@ process, so its peak memory is its own (VmHWM on CPU, torch.cuda.max_memory_allo
 1. one call under torch.utils.flop_counter.FlopCounterMode (which also serves as warm-up): the FLOPs the model
    executes (matrix products, padding included), divided by the atoms;
 2. --warmup more calls, then --calls timed calls of the exported forward (forward + force backward, as LAMMPS calls
-   it); the best time gives atom-steps/s.
+   it: in TorchScript's plain interpreter, cpp/model.cpp); the best time gives atom-steps/s.
 
 The parent measures the machine's fp32 matrix-multiply peak the same way (square torch.mm, best of several, same
 threads; TF32 if --tf32) and reports FLOP efficiency = FLOPs/atom × atom-steps/s ÷ that peak.
@@ -55,6 +55,7 @@ f = frame_from_atoms(atoms, model.cutoff)
 args = [torch.from_numpy(a).to(device) for a in (f.positions, f.numbers, f.cell, f.edge_index, f.cell_shifts)]
 args.append(torch.ones(f.n_atoms, dtype=torch.bool, device=device))
 sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+torch._C._set_graph_executor_optimize(False)  # as the C++ bridge and petmd.export.LoadedModel run it
 counter = FlopCounterMode(display=False)
 with counter:
     module(*args)

@@ -61,8 +61,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         n, t, d = x.shape
-        qkv = self.qkv(x).view(n, t, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        # unbind, not three selects: its backward stacks the three gradients in one pass, where each select's
+        # backward would fill a zero tensor of the full [3, ...] size and add it to the others
+        q, k, v = self.qkv(x).view(n, t, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4).unbind(0)
         logits = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(self.d_head))
         weights = torch.softmax(logits + key_mask[:, None, None, :], dim=-1)
         y = torch.matmul(weights, v).transpose(1, 2).reshape(n, t, d)
