@@ -11,7 +11,8 @@ process, so its peak memory is its own (VmHWM on CPU, torch.cuda.max_memory_allo
    it: in TorchScript's plain interpreter, cpp/model.cpp); the best time gives atom-steps/s.
 
 The parent measures the machine's fp32 matrix-multiply peak the same way (square torch.mm, best of several, same
-threads; TF32 if --tf32) and reports FLOP efficiency = FLOPs/atom × atom-steps/s ÷ that peak.
+threads; TF32 if --tf32) and reports FLOP efficiency = FLOPs/atom × atom-steps/s ÷ that peak. With --tf32 each
+child also reports how far TF32 moves the energy and forces from the same call in float32.
 
     python benchmarks/inference_efficiency.py                                   # 192, 1536, 12288 atoms
     python benchmarks/inference_efficiency.py --sizes 1536 --chunks 0 256 512 1024 2048
@@ -56,6 +57,15 @@ args = [torch.from_numpy(a).to(device) for a in (f.positions, f.numbers, f.cell,
 args.append(torch.ones(f.n_atoms, dtype=torch.bool, device=device))
 sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 torch._C._set_graph_executor_optimize(False)  # as the C++ bridge and petmd.export.LoadedModel run it
+deviation = {}
+if tf32 == "1":  # the same call in float32 proper: how far TF32's 10-bit mantissa products move the results
+    torch.backends.cuda.matmul.allow_tf32 = False
+    exact = module(*args)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    fast = module(*args)
+    deviation = {"tf32_energy_mev_per_atom": 1e3 * abs(float(fast["energy"] - exact["energy"])) / f.n_atoms,
+                 "tf32_force_max_mev_per_A": 1e3 * float((fast["forces"] - exact["forces"]).abs().max()),
+                 "tf32_force_mae_mev_per_A": 1e3 * float((fast["forces"] - exact["forces"]).abs().mean())}
 counter = FlopCounterMode(display=False)
 with counter:
     module(*args)
@@ -75,7 +85,7 @@ else:
 counts = torch.bincount(torch.from_numpy(f.edge_index[0]), minlength=f.n_atoms)
 print(json.dumps({"atoms": f.n_atoms, "edges": int(f.edge_index.shape[1]), "mean_neighbors": float(counts.float().mean()),
                   "max_neighbors": int(counts.max()), "flops": counter.get_total_flops(), "best_s": min(times),
-                  "mean_s": sum(times) / len(times), "peak_mb": peak, "energy": float(out["energy"])}))
+                  "mean_s": sum(times) / len(times), "peak_mb": peak, "energy": float(out["energy"]), **deviation}))
 """
 
 
@@ -142,6 +152,10 @@ def main(argv=None) -> int:
                   f"(neighbours mean {row['mean_neighbors']:.1f}, max {row['max_neighbors']}), "
                   f"{row['gflop_per_s']:.1f} GFLOP/s = {100 * row['efficiency']:.0f} % of peak, "
                   f"peak memory {row['peak_mb']:,.0f} MB", flush=True)
+            if "tf32_force_max_mev_per_A" in row:
+                print(f"{'':7s} TF32 against float32: |ΔE| {row['tf32_energy_mev_per_atom']:.2e} meV/atom, |ΔF| max "
+                      f"{row['tf32_force_max_mev_per_A']:.3g}, mean {row['tf32_force_mae_mev_per_A']:.3g} meV/Å",
+                      flush=True)
     meta = {**metadata("inference_efficiency.py", argv), "torch": torch.__version__, "threads": args.threads,
             "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(args.device),
             "gemm_peak_gflops": peak / 1e9, "tf32": args.tf32, "model": str(args.model)}

@@ -1,0 +1,101 @@
+"""On a CUDA device: the exported model (plain, in chunks, layer by layer), the C++ bridge and pair_style pet (one
+rank, and two ranks exchanging messages) give the CPU's numbers.
+
+Skipped where torch sees no CUDA device (CI has none); run on a GPU machine (tools/offline-gpu/README.md).
+PETMD_TEST_DEVICE=cpu runs the same comparisons CPU against CPU, which checks the tests themselves on any machine.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import frame, small_pet, water_box, write_checkpoint
+from lammps_helpers import read_single_point, run_inprocess, run_lmp, single_point_input, write_data
+from petmd import _bridge
+from petmd.export import export_checkpoint, load_model
+
+DEVICE = os.environ.get("PETMD_TEST_DEVICE", "cuda")
+pytestmark = pytest.mark.skipif(DEVICE.startswith("cuda") and not torch.cuda.is_available(),
+                                reason="needs a CUDA device")
+KEYS = ("energy", "energies", "forces", "virial")
+# float64 runs the same arithmetic in another order on the GPU; float32 adds cuBLAS's own summation order
+TOLERANCE = {"float64": 1e-10, "float32": 2e-5}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gpu")
+    ckpt = write_checkpoint(folder / "m.ckpt", small_pet(seed=41, n_gnn_layers=3))
+    paths = {}
+    for dtype in TOLERANCE:
+        paths[dtype] = folder / f"m-{dtype}.pt"
+        export_checkpoint(ckpt, paths[dtype], dtype=dtype)
+    return paths
+
+
+def assert_close(got, want, tol, what):
+    for key in KEYS:
+        g, w = np.asarray(got[key], dtype=np.float64), np.asarray(want[key], dtype=np.float64)
+        known = ~np.isnan(g)  # LAMMPS's pressure tensor holds the upper triangle of W only
+        scale = max(float(np.nanmax(np.abs(w))), 1e-12)
+        err = float(np.abs(g[known] - w[known]).max())
+        assert err <= tol * scale, f"{what}: {key} differs by {err:.3g} (scale {scale:.3g})"
+
+
+def model_outputs(path, f, device, chunk):
+    model = load_model(path)
+    model.set_chunk_atoms(chunk)
+    module = model.module.to(device)
+    inputs = [torch.from_numpy(a).to(device) for a in (f.positions, f.numbers, f.cell, f.edge_index, f.cell_shifts)]
+    mask = torch.ones(f.n_atoms, dtype=torch.bool, device=device)
+    mask[0] = False  # a node outside the energy sum, as LAMMPS's ghosts are
+    with torch.jit.optimized_execution(False):
+        out = module(*inputs, mask)
+    return {key: out[key].detach().cpu().numpy() for key in KEYS}
+
+
+@pytest.mark.parametrize("dtype", TOLERANCE)
+@pytest.mark.parametrize("chunk", [0, 40])
+def test_exported_model_on_device_equals_cpu(exported, dtype, chunk):
+    f = frame(water_box(3, seed=6, cell_tilt=0.4))
+    want = model_outputs(exported[dtype], f, "cpu", chunk)
+    got = model_outputs(exported[dtype], f, DEVICE, chunk)
+    assert_close(got, want, TOLERANCE[dtype], f"{DEVICE} vs cpu, {dtype}, chunk {chunk}")
+
+
+@pytest.mark.parametrize("dtype", TOLERANCE)
+def test_bridge_on_device_equals_cpu(exported, dtype):
+    f = frame(water_box(3, seed=7))
+    args = (f.positions, f.numbers, f.cell, f.edge_index, f.cell_shifts, np.ones(f.n_atoms, dtype=bool))
+    device = DEVICE if ":" in DEVICE or DEVICE == "cpu" else f"{DEVICE}:0"
+    bridge = _bridge.Model(str(exported[dtype]), device)
+    assert bridge.device == device
+    assert_close(bridge.compute(*args), _bridge.Model(str(exported[dtype])).compute(*args), TOLERANCE[dtype],
+                 f"bridge on {device} vs cpu, {dtype}")
+
+
+def test_pair_pet_on_device_equals_cpu_on_1_and_2_ranks(tmp_path, exported):
+    # two ranks share the one device and exchange messages through the host (cpp/model.cpp compute_exchanged)
+    atoms = water_box(4, seed=8)
+    data = write_data(tmp_path / "system.data", atoms)
+    runs = {"cpu": ("device cpu", 1), "1 rank": (f"device {DEVICE}", 1), "2 ranks": (f"device {DEVICE}", 2),
+            "2 ranks, exchange no": (f"device {DEVICE} exchange no", 2)}
+    results = {}
+    for name, (extra, ranks) in runs.items():
+        out = tmp_path / name.replace(" ", "_").replace(",", "")
+        out.mkdir()
+        script = single_point_input(exported["float64"], data, out, pair_extra=extra)
+        if ranks == 1:
+            run_inprocess(script)
+        else:
+            result = run_lmp(script, out, ranks=ranks)
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            assert ("message exchange between ranks" in result.stdout) == ("exchange no" not in extra)
+        sp = read_single_point(out)
+        results[name] = {"energy": sp.energy, "energies": sp.energies, "forces": sp.forces, "virial": sp.virial}
+    for name in runs:
+        assert_close(results[name], results["cpu"], TOLERANCE["float64"], f"pair_style pet, {name} vs cpu")
