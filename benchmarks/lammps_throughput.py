@@ -235,7 +235,7 @@ def measure(n_atoms: int, base, args, loaded, threads: int, workdir: Path) -> di
 
     # LAMMPS: run 0 (check), warm-up, timed run
     log(f"[{n_atoms} atoms] LAMMPS: setting up (pair_style pet, device {args.device}, {threads} threads)")
-    lmp = LammpsRun(atoms, args.model, args.device, threads, workdir)
+    lmp = LammpsRun(atoms, args.model, args.device, threads, workdir, "tf32 yes" if args.tf32 else "")
     row["lammps_version"] = lmp.version
     t0 = time.perf_counter()
     lmp_energy, lmp_forces = lmp.energy_forces()
@@ -265,6 +265,7 @@ def measure(n_atoms: int, base, args, loaded, threads: int, workdir: Path) -> di
 
     # bare exported model on the same atoms
     log(f"[{n_atoms} atoms] bare model: {args.warmup + 3} warm-up + {steps} timed calls")
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32  # as LAMMPS ran (the setting is per process)
     module = loaded.module.to(args.device) if args.device != "cpu" else loaded.module
     inputs = bare_inputs(frame, args.device)
     out = module(*inputs)
@@ -375,6 +376,9 @@ def main(argv=None) -> int:
                              "says --steps would take longer (default 300; 0: always --steps)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="TF32 float32 matrix products on a CUDA device (pair_style pet ... tf32 yes; the bare "
+                             "model likewise)")
     parser.add_argument("--skip-ase", action="store_true", help="do not time ASE MD")
     parser.add_argument("--ase-max-atoms", type=int, default=1536,
                         help="skip ASE MD above this many atoms (default 1536)")

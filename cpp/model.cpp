@@ -249,6 +249,14 @@ void Model::set_chunk_atoms(int64_t n) {
   run_setter(impl_->module, "set_chunk_atoms", n, "evaluate in chunks", path_, info_.petmd_version);
 }
 
+void Model::set_tf32(bool on) {
+  if (on && !impl_->device.is_cuda())
+    throw Error("tf32 speeds up float32 matrix products on CUDA devices; this model runs on " + device_ +
+                ": use `device cuda`, or drop `tf32 yes`");
+  at::globalContext().setAllowTF32CuBLAS(on);
+  at::globalContext().setAllowTF32CuDNN(on);
+}
+
 Result Model::compute(const SystemView &s, bool per_atom_energies) const {
   Result result;
   try {

@@ -138,7 +138,9 @@ PYBIND11_MODULE(_bridge, m) {
                              [](const petmd::Model &model) { return model.info().interaction_range; })
       .def("compute", &compute, "positions"_a, "atomic_numbers"_a, "cell"_a, "edge_index"_a, "cell_shifts"_a,
            "energy_mask"_a = py::none(), "per_atom_energies"_a = true,
-           "Energy (float), forces [n, 3], virial [3, 3] and per-atom energies [n], as LAMMPS gets them");
+           "Energy (float), forces [n, 3], virial [3, 3] and per-atom energies [n], as LAMMPS gets them")
+      .def("set_tf32", &petmd::Model::set_tf32, "on"_a,
+           "TF32 in float32 matrix products (CUDA devices only; a setting of the whole process)");
 
   m.def("resolve_device", &petmd::resolve_device, "request"_a, "local_rank"_a = 0);
   m.def("set_num_threads", &petmd::set_num_threads, "n"_a);

@@ -49,7 +49,7 @@ static int usable_cores()
 }
 
 static const char usage[] = "pair_style pet MODEL [device cpu|cuda|cuda:N] [threads N] [fold yes|no] "
-                            "[symmetrize none|random|grid G|ecse] [seed N] [chunk N] [exchange auto|yes|no]";
+                            "[symmetrize none|random|grid G|ecse] [seed N] [chunk N] [exchange auto|yes|no] [tf32 yes|no]";
 
 // Values per atom that one LAMMPS communication call carries in the message exchange; wider rows (edges × d) go in
 // several calls. Sets the size of LAMMPS's communication buffers (this many doubles per ghost of a swap).
@@ -117,6 +117,7 @@ void PairPET::settings(int narg, char **arg)
   bigint chunk = -1;  // -1: the model's default
   fold_ = true;
   exchange_request_ = -1;
+  tf32_ = false;
   seed_ = 20231201;
   for (int iarg = 1; iarg < narg; iarg += 2) {
     const std::string key = arg[iarg];
@@ -150,6 +151,8 @@ void PairPET::settings(int narg, char **arg)
     } else if (key == "exchange") {
       const std::string value = arg[iarg + 1];
       exchange_request_ = value == "auto" ? -1 : utils::logical(FLERR, value, false, lmp);
+    } else if (key == "tf32") {
+      tf32_ = utils::logical(FLERR, arg[iarg + 1], false, lmp) == 1;
     } else {
       error->all(FLERR, "pair_style pet: unknown keyword '{}': `{}`", key, usage);
     }
@@ -170,6 +173,7 @@ void PairPET::settings(int narg, char **arg)
                                         local_rank, threads);
     if (!symmetrize.empty()) model_->set_symmetrization(symmetrize);
     if (chunk >= 0) model_->set_chunk_atoms(chunk);
+    model_->set_tf32(tf32_);
   } catch (const std::exception &err) {
     error->one(FLERR, "pair_style pet: {}", err.what());
   }
@@ -192,11 +196,12 @@ void PairPET::report_model(int threads) const
                  "  species {} (Z = {}); cutoff {} A (smoothing width {} A); {} message-passing layers, "
                  "interaction range {} A\n"
                  "  network {}, symmetrization {}; exported by petmd {} with torch {}\n"
-                 "  device {} (rank 0), {} torch thread(s) per MPI rank; periodic images of local atoms folded: {}\n"
+                 "  device {} (rank 0){}, {} torch thread(s) per MPI rank; periodic images of local atoms folded: {}\n"
                  "  cite: {}\n",
                  model_path_, species, numbers, info.cutoff, info.cutoff_width, info.n_gnn_layers,
                  info.interaction_range, info.dtype, info.symmetrize, info.petmd_version, info.torch_version,
-                 model_->device(), threads, fold_ ? "yes" : "no", info.citation);
+                 model_->device(), tf32_ ? " with TF32 matrix products" : "", threads, fold_ ? "yes" : "no",
+                 info.citation);
 }
 
 void PairPET::coeff(int narg, char **arg)

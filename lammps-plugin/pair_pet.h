@@ -71,6 +71,7 @@ class PairPET : public Pair {
   std::vector<long> type_z_;          // atomic number of each LAMMPS atom type (index 1..ntypes)
   bool fold_ = true;                   // fold periodic images of local atoms onto them (docs/pair_pet.md)
   int exchange_request_ = -1;          // exchange yes (1) | no (0) | auto (-1)
+  bool tf32_ = false;                  // tf32 yes: TF32 float32 matrix products on a CUDA device
   bool exchange_ = false;              // this run exchanges messages between ranks (decided in init_style)
   std::unique_ptr<petmd::LocalGraph> local_graph_;
   std::unique_ptr<petmd::PackedRows> packed_;  // the edge slots whose tokens travel

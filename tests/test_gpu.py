@@ -99,3 +99,17 @@ def test_pair_pet_on_device_equals_cpu_on_1_and_2_ranks(tmp_path, exported):
         results[name] = {"energy": sp.energy, "energies": sp.energies, "forces": sp.forces, "virial": sp.virial}
     for name in runs:
         assert_close(results[name], results["cpu"], TOLERANCE["float64"], f"pair_style pet, {name} vs cpu")
+
+
+@pytest.mark.skipif(not DEVICE.startswith("cuda"), reason="TF32 exists on CUDA devices only")
+def test_tf32_stays_close_to_float32(exported):
+    f = frame(water_box(3, seed=9))
+    args = (f.positions, f.numbers, f.cell, f.edge_index, f.cell_shifts, np.ones(f.n_atoms, dtype=bool))
+    bridge = _bridge.Model(str(exported["float32"]), DEVICE)
+    want = bridge.compute(*args)
+    bridge.set_tf32(True)
+    try:
+        got = bridge.compute(*args)
+    finally:
+        bridge.set_tf32(False)
+    assert_close(got, want, 2e-2, "TF32 vs float32")

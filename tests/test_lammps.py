@@ -197,6 +197,7 @@ BAD_INPUTS = {
     "bad grid": ({"extra": "symmetrize grid 3x"}, "unknown rotation grid '3x'"),
     "negative chunk": ({"extra": "chunk -5"}, "chunk must be at least 0 atoms"),
     "bad exchange": ({"extra": "exchange maybe"}, "Expected boolean parameter instead of 'maybe'"),
+    "tf32 on a cpu": ({"extra": "device cpu tf32 yes"}, "tf32 speeds up float32 matrix products on CUDA devices"),
     "exchange with ecse": ({"extra": "exchange yes symmetrize ecse"},
                            "exchange yes cannot be combined with symmetrize ecse .*: use exchange no"),
     "per-atom virial": ({"after": "compute s all stress/atom NULL\ncompute p all reduce sum c_s[1]\nthermo_style custom step c_p"},

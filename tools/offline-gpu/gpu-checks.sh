@@ -23,5 +23,7 @@ step "bare model, TF32" 200 python benchmarks/inference_efficiency.py --model /t
   --sizes 12288 98304 192000 --json "$out"/bare-tf32.json 2>&1 | grep -v "^$"
 step "chunk sizes, TF32" 150 python benchmarks/inference_efficiency.py --model /tmp/pet-water.pt --device "$device" --tf32 \
   --sizes 12288 --chunks 1024 16384 0 --json "$out"/chunks-tf32.json 2>&1 | grep -v "^$"
-step "pair_style pet on the GPU" 200 python benchmarks/lammps_throughput.py --model /tmp/pet-water.pt --device "$device" \
-  --sizes 12288 98304 --steps 5 --warmup 1 --skip-ase --json "$out"/lammps-cuda.json 2>&1 | tail -12
+step "pair_style pet on the GPU, TF32" 200 python benchmarks/lammps_throughput.py --model /tmp/pet-water.pt \
+  --device "$device" --tf32 --sizes 12288 98304 --steps 5 --warmup 1 --skip-ase --json "$out"/lammps-tf32.json 2>&1 | tail -9
+step "pair_style pet on the GPU, float32" 100 python benchmarks/lammps_throughput.py --model /tmp/pet-water.pt \
+  --device "$device" --sizes 12288 --steps 5 --warmup 1 --skip-ase --json "$out"/lammps-fp32.json 2>&1 | tail -6
