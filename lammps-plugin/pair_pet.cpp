@@ -49,7 +49,8 @@ static int usable_cores()
 }
 
 static const char usage[] = "pair_style pet MODEL [device cpu|cuda|cuda:N] [threads N] [fold yes|no] "
-                            "[symmetrize none|random|grid G|ecse] [seed N] [chunk N] [exchange auto|yes|no] [tf32 yes|no]";
+                            "[symmetrize none|random|grid G|ecse] [seed N] [chunk N] [exchange auto|yes|no] "
+                            "[tf32 yes|no]";
 
 // Values per atom that one LAMMPS communication call carries in the message exchange; wider rows (edges × d) go in
 // several calls. Sets the size of LAMMPS's communication buffers (this many doubles per ghost of a swap).
@@ -173,7 +174,7 @@ void PairPET::settings(int narg, char **arg)
                                         local_rank, threads);
     if (!symmetrize.empty()) model_->set_symmetrization(symmetrize);
     if (chunk >= 0) model_->set_chunk_atoms(chunk);
-    model_->set_tf32(tf32_);
+    if (tf32_) model_->set_tf32(true);
   } catch (const std::exception &err) {
     error->one(FLERR, "pair_style pet: {}", err.what());
   }

@@ -14,7 +14,8 @@ step "set-up" 300 tools/offline-gpu/setup.sh build > "$out"/setup.log 2>&1 || { 
 tail -1 "$out"/setup.log
 export PATH=$venv/bin:$PATH PYTHONUNBUFFERED=1 PETMD_DATA=$PWD/.offline/kit/water-frame.extxyz
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
-step "tests" 240 env PETMD_TEST_DEVICE="$device" python -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_bridge.py 2>&1 | tail -15
+step "tests" 240 env PETMD_TEST_DEVICE="$device" python -m pytest -q -p no:cacheprovider \
+  tests/test_gpu.py tests/test_bridge.py 2>&1 | tail -15
 # a model file is exported by the torch that runs it: a file of a newer torch may not load in an older one
 petmd export models/pet-water.ckpt -o /tmp/pet-water.pt --dtype float32 || exit 1
 step "bare model, float32" 200 python benchmarks/inference_efficiency.py --model /tmp/pet-water.pt --device "$device" \

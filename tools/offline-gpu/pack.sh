@@ -34,7 +34,8 @@ if [ "$what" = kit ] || [ "$what" = all ]; then
   $venv/bin/python -c "
 import ase.io
 from petmd.data import default_data_path, find_structure
-ase.io.write('.offline/kit/water-frame.extxyz', find_structure(default_data_path(), n_atoms=192, config_type='multithermal'))"
+frame = find_structure(default_data_path(), n_atoms=192, config_type='multithermal')
+ase.io.write('.offline/kit/water-frame.extxyz', frame)"
   # pure-Python ase and vesin's manylinux build, as the pins of this checkout's environment
   for pkg in ase vesin; do
     version=$($venv/bin/python -c "import importlib.metadata as m; print(m.version('$pkg'))")

@@ -13,10 +13,15 @@ mode=${1:?usage: setup.sh build|train}
 venv=${PETMD_VENV:-/tmp/petmd-venv}
 host_python=${PYTHON:-python3}
 fail() { echo "setup.sh: $*" >&2; exit 2; }
-need() { [ -e "$1" ] || fail "$1 missing: run tools/offline-gpu/pack.sh $2 where 'make install' was done, and bring .offline/$2 along"; }
+need() {
+  [ -e "$1" ] || fail "$1 missing: run tools/offline-gpu/pack.sh $2 where 'make install' was done, and bring .offline along"
+}
 need .offline/wheels kit
-case $mode in build) need .offline/kit/lammps-mpich.tar.xz kit ;; train) need .offline/train/water-scan.pack.npz train ;;
-  *) fail "unknown mode '$mode': build or train" ;; esac
+case $mode in
+  build) need .offline/kit/lammps-mpich.tar.xz kit ;;
+  train) need .offline/train/water-scan.pack.npz train ;;
+  *) fail "unknown mode '$mode': build or train" ;;
+esac
 $host_python -c "import torch" 2>/dev/null || fail "$host_python has no torch: set PYTHON to the interpreter that has it"
 host_site=$($host_python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 torch_dir=$($host_python -c "import os, torch; print(os.path.dirname(torch.__file__))")
