@@ -287,25 +287,30 @@ struct Model::ExchangeRun {
   int64_t d, n_layers;
   torch::TensorOptions options;
   torch::Tensor central, neighbor_numbers, edge_index, vectors, reverse;
-  std::vector<double> ghost_host;
+  torch::Tensor sent;  // [n_sent] local edges whose tokens travel
+  std::vector<double> ghost_host, sent_host;
 
   ExchangeRun(torch::jit::Module &m, MessageExchange &ex, const ExchangeSystem &system, const torch::Device &dev,
               int64_t width, int64_t layers, torch::Dtype dtype)
       : module(m), exchange(ex), s(system), d(width), n_layers(layers),
         options(torch::TensorOptions().dtype(dtype).device(dev)),
-        ghost_host(static_cast<size_t>(system.n_ghost_rows * width)) {
+        ghost_host(static_cast<size_t>(system.n_ghost_rows * width)),
+        sent_host(ex.sent_edges().size() * static_cast<size_t>(width)) {
     auto on_device = [&](torch::Tensor t) { return dev.is_cpu() ? t : t.to(dev); };
     const auto numbers = on_device(view_or_zeros(s.atomic_numbers, {s.n_all}, torch::kInt64));
     edge_index = on_device(view_or_zeros(s.edge_index, {2, s.n_edges}, torch::kInt64));
     vectors = on_device(view_or_zeros(s.edge_vectors, {s.n_edges, 3}, torch::kFloat64));
     reverse = on_device(view_or_zeros(s.reverse, {s.n_edges}, torch::kInt64));
+    const auto &sent_edges = ex.sent_edges();
+    const int64_t n_sent = static_cast<int64_t>(sent_edges.size());
+    sent = view_or_zeros(sent_edges.data(), {n_sent}, torch::kInt64).to(dev, /*non_blocking=*/false, /*copy=*/true);
     central = numbers.slice(0, 0, s.n_central);
     neighbor_numbers = numbers.index_select(0, edge_index[1]);
   }
 
   // [E local | ghost rows | zero row] from this domain's tokens
   torch::Tensor with_ghosts(const torch::Tensor &out) {
-    auto host = out.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+    auto host = out.detach().index_select(0, sent).to(torch::kCPU, torch::kFloat64).contiguous();
     exchange.forward(host.data_ptr<double>(), d, ghost_host.data());
     auto ghosts = torch::from_blob(ghost_host.data(), {s.n_ghost_rows, d}, torch::kFloat64).to(options);
     return torch::cat({out, ghosts, torch::zeros({1, d}, options)});
@@ -315,9 +320,9 @@ struct Model::ExchangeRun {
   torch::Tensor gathered(const torch::Tensor &extended) {
     const int64_t n_edges = s.n_edges;
     auto ghosts = extended.slice(0, n_edges, n_edges + s.n_ghost_rows).to(torch::kCPU, torch::kFloat64).contiguous();
-    auto local = extended.slice(0, 0, n_edges).to(torch::kCPU, torch::kFloat64).contiguous();
-    exchange.reverse(ghosts.data_ptr<double>(), d, local.data_ptr<double>());
-    return local.to(options);
+    exchange.reverse(ghosts.data_ptr<double>(), d, sent_host.data());
+    const auto received = torch::from_blob(sent_host.data(), {sent.size(0), d}, torch::kFloat64).to(options);
+    return extended.slice(0, 0, n_edges).index_add(0, sent, received);
   }
 
   // the network on the edge vectors rotated by `rotation` (x Q^T): summed layer energies [n] (float64, unscaled)

@@ -81,11 +81,14 @@ struct ExchangeSystem {
 class MessageExchange {
  public:
   virtual ~MessageExchange() = default;
-  // local_rows [E, d]: this domain's output tokens. Fills ghost_rows [n_ghost_rows, d] with the ghosts' tokens.
-  virtual void forward(const double *local_rows, int64_t d, double *ghost_rows) = 0;
-  // ghost_adjoint [n_ghost_rows, d]: adjoints of the ghost tokens used here. Adds what the other domains send back
-  // for this domain's tokens into local_adjoint [E, d].
-  virtual void reverse(const double *ghost_adjoint, int64_t d, double *local_adjoint) = 0;
+  // The local edges whose tokens other domains use (about a fifth of them), in the order of the rows below: only
+  // these leave the device.
+  virtual const std::vector<int64_t> &sent_edges() const = 0;
+  // sent_rows [n_sent, d]: the tokens of sent_edges(). Fills ghost_rows [n_ghost_rows, d] with the ghosts' tokens.
+  virtual void forward(const double *sent_rows, int64_t d, double *ghost_rows) = 0;
+  // ghost_adjoint [n_ghost_rows, d]: adjoints of the ghost tokens used here. Writes what the other domains send
+  // back for the tokens of sent_edges() into sent_adjoint [n_sent, d].
+  virtual void reverse(const double *ghost_adjoint, int64_t d, double *sent_adjoint) = 0;
 };
 
 // "cpu", "cuda" (→ cuda:(local_rank % device count)) or "cuda:N"; throws Error if that device cannot be used.

@@ -61,13 +61,14 @@ namespace {
 class RowExchange : public petmd::MessageExchange {
  public:
   explicit RowExchange(PairPET *pair) : pair_(pair) {}
-  void forward(const double *local_rows, int64_t d, double *ghost_rows) override
+  const std::vector<int64_t> &sent_edges() const override { return pair_->sent_edges(); }
+  void forward(const double *sent_rows, int64_t d, double *ghost_rows) override
   {
-    pair_->exchange_tokens(local_rows, d, ghost_rows);
+    pair_->exchange_tokens(sent_rows, d, ghost_rows);
   }
-  void reverse(const double *ghost_adjoint, int64_t d, double *local_adjoint) override
+  void reverse(const double *ghost_adjoint, int64_t d, double *sent_adjoint) override
   {
-    pair_->exchange_adjoints(ghost_adjoint, d, local_adjoint);
+    pair_->exchange_adjoints(ghost_adjoint, d, sent_adjoint);
   }
 
  private:
@@ -493,6 +494,11 @@ petmd::ExchangeSystem PairPET::prepare_exchange()
   } catch (const std::exception &err) {
     error->one(FLERR, "pair_style pet: {}", err.what());
   }
+  // the local edges whose tokens travel, in the order of the local packed rows
+  sent_edges_.clear();
+  for (int i = 0; i < nlocal; i++)
+    for (int64_t row = packed_->offsets[i]; row < packed_->offsets[i + 1]; row++)
+      sent_edges_.push_back(graph.offsets[i] + packed_->slot[row]);
   int64_t most_packed = 0;
   for (int a = 0; a < nall; a++) most_packed = std::max(most_packed, packed_->offsets[a + 1] - packed_->offsets[a]);
   MPI_Allreduce(&most_packed, &most_packed_, 1, MPI_INT64_T, MPI_MAX, world);
@@ -511,25 +517,19 @@ petmd::ExchangeSystem PairPET::prepare_exchange()
   return system;
 }
 
-void PairPET::exchange_tokens(const double *local_rows, int64_t d, double *ghost_rows)
+void PairPET::exchange_tokens(const double *sent_rows, int64_t d, double *ghost_rows)
 {
-  const auto &graph = *local_graph_;
   const auto &packed = *packed_;
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
   layout_packed(d);
-  for (int i = 0; i < nlocal; i++)
-    for (int64_t row = packed.offsets[i]; row < packed.offsets[i + 1]; row++) {
-      const double *token = local_rows + (graph.offsets[i] + packed.slot[row]) * d;
-      std::copy(token, token + d, rows_.data() + row * d);
-    }
+  std::copy(sent_rows, sent_rows + packed.offsets[nlocal] * d, rows_.data());  // sent_edges_ order = packed order
   forward_rows();
   std::copy(rows_.data() + packed.offsets[nlocal] * d, rows_.data() + packed.offsets[nall] * d, ghost_rows);
 }
 
-void PairPET::exchange_adjoints(const double *ghost_adjoint, int64_t d, double *local_adjoint)
+void PairPET::exchange_adjoints(const double *ghost_adjoint, int64_t d, double *sent_adjoint)
 {
-  const auto &graph = *local_graph_;
   const auto &packed = *packed_;
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
@@ -538,12 +538,7 @@ void PairPET::exchange_adjoints(const double *ghost_adjoint, int64_t d, double *
   std::copy(ghost_adjoint, ghost_adjoint + (packed.offsets[nall] - packed.offsets[nlocal]) * d,
             rows_.data() + packed.offsets[nlocal] * d);
   reverse_rows();
-  for (int i = 0; i < nlocal; i++)
-    for (int64_t row = packed.offsets[i]; row < packed.offsets[i + 1]; row++) {
-      const double *adjoint = rows_.data() + row * d;
-      double *target = local_adjoint + (graph.offsets[i] + packed.slot[row]) * d;
-      for (int64_t k = 0; k < d; k++) target[k] += adjoint[k];
-    }
+  std::copy(rows_.data(), rows_.data() + packed.offsets[nlocal] * d, sent_adjoint);
 }
 
 // rows_ holds one row of values per atom (local and ghost), atom a's at row_start_[a] .. row_start_[a+1]

@@ -37,10 +37,12 @@ class PairPET : public Pair {
   int pack_reverse_comm(int, int, double *) override;
   void unpack_reverse_comm(int, int *, double *) override;
 
-  // Message exchange (docs/pair_pet.md): this rank's edge tokens [E, d] out, its ghosts' tokens in
-  // [nghost * slots, d]; and the adjoints of those ghost tokens out, what comes back added into [E, d].
-  void exchange_tokens(const double *local_rows, int64_t d, double *ghost_rows);
-  void exchange_adjoints(const double *ghost_adjoint, int64_t d, double *local_adjoint);
+  // Message exchange (docs/pair_pet.md): the tokens of this rank's sent edges [n_sent, d] out, its ghosts' tokens
+  // in [n_ghost_rows, d]; and the adjoints of those ghost tokens out, what comes back for the sent edges in
+  // [n_sent, d].
+  const std::vector<int64_t> &sent_edges() const { return sent_edges_; }
+  void exchange_tokens(const double *sent_rows, int64_t d, double *ghost_rows);
+  void exchange_adjoints(const double *ghost_adjoint, int64_t d, double *sent_adjoint);
   bool exchanges_messages() const { return exchange_; }
 
   // For compute pet/symmetry: the network as trained against its average over `grid` on this rank's graph. Adds
@@ -75,6 +77,7 @@ class PairPET : public Pair {
   bool exchange_ = false;              // this run exchanges messages between ranks (decided in init_style)
   std::unique_ptr<petmd::LocalGraph> local_graph_;
   std::unique_ptr<petmd::PackedRows> packed_;  // the edge slots whose tokens travel
+  std::vector<int64_t> sent_edges_;    // local edge of each local packed row
   std::vector<int64_t> reverse_;       // row of each local edge's reverse edge (see message_exchange.h)
   int64_t slots_ = 0;                  // edge slots per atom: the largest edge count on any rank
   int64_t most_packed_ = 0;            // the most packed slots of one atom on any rank
