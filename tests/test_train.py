@@ -108,6 +108,38 @@ def test_resume_with_a_different_model_is_refused(tmp_path, reference_run, data)
     assert result.returncode == 2 and "model.d_model" in result.stderr
 
 
+def test_init_starts_a_new_run_from_a_checkpoints_weights(tmp_path, reference_run, data):
+    _, run = reference_run
+    weights_only = tmp_path / "weights.ckpt"
+    run_petmd("export", run / "last.ckpt", "-o", tmp_path / "m.pt", "--weights-checkpoint", weights_only, check=True)
+    # learning rate 0: the new run's weights are exactly the checkpoint's, so they were loaded, not re-initialised
+    cfg = write_config(tmp_path / "still.yaml", data, learning_rate=0.0, epochs=1)
+    run_petmd("train", cfg, "-o", tmp_path / "still", "--init", weights_only, "--no-progress", check=True)
+    before, after = load_checkpoint(run / "last.ckpt"), load_checkpoint(tmp_path / "still" / "last.ckpt")
+    for key, value in before["model_state"].items():
+        torch.testing.assert_close(after["model_state"][key], value, rtol=0, atol=0)
+    assert after["sigma_f"] == before["sigma_f"]
+    assert after["epoch"] == 1 and len(after["history"]) == 1  # a fresh schedule and history
+    assert after["initialized_from"] == str(weights_only)
+    # and it trains on from there
+    cfg = write_config(tmp_path / "on.yaml", data, epochs=1)
+    run_petmd("train", cfg, "-o", tmp_path / "on", "--init", run / "last.ckpt", "--no-progress", check=True)
+    moved = load_checkpoint(tmp_path / "on" / "last.ckpt")["model_state"]
+    assert any(not torch.equal(moved[k], v) for k, v in before["model_state"].items())
+
+
+def test_init_is_refused_for_another_model_or_with_resume(tmp_path, reference_run, data):
+    cfg, run = reference_run
+    other = write_config(tmp_path / "other.yaml", data)
+    other.write_text(other.read_text().replace("d_model: 16", "d_model: 32"))
+    result = run_petmd("train", other, "-o", tmp_path / "a", "--init", run / "last.ckpt", "--no-progress")
+    assert result.returncode == 2 and "model.d_model" in result.stderr and "--init" in result.stderr
+    result = run_petmd("train", cfg, "-o", run, "--resume", "--init", run / "last.ckpt", "--no-progress")
+    assert result.returncode == 2 and "--resume" in result.stderr
+    result = run_petmd("train", cfg, "-o", tmp_path / "b", "--init", tmp_path / "missing.ckpt", "--no-progress")
+    assert result.returncode == 2 and "missing.ckpt" in result.stderr
+
+
 def test_random_rotations_cover_o3():
     q = random_rotations(2000, np.random.default_rng(0))
     np.testing.assert_allclose(q @ q.transpose(0, 2, 1), np.broadcast_to(np.eye(3), q.shape), atol=1e-12)

@@ -38,7 +38,8 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
 
 # what a model needs to be exported, evaluated or used to start a new training (no optimizer moments, RNG state)
 WEIGHTS_ONLY_KEYS = ("petmd_version", "config", "atomic_numbers", "model_state", "sigma_e", "sigma_f", "epoch",
-                     "global_step", "best_val_force_mae", "history", "elapsed_s", "validation_indices")
+                     "global_step", "best_val_force_mae", "history", "elapsed_s", "validation_indices",
+                     "initialized_from")
 
 
 def save_weights_only(state: dict, path: str | Path) -> None:

@@ -14,7 +14,7 @@ def _train(args) -> int:
     from .train import summary_table, train_from_config
 
     result = train_from_config(args.config, args.output, resume=args.resume, max_time=args.max_time,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, init=args.init)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "history"} | {"history": result["history"]}))
     else:
@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config (sections model, data, training)")
     p.add_argument("-o", "--output", default="run", help="output directory (checkpoints, metrics.csv)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.ckpt")
+    p.add_argument("--init", metavar="CHECKPOINT",
+                   help="start a new run from this checkpoint's weights (training or weights-only .ckpt; same model "
+                        "section): fresh optimizer and learning-rate schedule, e.g. to continue with a new recipe")
     p.add_argument("--max-time", type=float, default=None, metavar="SECONDS",
                    help="stop cleanly (checkpoint written) after this many seconds")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -102,7 +103,8 @@ def error_sums(batch: Batch, out: Dict[str, torch.Tensor]) -> Dict[str, float]:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, output_dir: Path, resume: bool = False, progress: bool = True):
+    def __init__(self, cfg: Config, output_dir: Path, resume: bool = False, progress: bool = True,
+                 init: Optional[Path] = None):
         self.cfg = cfg
         self.out = Path(output_dir)
         self.progress = progress
@@ -119,6 +121,11 @@ class Trainer:
             raise PetmdError(f"training.device '{t.device}': no such CUDA device on this machine")
         last = self.out / "last.ckpt"
         state = None
+        if resume and init is not None:
+            raise PetmdError("--init starts a new run from a checkpoint's weights and --resume continues a run; "
+                             "give one of them")
+        self.init_from = str(init) if init is not None else None
+        initial = self._initial_weights(Path(init)) if init is not None else None
         if resume:
             if not last.exists():
                 raise PetmdError(f"--resume: {last} does not exist (start without --resume)")
@@ -128,7 +135,7 @@ class Trainer:
             raise PetmdError(f"{self.out} already holds a training run (last.ckpt); use --resume to continue it "
                              "or choose another --output directory")
         self._load_data()
-        self._build(state)
+        self._build(state, initial)
 
     # --- set-up -----------------------------------------------------------------------------------------------
     def _check_resumable(self, state: dict) -> None:
@@ -138,6 +145,17 @@ class Trainer:
                 if key != "path" and saved[section].get(key) != value:  # the data may move between machines
                     raise PetmdError(f"--resume: config key '{section}.{key}' is {value!r} but the checkpoint was "
                                      f"trained with {saved[section].get(key)!r}; restore it or start a new run")
+
+    def _initial_weights(self, path: Path) -> dict:
+        """The weights, baseline and loss unit of a checkpoint (training or weights-only) to start a new run
+        from: the model section must match; optimizer, schedule and epoch count start afresh."""
+        state = load_checkpoint(path)
+        saved = state["config"]["model"]
+        for key, value in asdict(self.cfg.model).items():
+            if saved.get(key) != value:
+                raise PetmdError(f"--init {path}: config key 'model.{key}' is {value!r} but the checkpoint's model "
+                                 f"has {saved.get(key)!r}; use the checkpoint's model section")
+        return state
 
     def _load_data(self) -> None:
         d = self.cfg.data
@@ -150,11 +168,24 @@ class Trainer:
         self.train_idx, self.val_idx = train_idx, val_idx
         self.atomic_numbers = sorted({int(z) for f in frames for z in f.numbers})
 
-    def _build(self, state: Optional[dict]) -> None:
+    def _build(self, state: Optional[dict], initial: Optional[dict] = None) -> None:
         t = self.cfg.training
         torch.manual_seed(t.seed)
         self.model = build_model(asdict(self.cfg.model), self.atomic_numbers).to(self.dtype)
-        if state is None:
+        if initial is not None:
+            if initial["atomic_numbers"] != self.atomic_numbers:
+                raise PetmdError(f"--init {self.init_from}: the checkpoint's species {initial['atomic_numbers']} "
+                                 f"differ from the data's {self.atomic_numbers}")
+            # the composition baseline and energy scale come with the weights (buffers): the network was fitted
+            # against them, and σ_F keeps the loss in the same unit
+            self.model.load_state_dict(initial["model_state"])
+            self.model.to(self.dtype)
+            self.sigma_e, self.sigma_f = initial["sigma_e"], initial["sigma_f"]
+            held_out = initial.get("validation_indices")
+            if held_out is not None and sorted(held_out) != sorted(int(i) for i in self.val_idx):
+                print(f"petmd train: warning: --init {self.init_from} was trained with another validation split; "
+                      "its weights may have seen this run's validation frames", file=sys.stderr)
+        elif state is None:
             self._fit_baseline()
         params = self.model.parameters()
         opt_cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
@@ -172,6 +203,7 @@ class Trainer:
             self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
             self.global_step, self.best = state["global_step"], state["best_val_force_mae"]
             self.history, self.elapsed = state["history"], state["elapsed_s"]
+            self.init_from = state.get("initialized_from")
             torch.set_rng_state(state["torch_rng"])
         self.model.to(self.device)
         self.chunk_atoms = t.chunk_atoms
@@ -231,6 +263,7 @@ class Trainer:
             "elapsed_s": self.elapsed,
             "torch_rng": torch.get_rng_state(),
             "validation_indices": [int(i) for i in self.val_idx],
+            "initialized_from": self.init_from,
         }
 
     def _write_side_files(self) -> None:
@@ -401,8 +434,8 @@ def summary_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def train_from_config(config_path, output_dir, resume=False, max_time=None, progress=True) -> dict:
+def train_from_config(config_path, output_dir, resume=False, max_time=None, progress=True, init=None) -> dict:
     from .config import load_config
 
-    trainer = Trainer(load_config(config_path), Path(output_dir), resume=resume, progress=progress)
+    trainer = Trainer(load_config(config_path), Path(output_dir), resume=resume, progress=progress, init=init)
     return trainer.run(max_time=max_time)

@@ -54,7 +54,7 @@ if [ "$what" = train ] || [ "$what" = all ]; then
   if [ -f runs/pet-water/last.ckpt ]; then
     cp runs/pet-water/last.ckpt runs/pet-water/split.json runs/pet-water/metrics.csv .offline/train/
   else
-    echo "pack.sh: no runs/pet-water/last.ckpt: the GPU run will start the training from scratch" >&2
+    echo "pack.sh: no runs/pet-water/last.ckpt: the GPU run starts a new run from models/pet-water.ckpt" >&2
   fi
 fi
 du -sh .offline/* 2>/dev/null

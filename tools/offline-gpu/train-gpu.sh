@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One call on a GPU machine: continue the shipped model's training (runs/pet-water) for SECONDS, then put the new
+# One call on a GPU machine: continue the shipped model's training (runs/pet-water, or a new run from the shipped
+# weights models/pet-water.ckpt where no state travelled) for SECONDS, then put the new
 # state into OUT in pieces under 16 MB (SHA256SUMS, last.ckpt.part-*, best.ckpt.part-* if it improved, metrics.csv,
 # train.log);
 # tools/offline-gpu/collect.sh puts them back into runs/pet-water here. The training section runs on cuda; the
@@ -21,9 +22,10 @@ config = yaml.safe_load(open("models/pet-water.yaml"))
 config["training"].update(device=os.environ["PETMD_DEVICE"], num_threads=None)
 yaml.safe_dump(config, open("runs/pet-water-gpu.yaml", "w"), sort_keys=False)
 PY
-resume=""
-if [ -f runs/pet-water/last.ckpt ]; then resume=--resume; fi
-petmd train runs/pet-water-gpu.yaml -o runs/pet-water $resume --max-time "$seconds" --no-progress >> "$out"/train.log 2>&1
+# the run's own full state when it travelled (pack.sh train), else a new run from the shipped weights
+start="--init models/pet-water.ckpt"
+if [ -f runs/pet-water/last.ckpt ]; then start=--resume; fi
+petmd train runs/pet-water-gpu.yaml -o runs/pet-water $start --max-time "$seconds" --no-progress >> "$out"/train.log 2>&1
 status=$?
 tail -25 "$out"/train.log
 # best.ckpt exists only where this call's validation beat the state it started from
