@@ -114,7 +114,8 @@ def test_init_starts_a_new_run_from_a_checkpoints_weights(tmp_path, reference_ru
     run_petmd("export", run / "last.ckpt", "-o", tmp_path / "m.pt", "--weights-checkpoint", weights_only, check=True)
     # learning rate 0: the new run's weights are exactly the checkpoint's, so they were loaded, not re-initialised
     cfg = write_config(tmp_path / "still.yaml", data, learning_rate=0.0, epochs=1)
-    run_petmd("train", cfg, "-o", tmp_path / "still", "--init", weights_only, "--no-progress", check=True)
+    result = run_petmd("train", cfg, "-o", tmp_path / "still", "--init", weights_only, "--no-progress", check=True)
+    assert f"started from the weights of {weights_only}" in result.stdout
     before, after = load_checkpoint(run / "last.ckpt"), load_checkpoint(tmp_path / "still" / "last.ckpt")
     for key, value in before["model_state"].items():
         torch.testing.assert_close(after["model_state"][key], value, rtol=0, atol=0)

@@ -382,7 +382,7 @@ class Trainer:
         return {"stop_reason": stop_reason, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "global_step": self.global_step, "best_val_force_mae_mev_per_A": self.best,
                 "train_atoms_per_s": atoms_seen / train_time if train_time > 0 else float("nan"),
-                "history": self.history, "output_dir": str(self.out)}
+                "history": self.history, "output_dir": str(self.out), "initialized_from": self.init_from}
 
     def _end_epoch(self, sums: dict) -> None:
         val = self.validate() if len(self.val_idx) else {}
@@ -419,6 +419,8 @@ def summary_table(result: dict) -> str:
     lines = [f"training stopped ({result['stop_reason']}) {where}, step {result['global_step']}; "
              f"output in {result['output_dir']}",
              f"training throughput this run: {result['train_atoms_per_s']:.1f} atoms/s"]
+    if result.get("initialized_from"):
+        lines.insert(1, f"started from the weights of {result['initialized_from']} (--init)")
     history = result["history"]
     if history:
         lines.append(f"{'epoch':>6} {'train F RMSE':>13} {'val E MAE':>10} {'val E RMSE':>11} {'val F MAE':>10} "
