@@ -38,12 +38,20 @@ def assert_same_state(a, b):
 def reference_run(tmp_path_factory, data):
     base = tmp_path_factory.mktemp("ref")
     cfg = write_config(base / "cfg.yaml", data)
-    run_petmd("train", cfg, "-o", base / "run", "--no-progress", check=True)
+    result = run_petmd("train", cfg, "-o", base / "run", "--no-progress", check=True)
+    (base / "run" / "stderr.txt").write_text(result.stderr)
+    (base / "run" / "stdout.txt").write_text(result.stdout)
     return cfg, base / "run"
 
 
 def test_training_writes_outputs_and_reduces_the_loss(reference_run):
     _, run = reference_run
+    # without progress bars, the log on stderr still shows each epoch and each mid-epoch checkpoint (every step
+    # here: checkpoint_every_s 0); stdout holds only the final summary
+    log = (run / "stderr.txt").read_text()
+    assert "epoch 1/3: batch 1/3, mean loss" in log and "checkpoint written" in log
+    assert "epoch    3  loss" in log and "val F" in log
+    assert "checkpoint written" not in (run / "stdout.txt").read_text()
     for name in ("last.ckpt", "best.ckpt", "metrics.csv", "config.yaml", "split.json"):
         assert (run / name).exists(), name
     rows = list(csv.DictReader(open(run / "metrics.csv")))

@@ -369,6 +369,12 @@ class Trainer:
                     if now - last_save >= t.checkpoint_every_s and self.step_in_epoch < len(groups):
                         save_checkpoint(self._state(), self.out / "last.ckpt")
                         last_save = now
+                        if not self.progress:  # in place of the bar: a background run's log shows where it is
+                            print(f"epoch {self.epoch + 1}/{t.epochs}: batch {self.step_in_epoch}/{len(groups)}, "
+                                  f"mean loss {sums['loss'] / sums['n']:.4g}, train F RMSE "
+                                  f"{1e3 * math.sqrt(sums['f_sq'] / max(sums['n_f'], 1)):.1f} meV/Å, "
+                                  f"{atoms_seen / train_time:.1f} atoms/s; checkpoint written",
+                                  file=sys.stderr, flush=True)
                 bar.close()
                 if stop_reason != "completed":
                     break
@@ -406,11 +412,13 @@ class Trainer:
             save_checkpoint(state, self.out / "best.ckpt")
         save_checkpoint(state, self.out / "last.ckpt")
         self._write_metrics()
+        line = (f"epoch {row['epoch']:4d}  loss {row['train_loss']:.4g}  "
+                f"val E {val.get('val_energy_mae_mev_per_atom', float('nan')):.3f} meV/atom  "
+                f"val F {val.get('val_force_mae_mev_per_A', float('nan')):.1f} meV/Å" + ("  *best" if improved else ""))
         if self.progress:
-            tqdm.write(f"epoch {row['epoch']:4d}  loss {row['train_loss']:.4g}  "
-                       f"val E {val.get('val_energy_mae_mev_per_atom', float('nan')):.3f} meV/atom  "
-                       f"val F {val.get('val_force_mae_mev_per_A', float('nan')):.1f} meV/Å"
-                       + ("  *best" if improved else ""))
+            tqdm.write(line)
+        else:  # stdout keeps only the final summary (or its JSON)
+            print(line, file=sys.stderr, flush=True)
 
 
 def summary_table(result: dict) -> str:
