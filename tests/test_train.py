@@ -124,6 +124,7 @@ def test_init_starts_a_new_run_from_a_checkpoints_weights(tmp_path, reference_ru
     cfg = write_config(tmp_path / "still.yaml", data, learning_rate=0.0, epochs=1)
     result = run_petmd("train", cfg, "-o", tmp_path / "still", "--init", weights_only, "--no-progress", check=True)
     assert f"started from the weights of {weights_only}" in result.stdout
+    assert "validation split" not in result.stderr  # same data, same split
     before, after = load_checkpoint(run / "last.ckpt"), load_checkpoint(tmp_path / "still" / "last.ckpt")
     for key, value in before["model_state"].items():
         torch.testing.assert_close(after["model_state"][key], value, rtol=0, atol=0)
@@ -135,6 +136,10 @@ def test_init_starts_a_new_run_from_a_checkpoints_weights(tmp_path, reference_ru
     run_petmd("train", cfg, "-o", tmp_path / "on", "--init", run / "last.ckpt", "--no-progress", check=True)
     moved = load_checkpoint(tmp_path / "on" / "last.ckpt")["model_state"]
     assert any(not torch.equal(moved[k], v) for k, v in before["model_state"].items())
+    # another split of the same file: the weights may have seen this run's validation frames
+    cfg.write_text(cfg.read_text().replace("validation_fraction: 0.25", "validation_fraction: 0.5"))
+    result = run_petmd("train", cfg, "-o", tmp_path / "leak", "--init", run / "last.ckpt", "--no-progress", check=True)
+    assert "another validation split" in result.stderr and data.name in result.stderr
 
 
 def test_init_is_refused_for_another_model_or_with_resume(tmp_path, reference_run, data):

@@ -181,10 +181,15 @@ class Trainer:
             self.model.load_state_dict(initial["model_state"])
             self.model.to(self.dtype)
             self.sigma_e, self.sigma_f = initial["sigma_e"], initial["sigma_f"]
+            # only a split of the same data file can leak validation frames; fine-tuning on other data is not
+            # a leak, and absolute paths differ between machines, so the file is compared by name
             held_out = initial.get("validation_indices")
-            if held_out is not None and sorted(held_out) != sorted(int(i) for i in self.val_idx):
-                print(f"petmd train: warning: --init {self.init_from} was trained with another validation split; "
-                      "its weights may have seen this run's validation frames", file=sys.stderr)
+            same_file = Path(initial["config"]["data"].get("path") or "").name == Path(self.cfg.data.path).name
+            if same_file and held_out is not None and sorted(held_out) != sorted(int(i) for i in self.val_idx):
+                print(f"petmd train: warning: --init {self.init_from} was trained on {Path(self.cfg.data.path).name} "
+                      "with another validation split; its weights may have seen this run's validation frames: "
+                      "keep the checkpoint's data section (validation_fraction, split_seed, validation_indices)",
+                      file=sys.stderr)
         elif state is None:
             self._fit_baseline()
         params = self.model.parameters()
