@@ -140,6 +140,13 @@ def test_init_starts_a_new_run_from_a_checkpoints_weights(tmp_path, reference_ru
     cfg.write_text(cfg.read_text().replace("validation_fraction: 0.25", "validation_fraction: 0.5"))
     result = run_petmd("train", cfg, "-o", tmp_path / "leak", "--init", run / "last.ckpt", "--no-progress", check=True)
     assert "another validation split" in result.stderr and data.name in result.stderr
+    # the same split change on another data file is fine-tuning, not a leak
+    import shutil
+
+    other = shutil.copy(data, tmp_path / "other.extxyz")
+    cfg.write_text(cfg.read_text().replace(str(data), str(other)))
+    result = run_petmd("train", cfg, "-o", tmp_path / "other", "--init", run / "last.ckpt", "--no-progress", check=True)
+    assert str(other) in cfg.read_text() and "validation split" not in result.stderr
 
 
 def test_init_is_refused_for_another_model_or_with_resume(tmp_path, reference_run, data):

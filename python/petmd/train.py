@@ -184,9 +184,10 @@ class Trainer:
             # only a split of the same data file can leak validation frames; fine-tuning on other data is not
             # a leak, and absolute paths differ between machines, so the file is compared by name
             held_out = initial.get("validation_indices")
-            same_file = Path(initial["config"]["data"].get("path") or "").name == Path(self.cfg.data.path).name
+            data_file = Path(self.cfg.data.path).name
+            same_file = Path(initial["config"]["data"].get("path") or "").name == data_file
             if same_file and held_out is not None and sorted(held_out) != sorted(int(i) for i in self.val_idx):
-                print(f"petmd train: warning: --init {self.init_from} was trained on {Path(self.cfg.data.path).name} "
+                print(f"petmd train: warning: --init {self.init_from} was trained on {data_file} "
                       "with another validation split; its weights may have seen this run's validation frames: "
                       "keep the checkpoint's data section (validation_fraction, split_seed, validation_indices)",
                       file=sys.stderr)
