@@ -233,3 +233,45 @@ def test_variance_penalty_settings_are_checked(tmp_path, data):
         cfg = write_config(tmp_path / "bad.yaml", data, **settings)
         result = run_petmd("train", cfg, "-o", tmp_path / "bad")
         assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_moving_average_of_the_weights_is_what_is_validated_shipped_and_resumed(tmp_path, data):
+    import json
+
+    from petmd.evaluate import evaluate
+
+    cfg = write_config(tmp_path / "ema.yaml", data, ema_decay=0.7)
+    ref = tmp_path / "ref"
+    result = run_petmd("train", cfg, "-o", ref, "--no-progress", check=True)
+    assert "moving average of the weights (decay 0.7)" in result.stdout
+    state = final_state(ref)
+    averaged, own = state["model_state"], state["training_model_state"]
+    assert state["ema_updates"] == state["global_step"] == 9
+    assert any(not torch.allclose(averaged[k], own[k]) for k in own)
+    # the validation figure is the averaged weights' (the same frames through `petmd eval`), not the optimizer's
+    split = json.loads((ref / "split.json").read_text())
+    figure = evaluate(ref / "last.ckpt", data, indices=split["validation"], progress=False)
+    assert figure["force_mae_mev_per_A"] == pytest.approx(state["history"][-1]["val_force_mae_mev_per_A"], rel=1e-9)
+    # shipped: the weights-only checkpoint holds the averaged weights and no optimizer-side copy
+    run_petmd("export", ref / "last.ckpt", "-o", tmp_path / "m.pt", "--weights-checkpoint", tmp_path / "w.ckpt",
+              check=True)
+    shipped = load_checkpoint(tmp_path / "w.ckpt")
+    assert "training_model_state" not in shipped
+    for key, value in averaged.items():
+        torch.testing.assert_close(shipped["model_state"][key], value, rtol=0, atol=0)
+    # killed mid-epoch, the resumed run ends with the same averaged and optimizer weights
+    run = tmp_path / "run"
+    killed = run_petmd("train", cfg, "-o", run, "--no-progress", env={"PETMD_DEBUG_KILL_AT_STEP": "5"})
+    assert killed.returncode == -signal.SIGKILL
+    run_petmd("train", cfg, "-o", run, "--resume", "--no-progress", check=True)
+    resumed = final_state(run)
+    assert_same_state(state, resumed)
+    for key, value in own.items():
+        torch.testing.assert_close(resumed["training_model_state"][key], value, rtol=1e-9, atol=1e-12)
+    assert resumed["ema_updates"] == 9
+
+
+def test_moving_average_decay_is_checked(tmp_path, data):
+    cfg = write_config(tmp_path / "bad.yaml", data, ema_decay=1.0)
+    result = run_petmd("train", cfg, "-o", tmp_path / "run", "--no-progress")
+    assert result.returncode == 2 and "training.ema_decay" in result.stderr and "[0, 1)" in result.stderr

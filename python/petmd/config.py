@@ -58,6 +58,9 @@ class TrainingConfig:
     step_decay_factor: float = 0.5
     min_lr_ratio: float = 0.02  # cosine floor, as a fraction of learning_rate
     grad_clip: float = 10.0  # gradient-norm clipping (0: off); norms of 1–10 are normal early in training
+    # exponential moving average of the weights after each step (0: off); validation, best.ckpt, export and --init
+    # use the averaged weights, which swing less from step to step than the optimizer's; 0.99 averages ~100 steps
+    ema_decay: float = 0.0
     # loss = energy_weight·MSE(E/atom) + force_weight·MSE(F), both in units of σ_F² (the force RMS of the data)
     energy_weight: float = 1.0
     force_weight: float = 1.0
@@ -174,6 +177,9 @@ def _validate(cfg: Config, source: str) -> None:
     if t.variance_weight > 0 and (t.variance_copies < 2 or not t.augment_rotations):
         raise PetmdError(f"{source}: training.variance_weight > 0 needs training.variance_copies >= 2 and "
                          "augment_rotations: true (the penalty compares differently rotated copies)")
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise PetmdError(f"{source}: training.ema_decay must be in [0, 1) (0: no averaging; 0.99 averages about 100 "
+                         f"steps), got {t.ema_decay}")
     if not 0.0 <= cfg.data.validation_fraction < 1.0:
         raise PetmdError(f"{source}: data.validation_fraction must be in [0, 1)")
 

@@ -21,6 +21,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 import yaml
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from . import __version__
@@ -203,7 +204,8 @@ class Trainer:
         if state is not None:
             if state["atomic_numbers"] != self.atomic_numbers:
                 raise PetmdError("--resume: the data's species differ from the checkpoint's")
-            self.model.load_state_dict(state["model_state"])
+            # with averaging, model_state holds the averaged weights and the optimizer's own are kept beside them
+            self.model.load_state_dict(state.get("training_model_state", state["model_state"]))
             self.optimizer.load_state_dict(state["optimizer_state"])
             self.sigma_e, self.sigma_f = state["sigma_e"], state["sigma_f"]
             self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
@@ -212,6 +214,13 @@ class Trainer:
             self.init_from = state.get("initialized_from")
             torch.set_rng_state(state["torch_rng"])
         self.model.to(self.device)
+        self.ema = None
+        if t.ema_decay > 0:
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay))
+            self.ema.module.requires_grad_(False)  # validation differentiates by positions only
+            if state is not None and "training_model_state" in state:
+                self.ema.module.load_state_dict(state["model_state"])
+                self.ema.n_averaged.fill_(state["ema_updates"])
         self.chunk_atoms = t.chunk_atoms
         if self.chunk_atoms < 0:
             self.chunk_atoms = TRAINING_CHUNK_ATOMS_CPU if self.device.type == "cpu" else TRAINING_CHUNK_ATOMS_GPU
@@ -252,12 +261,17 @@ class Trainer:
         return signs[:, None, None] * np.eye(3)[None]
 
     # --- state ------------------------------------------------------------------------------------------------
+    @property
+    def averaged_model(self):
+        """The weights that are validated, exported and shipped."""
+        return self.ema.module if self.ema is not None else self.model
+
     def _state(self) -> dict:
-        return {
+        state = {
             "petmd_version": __version__,
             "config": self.cfg.to_dict(),
             "atomic_numbers": self.atomic_numbers,
-            "model_state": self.model.state_dict(),
+            "model_state": self.averaged_model.state_dict(),
             "optimizer_state": self.optimizer.state_dict(),
             "sigma_e": self.sigma_e,
             "sigma_f": self.sigma_f,
@@ -271,6 +285,10 @@ class Trainer:
             "validation_indices": [int(i) for i in self.val_idx],
             "initialized_from": self.init_from,
         }
+        if self.ema is not None:
+            state["training_model_state"] = self.model.state_dict()
+            state["ema_updates"] = int(self.ema.n_averaged)
+        return state
 
     def _write_side_files(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -297,7 +315,7 @@ class Trainer:
         groups = batches_by_atom_budget(frames, range(len(frames)), self.cfg.training.validation_atoms_per_batch)
         total = {"e_abs": 0.0, "e_sq": 0.0, "n_e": 0, "f_abs": 0.0, "f_sq": 0.0, "n_f": 0}
         for group in groups:
-            batch, out = predict(self.model, [frames[i] for i in group], self.device)
+            batch, out = predict(self.averaged_model, [frames[i] for i in group], self.device)
             for k, v in error_sums(batch, out).items():
                 total[k] += v
         n_e, n_f = max(total["n_e"], 1), max(total["n_f"], 1)
@@ -324,6 +342,8 @@ class Trainer:
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         return {"loss": float(loss.detach()), "e_sq": float((de.detach() ** 2).sum()), "n_e": de.numel(),
                 "f_sq": float((df.detach() ** 2).sum()), "n_f": df.numel(), "atoms": int(batch.n_atoms.sum())}
 
@@ -394,7 +414,8 @@ class Trainer:
         return {"stop_reason": stop_reason, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "global_step": self.global_step, "best_val_force_mae_mev_per_A": self.best,
                 "train_atoms_per_s": atoms_seen / train_time if train_time > 0 else float("nan"),
-                "history": self.history, "output_dir": str(self.out), "initialized_from": self.init_from}
+                "history": self.history, "output_dir": str(self.out), "initialized_from": self.init_from,
+                "ema_decay": t.ema_decay}
 
     def _end_epoch(self, sums: dict) -> None:
         val = self.validate() if len(self.val_idx) else {}
@@ -435,6 +456,9 @@ def summary_table(result: dict) -> str:
              f"training throughput this run: {result['train_atoms_per_s']:.1f} atoms/s"]
     if result.get("initialized_from"):
         lines.insert(1, f"started from the weights of {result['initialized_from']} (--init)")
+    if result.get("ema_decay"):
+        lines.append(f"validated, checkpointed and exported: the moving average of the weights (decay "
+                     f"{result['ema_decay']})")
     history = result["history"]
     if history:
         lines.append(f"{'epoch':>6} {'train F RMSE':>13} {'val E MAE':>10} {'val E RMSE':>11} {'val F MAE':>10} "
