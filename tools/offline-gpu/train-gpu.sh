@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# One call on a GPU machine: continue the shipped model's training (runs/pet-water, or a new run from the shipped
-# weights models/pet-water.ckpt where no state travelled) for SECONDS, then put the new
+# One call on a GPU machine: continue the shipped model's training (runs/pet-water with the config it was started
+# with, or a new run from the shipped weights models/pet-water.ckpt with models/pet-water-continue.yaml where no
+# state travelled) for SECONDS, then put the new
 # state into OUT in pieces under 16 MB (SHA256SUMS, last.ckpt.part-*, best.ckpt.part-* if it improved, metrics.csv,
 # train.log);
 # tools/offline-gpu/collect.sh puts them back into runs/pet-water here. The training section runs on cuda; the
-# model, data and batch settings stay those of models/pet-water.yaml (petmd refuses a resume that changes them).
+# model, data, batch and schedule settings stay the run's (petmd refuses a resume that changes model or data).
 # Usage: tools/offline-gpu/train-gpu.sh SECONDS OUT
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,8 +18,12 @@ tools/offline-gpu/setup.sh train > "$out"/train.log 2>&1 || { tail -40 "$out"/tr
 eval "$(tail -1 "$out"/train.log)"  # export PETMD_DATA=...
 export PATH=$venv/bin:$PATH PYTHONUNBUFFERED=1 PETMD_DEVICE=$device
 python - <<'PY'
-import os, yaml
-config = yaml.safe_load(open("models/pet-water.yaml"))
+import os, torch, yaml
+# a resumed run keeps the config it was started with (its schedule's length, its averaging): it is in the state
+state = "runs/pet-water/last.ckpt"
+config = (torch.load(state, map_location="cpu", weights_only=True)["config"] if os.path.exists(state)
+          else yaml.safe_load(open("models/pet-water-continue.yaml")))
+config["data"]["path"] = ""  # $PETMD_DATA, the data unpacked on this machine
 # the device's own chunk default: the config's chunk size is the one measured best on the 2-core CPU
 config["training"].update(device=os.environ["PETMD_DEVICE"], num_threads=None, chunk_atoms=-1)
 yaml.safe_dump(config, open("runs/pet-water-gpu.yaml", "w"), sort_keys=False)
