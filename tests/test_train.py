@@ -275,3 +275,22 @@ def test_moving_average_decay_is_checked(tmp_path, data):
     cfg = write_config(tmp_path / "bad.yaml", data, ema_decay=1.0)
     result = run_petmd("train", cfg, "-o", tmp_path / "run", "--no-progress")
     assert result.returncode == 2 and "training.ema_decay" in result.stderr and "[0, 1)" in result.stderr
+
+
+def test_a_state_without_the_optimizers_weights_continues_from_the_averaged_ones(tmp_path, data):
+    # what tools/offline-gpu/pack.sh sends to a GPU machine: the averaged weights, moments and position only
+    from petmd.checkpoint import save_checkpoint
+
+    cfg = write_config(tmp_path / "ema.yaml", data, ema_decay=0.7)
+    run = tmp_path / "run"
+    killed = run_petmd("train", cfg, "-o", run, "--no-progress", env={"PETMD_DEBUG_KILL_AT_STEP": "5"})
+    assert killed.returncode == -signal.SIGKILL
+    state = final_state(run)
+    assert state["global_step"] == 4  # the kill came before step 5's checkpoint
+    for key in ("format", "version", "training_model_state", "ema_updates"):
+        state.pop(key)
+    save_checkpoint(state, run / "last.ckpt")
+    result = run_petmd("train", cfg, "-o", run, "--resume", "--no-progress", check=True)
+    assert "the average starts afresh" in result.stderr
+    resumed = final_state(run)
+    assert resumed["global_step"] == 9 and resumed["ema_updates"] == 5

@@ -221,6 +221,10 @@ class Trainer:
             if state is not None and "training_model_state" in state:
                 self.ema.module.load_state_dict(state["model_state"])
                 self.ema.n_averaged.fill_(state["ema_updates"])
+            elif state is not None:
+                print("petmd train: note: the state holds one set of weights (no averaging yet, or packed for "
+                      "travel without the optimizer's copy): training continues from them and the average starts "
+                      "afresh", file=sys.stderr)
         self.chunk_atoms = t.chunk_atoms
         if self.chunk_atoms < 0:
             self.chunk_atoms = TRAINING_CHUNK_ATOMS_CPU if self.device.type == "cpu" else TRAINING_CHUNK_ATOMS_GPU

@@ -52,7 +52,20 @@ if [ "$what" = train ] || [ "$what" = all ]; then
     $venv/bin/python tools/offline-gpu/extxyz_pack.py pack "$data" .offline/train/water-scan.pack.npz
   fi
   if [ -f runs/pet-water/last.ckpt ]; then
-    cp runs/pet-water/last.ckpt runs/pet-water/split.json runs/pet-water/metrics.csv .offline/train/
+    rm -f .offline/train/{last.ckpt,split.json,metrics.csv}
+    # with a moving average the state holds two sets of weights (34 MB), one more than fits beside the data in what
+    # travels: the averaged ones go, with the optimizer's moments and the run's position, and the GPU run
+    # continues from them (its own state, sent back whole, then resumes here exactly)
+    $venv/bin/python - <<'PY'
+from petmd.checkpoint import load_checkpoint, save_checkpoint
+state = load_checkpoint("runs/pet-water/last.ckpt")
+for key in ("format", "version", "training_model_state", "ema_updates"):
+    state.pop(key, None)
+save_checkpoint(state, ".offline/train/last.ckpt")
+PY
+    for f in split.json metrics.csv; do  # metrics.csv only after the run's first epoch
+      if [ -f runs/pet-water/$f ]; then cp runs/pet-water/$f .offline/train/; fi
+    done
   else
     echo "pack.sh: no runs/pet-water/last.ckpt: the GPU run starts a new run from models/pet-water.ckpt" >&2
   fi
