@@ -42,6 +42,16 @@ WEIGHTS_ONLY_KEYS = ("petmd_version", "config", "atomic_numbers", "model_state",
                      "initialized_from")
 
 
+# a run with a moving average of the weights keeps the optimizer's own weights beside the averaged ones (model_state)
+OPTIMIZER_WEIGHTS_KEYS = ("training_model_state", "ema_updates")
+
+
+def without_optimizer_weights(state: dict) -> dict:
+    """A training state that resumes from its averaged weights (the average starting afresh): 8.5 MB smaller for the
+    study-size model, what travels to a GPU machine."""
+    return {k: v for k, v in state.items() if k not in OPTIMIZER_WEIGHTS_KEYS}
+
+
 def save_weights_only(state: dict, path: str | Path) -> None:
     """A checkpoint with the weights, config and training history but no optimizer state: a third of the size, for
     shipping a model; `petmd export` and `petmd eval` read it, `petmd train --resume` does not."""

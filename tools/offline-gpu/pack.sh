@@ -57,11 +57,8 @@ if [ "$what" = train ] || [ "$what" = all ]; then
     # travels: the averaged ones go, with the optimizer's moments and the run's position, and the GPU run
     # continues from them (its own state, sent back whole, then resumes here exactly)
     $venv/bin/python - <<'PY'
-from petmd.checkpoint import load_checkpoint, save_checkpoint
-state = load_checkpoint("runs/pet-water/last.ckpt")
-for key in ("format", "version", "training_model_state", "ema_updates"):
-    state.pop(key, None)
-save_checkpoint(state, ".offline/train/last.ckpt")
+from petmd.checkpoint import load_checkpoint, save_checkpoint, without_optimizer_weights
+save_checkpoint(without_optimizer_weights(load_checkpoint("runs/pet-water/last.ckpt")), ".offline/train/last.ckpt")
 PY
     for f in split.json metrics.csv; do  # metrics.csv only after the run's first epoch
       if [ -f runs/pet-water/$f ]; then cp runs/pet-water/$f .offline/train/; fi

@@ -18,10 +18,11 @@ tools/offline-gpu/setup.sh train > "$out"/train.log 2>&1 || { tail -40 "$out"/tr
 eval "$(tail -1 "$out"/train.log)"  # export PETMD_DATA=...
 export PATH=$venv/bin:$PATH PYTHONUNBUFFERED=1 PETMD_DEVICE=$device
 python - <<'PY'
-import os, torch, yaml
+import os, yaml
+from petmd.checkpoint import load_checkpoint
 # a resumed run keeps the config it was started with (its schedule's length, its averaging): it is in the state
 state = "runs/pet-water/last.ckpt"
-config = (torch.load(state, map_location="cpu", weights_only=True)["config"] if os.path.exists(state)
+config = (load_checkpoint(state)["config"] if os.path.exists(state)
           else yaml.safe_load(open("models/pet-water-continue.yaml")))
 config["data"]["path"] = ""  # $PETMD_DATA, the data unpacked on this machine
 # the device's own chunk default: the config's chunk size is the one measured best on the 2-core CPU
