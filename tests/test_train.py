@@ -10,7 +10,7 @@ import torch
 
 from conftest import run_petmd, write_config, write_labelled_data
 from petmd.batch import random_rotations
-from petmd.checkpoint import load_checkpoint
+from petmd.checkpoint import load_checkpoint, save_checkpoint, without_optimizer_weights
 
 import numpy as np
 
@@ -279,8 +279,6 @@ def test_moving_average_decay_is_checked(tmp_path, data):
 
 def test_a_state_without_the_optimizers_weights_continues_from_the_averaged_ones(tmp_path, data):
     # what tools/offline-gpu/pack.sh sends to a GPU machine: the averaged weights, moments and position only
-    from petmd.checkpoint import save_checkpoint, without_optimizer_weights
-
     cfg = write_config(tmp_path / "ema.yaml", data, ema_decay=0.7)
     run = tmp_path / "run"
     killed = run_petmd("train", cfg, "-o", run, "--no-progress", env={"PETMD_DEBUG_KILL_AT_STEP": "5"})
