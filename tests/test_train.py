@@ -116,6 +116,28 @@ def test_resume_with_a_different_model_is_refused(tmp_path, reference_run, data)
     assert result.returncode == 2 and "model.d_model" in result.stderr
 
 
+@pytest.mark.parametrize("saved_value, accepted", [(None, True), (False, False)])
+def test_resume_reads_a_key_the_checkpoint_predates_as_its_default(tmp_path, reference_run, saved_value, accepted):
+    """A checkpoint written before a config key existed resumes when the config keeps that key's default (the
+    value build_model gives it), and is refused when the checkpoint holds another value."""
+    import shutil
+
+    cfg, run = reference_run
+    assert "neighbor_species_every_layer" not in cfg.read_text()  # the config leaves it at its default, True
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    state = load_checkpoint(copy / "last.ckpt")
+    del state["config"]["model"]["neighbor_species_every_layer"]
+    if saved_value is not None:
+        state["config"]["model"]["neighbor_species_every_layer"] = saved_value
+    save_checkpoint(state, copy / "last.ckpt")
+    result = run_petmd("train", cfg, "-o", copy, "--resume", "--no-progress")
+    if accepted:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode == 2 and "model.neighbor_species_every_layer" in result.stderr
+
+
 def test_init_starts_a_new_run_from_a_checkpoints_weights(tmp_path, reference_run, data):
     _, run = reference_run
     weights_only = tmp_path / "weights.ckpt"

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from . import __version__
 from .batch import Batch, Frame, batches_by_atom_budget, collate, random_rotations
 from .checkpoint import _debug_kill, build_model, load_checkpoint, save_checkpoint
-from .config import Config
+from .config import Config, DataConfig, ModelConfig
 from .data import default_data_path, load_frames, split_indices
 from .errors import PetmdError
 from .model.composition import fit_composition_energies
@@ -43,6 +43,13 @@ METRIC_FIELDS = ["epoch", "step", "lr", "train_loss", "train_energy_rmse_mev_per
 # 864-atom frame (smaller chunks save more memory and cost up to 1.6x time for smaller models). GPU: not measured.
 TRAINING_CHUNK_ATOMS_CPU = 512
 TRAINING_CHUNK_ATOMS_GPU = 4096
+
+
+def saved_section(saved_config: dict, section: str) -> dict:
+    """A checkpoint's model or data section as this version reads it: a key the checkpoint predates takes its
+    default, as build_model does when it rebuilds the model from the same section."""
+    cls = {"model": ModelConfig, "data": DataConfig}[section]
+    return {**asdict(cls()), **(saved_config.get(section) or {})}
 
 
 def learning_rate(cfg, step: int, total_steps: int) -> float:
@@ -140,22 +147,22 @@ class Trainer:
 
     # --- set-up -----------------------------------------------------------------------------------------------
     def _check_resumable(self, state: dict) -> None:
-        saved = state["config"]
         for section in ("model", "data"):
+            saved = saved_section(state["config"], section)
             for key, value in asdict(getattr(self.cfg, section)).items():
-                if key != "path" and saved[section].get(key) != value:  # the data may move between machines
+                if key != "path" and saved[key] != value:  # the data may move between machines
                     raise PetmdError(f"--resume: config key '{section}.{key}' is {value!r} but the checkpoint was "
-                                     f"trained with {saved[section].get(key)!r}; restore it or start a new run")
+                                     f"trained with {saved[key]!r}; restore it or start a new run")
 
     def _initial_weights(self, path: Path) -> dict:
         """The weights, baseline and loss unit of a checkpoint (training or weights-only) to start a new run
         from: the model section must match; optimizer, schedule and epoch count start afresh."""
         state = load_checkpoint(path)
-        saved = state["config"]["model"]
+        saved = saved_section(state["config"], "model")
         for key, value in asdict(self.cfg.model).items():
-            if saved.get(key) != value:
+            if saved[key] != value:
                 raise PetmdError(f"--init {path}: config key 'model.{key}' is {value!r} but the checkpoint's model "
-                                 f"has {saved.get(key)!r}; use the checkpoint's model section")
+                                 f"has {saved[key]!r}; use the checkpoint's model section")
         return state
 
     def _load_data(self) -> None:
