@@ -446,6 +446,9 @@ GridResult Model::compute_grid_exchanged(const ExchangeSystem &s, MessageExchang
 extern "C" petmd::Model *petmd_open_model(
     const char *path, const char *device, int local_rank, int threads, std::string *error) {
   try {
+    // before torch's first operation, so that its worker threads inherit the mode: a trained model's attention
+    // weights underflow into subnormal floats, each a slow multiply on x86 (petmd.cpu.flush_subnormals)
+    at::globalContext().setFlushDenormal(true);
     if (threads > 0) petmd::set_num_threads(threads);
     return new petmd::Model(path, device, local_rank);
   } catch (const std::exception &err) {

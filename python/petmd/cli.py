@@ -242,8 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# the commands that evaluate or train models (observables and compare only read files)
+MODEL_COMMANDS = {"train", "eval", "symmetry", "export"}
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in MODEL_COMMANDS:
+        from .cpu import flush_subnormals
+
+        flush_subnormals()
     try:
         return args.func(args)
     except PetmdError as err:
