@@ -1,19 +1,21 @@
 #!/usr/bin/env python
 """What subnormal floats cost trained PET models on CPU: train and E+F step times of checkpoints with the CPU's
-flush-to-zero / denormals-are-zero mode off (x86 default) and on (what petmd train, the petmd CLI and pair_style pet set).
+flush-to-zero / denormals-are-zero mode off (the x86 default) and on (what the petmd commands that run models
+and pair_style pet set).
 
 A trained model's attention puts near-zero weight on some neighbours; the softmax of those logits underflows into
 the subnormal range, and every multiply with a subnormal operand takes a slow microcode path (in the attention's bmm
-above all). The cost grows as training sharpens the attention, which is why the training epochs of
-models/pet-water-small.yaml slowed by a third from the first to the sixth: a freshly initialised model (what
-train_throughput.py times) does not show it.
+above all). The cost grows as training sharpens the attention (about half of why the training epochs of
+models/pet-water-small.yaml slowed by a third from the second to the sixth); a freshly initialised model, what
+train_throughput.py times, does not show it.
 
 Each (checkpoint, mode) is timed in a fresh child process that sets the mode before torch starts its thread pool
 (worker threads inherit the creating thread's floating-point control word; setting it later reaches only the main
 thread). Train step = Trainer.train_step's work (collate with rotations, loss gradient in chunks, clipping, AdamW) on
 --batch-frames rotated copies of one SCAN frame; E+F step = energies and forces with frozen weights.
 
-    python benchmarks/denormals.py runs/slow/v1.ckpt models/pet-water-small.ckpt --threads 2
+    git show 7807379:models/pet-water-small.ckpt > runs/small-v1.ckpt     # a model before much training
+    python benchmarks/denormals.py runs/small-v1.ckpt models/pet-water-small.ckpt models/pet-water.ckpt --threads 2
 """
 
 from __future__ import annotations
