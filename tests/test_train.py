@@ -50,6 +50,7 @@ def test_training_writes_outputs_and_reduces_the_loss(reference_run):
     # here: checkpoint_every_s 0); stdout holds only the final summary
     log = (run / "stderr.txt").read_text()
     assert "epoch 1/3: batch 1/3, mean loss" in log and "checkpoint written" in log
+    assert "atoms/s over the last 1 batches" in log  # the rate since the previous line, not since the start
     assert "epoch    3  loss" in log and "val F" in log
     assert "checkpoint written" not in (run / "stdout.txt").read_text()
     for name in ("last.ckpt", "best.ckpt", "metrics.csv", "config.yaml", "split.json"):

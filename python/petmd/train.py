@@ -373,6 +373,7 @@ class Trainer:
         old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         kill_at = int(os.environ.get("PETMD_DEBUG_KILL_AT_STEP", "-1"))
         atoms_seen, train_time = 0, 0.0
+        recent = [0, 0.0, 0]  # atoms, training seconds, batches since the last progress line: the rate now
         try:
             while self.epoch < t.epochs:
                 groups = self._epoch_batches(self.epoch)
@@ -386,8 +387,10 @@ class Trainer:
                     t0 = time.monotonic()
                     r = self.train_step(group, self._rotations(self.epoch, self.step_in_epoch,
                                                                len(group) * t.variance_copies))
-                    train_time += time.monotonic() - t0
+                    dt = time.monotonic() - t0
+                    train_time += dt
                     atoms_seen += r["atoms"]
+                    recent = [recent[0] + r["atoms"], recent[1] + dt, recent[2] + 1]
                     for k in ("e_sq", "n_e", "f_sq", "n_f"):
                         sums[k] += r[k]
                     sums["loss"] += r["loss"]
@@ -410,8 +413,9 @@ class Trainer:
                             print(f"epoch {self.epoch + 1}/{t.epochs}: batch {self.step_in_epoch}/{len(groups)}, "
                                   f"mean loss {sums['loss'] / sums['n']:.4g}, train F RMSE "
                                   f"{1e3 * math.sqrt(sums['f_sq'] / max(sums['n_f'], 1)):.1f} meV/Å, "
-                                  f"{atoms_seen / train_time:.1f} atoms/s; checkpoint written",
-                                  file=sys.stderr, flush=True)
+                                  f"{recent[0] / recent[1]:.1f} atoms/s over the last {recent[2]} batches; "
+                                  "checkpoint written", file=sys.stderr, flush=True)
+                            recent = [0, 0.0, 0]
                 bar.close()
                 if stop_reason != "completed":
                     break
