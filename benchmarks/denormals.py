@@ -5,8 +5,8 @@ and pair_style pet set).
 
 A trained model's attention puts near-zero weight on some neighbours; the softmax of those logits underflows into
 the subnormal range, and every multiply with a subnormal operand takes a slow microcode path (in the attention's bmm
-above all). The cost grows as training sharpens the attention (about half of why the training epochs of
-models/pet-water-small.yaml slowed by a third from the second to the sixth); a freshly initialised model, what
+above all). The cost grows as training sharpens the attention (why the training epochs of models/pet-water-small.yaml
+slowed by a third from the second to the sixth); a freshly initialised model, what
 train_throughput.py times, does not show it.
 
 Each (checkpoint, mode) is timed in a fresh child process that sets the mode before torch starts its thread pool
