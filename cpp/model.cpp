@@ -447,7 +447,7 @@ extern "C" petmd::Model *petmd_open_model(
     const char *path, const char *device, int local_rank, int threads, std::string *error) {
   try {
     // before torch's first operation, so that its worker threads inherit the mode: a trained model's attention
-    // weights underflow into subnormal floats, each a slow multiply on x86. It made training steps 9-15 % slower;
+    // weights underflow into subnormal floats, each a slow multiply on x86. It made training steps 9-16 % slower;
     // energies and forces showed no loss beyond the noise (docs/benchmarks.md), but sharper models may
     // (petmd.cpu.flush_subnormals is the Python side)
     at::globalContext().setFlushDenormal(true);
