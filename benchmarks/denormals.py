@@ -43,9 +43,9 @@ def _child(checkpoint: str, flush: bool, threads: int, atoms, energy, forces, re
     from petmd.train import training_loss
 
     state = load_checkpoint(checkpoint)
+    weights = state.get("training_model_state", state["model_state"])
     model = build_model(state["config"]["model"], state["atomic_numbers"]).to(torch.float32)
-    model.load_state_dict(state.get("training_model_state", state["model_state"]))
-    model.to(torch.float32)
+    model.load_state_dict(weights)  # copied into the float32 parameters
     frame = frame_from_atoms(atoms, model.cutoff, energy=energy, forces=forces)
     sigma_f = float(state["sigma_f"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)  # small steps: the weights stay the checkpoint's
@@ -61,7 +61,7 @@ def _child(checkpoint: str, flush: bool, threads: int, atoms, energy, forces, re
         optimizer.step()
 
     train = summarize(time_steps(train_step, repeats), frame.n_atoms * batch_frames)
-    model.load_state_dict(state.get("training_model_state", state["model_state"]))
+    model.load_state_dict(weights)  # undo the train steps' small updates
     for p in model.parameters():
         p.requires_grad_(False)
 
