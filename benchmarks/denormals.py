@@ -27,48 +27,34 @@ import sys
 from pathlib import Path
 
 from machine import metadata  # noqa: E402  (benchmarks/machine.py)
-from train_throughput import pick_frames, summarize, time_steps  # noqa: E402
+from train_throughput import energy_forces_step, pick_frames, summarize, time_steps, training_step  # noqa: E402
 
 
 def _child(checkpoint: str, flush: bool, threads: int, atoms, energy, forces, repeats: int, batch_frames: int,
            chunk: int) -> dict:
-    import numpy as np
     import torch
 
     torch.set_flush_denormal(flush)  # first: before any op creates the worker threads
     torch.set_num_threads(threads)
-    from petmd.batch import collate, frame_from_atoms, random_rotations
+    from petmd.batch import frame_from_atoms
     from petmd.checkpoint import build_model, load_checkpoint
-    from petmd.model.training_gradient import loss_and_gradient
-    from petmd.train import training_loss
+    from petmd.config import TrainingConfig
 
     state = load_checkpoint(checkpoint)
     weights = state.get("training_model_state", state["model_state"])
     model = build_model(state["config"]["model"], state["atomic_numbers"]).to(torch.float32)
     model.load_state_dict(weights)  # copied into the float32 parameters
     frame = frame_from_atoms(atoms, model.cutoff, energy=energy, forces=forces)
-    sigma_f = float(state["sigma_f"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)  # small steps: the weights stay the checkpoint's
-    rng = np.random.default_rng(0)
-
-    def train_step():
-        rotations = random_rotations(batch_frames, rng, inversion=True)
-        batch = collate([frame] * batch_frames, rotations=rotations)
-        optimizer.zero_grad(set_to_none=True)
-        loss_and_gradient(model, batch.model_inputs(),
-                          lambda out: training_loss(out, batch, sigma_f, 10.0, 1.0)[0], chunk)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        optimizer.step()
+    # the shipped configs' loss weights and clipping
+    tcfg = TrainingConfig(energy_weight=10.0, force_weight=1.0, grad_clip=10.0, augment_inversion=True)
+    train_step = training_step(model, optimizer, frame, batch_frames, chunk, float(state["sigma_f"]), tcfg, seed=0)
 
     train = summarize(time_steps(train_step, repeats), frame.n_atoms * batch_frames)
     model.load_state_dict(weights)  # undo the train steps' small updates
     for p in model.parameters():
         p.requires_grad_(False)
-
-    def inference_step():
-        out = model(**collate([frame]).model_inputs(), compute_forces=True, compute_virial=False, create_graph=False)
-        out["forces"].sum().item()
-
+    inference_step = energy_forces_step(model, frame)
     inference = summarize(time_steps(inference_step, repeats), frame.n_atoms)
     return {"train": train, "inference": inference}
 

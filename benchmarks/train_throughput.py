@@ -128,6 +128,34 @@ def time_steps(step, repeats: int):
     return times
 
 
+def training_step(model, optimizer, frame, batch_frames: int, chunk: int, sigma_f: float, tcfg: TrainingConfig,
+                  seed: int):
+    """One step of petmd.train.Trainer.train_step's work on `batch_frames` randomly rotated copies of one frame:
+    collate, loss gradient in chunks of `chunk` atoms, clipping, the optimizer's step."""
+    rng = np.random.default_rng(seed)
+
+    def step():
+        rotations = random_rotations(batch_frames, rng, inversion=tcfg.augment_inversion)
+        batch = collate([frame] * batch_frames, rotations=rotations)
+        optimizer.zero_grad(set_to_none=True)
+        loss_and_gradient(model, batch.model_inputs(),
+                          lambda out: training_loss(out, batch, sigma_f, tcfg.energy_weight, tcfg.force_weight)[0],
+                          chunk)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        optimizer.step()
+
+    return step
+
+
+def energy_forces_step(model, frame):
+    """Energies and forces of one frame, no virial and no graph for a second derivative (as in MD)."""
+    def step():
+        out = model(**collate([frame]).model_inputs(), compute_forces=True, compute_virial=False, create_graph=False)
+        out["forces"].sum().item()
+
+    return step
+
+
 def measure(model_cfg: ModelConfig, frame, repeats: int, train_chunks, batch_frames: int, seed: int = 0) -> dict:
     """Train-step timings (per training chunk size) and inference-step timings on one frame, each with a freshly
     built model."""
@@ -147,18 +175,7 @@ def measure_training(model_cfg: ModelConfig, frame, repeats: int, chunk: int, ba
     with torch.no_grad():
         model.energy_scale.fill_(sigma_f)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.learning_rate, weight_decay=tcfg.weight_decay)
-    rng = np.random.default_rng(seed)
-
-    def train_step():
-        rotations = random_rotations(batch_frames, rng, inversion=tcfg.augment_inversion)
-        batch = collate([frame] * batch_frames, rotations=rotations)
-        optimizer.zero_grad(set_to_none=True)
-        loss_and_gradient(model, batch.model_inputs(),
-                          lambda out: training_loss(out, batch, sigma_f, tcfg.energy_weight, tcfg.force_weight)[0],
-                          chunk)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-        optimizer.step()
-
+    train_step = training_step(model, optimizer, frame, batch_frames, chunk, sigma_f, tcfg, seed)
     model.train()
     times = time_steps(train_step, repeats)
     result = summarize(times, frame.n_atoms * batch_frames)
@@ -175,11 +192,7 @@ def measure_inference(model_cfg: ModelConfig, frame, repeats: int, seed: int) ->
     for p in model.parameters():
         p.requires_grad_(False)
 
-    def inference_step():
-        batch = collate([frame])
-        out = model(**batch.model_inputs(), compute_forces=True, compute_virial=False, create_graph=False)
-        out["forces"].sum().item()
-
+    inference_step = energy_forces_step(model, frame)
     times = time_steps(inference_step, repeats)
     result = summarize(times, frame.n_atoms)
     del model, inference_step
