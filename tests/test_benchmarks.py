@@ -1,0 +1,55 @@
+"""The training benchmarks run end to end and report what they time (no figure is judged: benchmarks/ prints them).
+They share the train and E+F step builders of train_throughput.py, so a change there reaches both."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import write_labelled_data
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL_CKPT = REPO / "models" / "pet-water-small.ckpt"
+
+
+def run_benchmark(script: str, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def boxes(tmp_path_factory) -> Path:
+    return write_labelled_data(tmp_path_factory.mktemp("bench") / "boxes.xyz", n_frames=2)  # 24-atom boxes
+
+
+def test_train_throughput_reports_each_step_kind(boxes):
+    result = run_benchmark("train_throughput.py", "--sizes", 24, "--model-size", "small", "--repeats", 1,
+                           "--train-chunks", 0, 16, "--batch-frames", 2, "--threads", 1, "--data", boxes, "--json")
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)["results"]
+    assert row["atoms"] == 24 and set(row["train"]) == {"0", "16"}
+    for timing in [*row["train"].values(), row["inference"]]:
+        assert len(timing["times_s"]) == 1 and timing["mean_s"] > 0
+    # a training step counts the atoms of all rotated copies
+    assert row["train"]["16"]["atoms_per_s_mean"] * row["train"]["16"]["mean_s"] == pytest.approx(48)
+
+
+def test_denormals_times_each_checkpoint_with_flushing_off_and_on(boxes):
+    result = run_benchmark("denormals.py", SMALL_CKPT, "--size", 24, "--batch-frames", 2, "--chunk", 16,
+                           "--repeats", 1, "--rounds", 1, "--threads", 1, "--data", boxes, "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)["rows"]
+    assert [r["flush_denormal"] for r in rows] == [False, True]
+    for r in rows:
+        assert r["train"]["atoms_per_s_mean"] * r["train"]["mean_s"] == pytest.approx(48)
+        assert r["inference"]["atoms_per_s_mean"] * r["inference"]["mean_s"] == pytest.approx(24)
+
+
+def test_a_frame_size_missing_from_the_data_is_named_with_the_sizes_there(boxes):
+    result = run_benchmark("denormals.py", SMALL_CKPT, "--size", 25, "--data", boxes)
+    assert result.returncode != 0
+    assert "no frame with [25] atoms" in result.stderr and "[24]" in result.stderr
