@@ -38,7 +38,7 @@ def _child(checkpoint: str, flush: bool, threads: int, atoms, energy, forces, re
     torch.set_num_threads(threads)
     from petmd.batch import frame_from_atoms
     from petmd.checkpoint import build_model, load_checkpoint
-    from petmd.config import TrainingConfig
+    from petmd.config import config_from_dict
 
     state = load_checkpoint(checkpoint)
     weights = state.get("training_model_state", state["model_state"])
@@ -46,8 +46,8 @@ def _child(checkpoint: str, flush: bool, threads: int, atoms, energy, forces, re
     model.load_state_dict(weights)  # copied into the float32 parameters
     frame = frame_from_atoms(atoms, model.cutoff, energy=energy, forces=forces)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)  # small steps: the weights stay the checkpoint's
-    # the shipped configs' loss weights and clipping
-    tcfg = TrainingConfig(energy_weight=10.0, force_weight=1.0, grad_clip=10.0, augment_inversion=True)
+    # the loss weights, clipping and augmentation the checkpoint was trained with (defaults for keys it predates)
+    tcfg = config_from_dict(state["config"], checkpoint).training
     train_step = training_step(model, optimizer, frame, batch_frames, chunk, float(state["sigma_f"]), tcfg, seed=0)
 
     train = summarize(time_steps(train_step, repeats), frame.n_atoms * batch_frames)
