@@ -51,6 +51,27 @@ def test_eval_json_figures(files, which):
     assert figures["energy_rmse_mev_per_atom"] >= figures["energy_mae_mev_per_atom"] > 0
 
 
+def test_eval_mean_error_is_the_signed_offset(files, tmp_path):
+    """E mean is model minus reference: references raised by 2 meV/atom lower it by exactly that, in every group,
+    while the spread about it (what MAE and RMSE also hold) stays."""
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = ase.io.read(files["data"], index=":")
+    for atoms in frames:
+        energy, forces = atoms.get_potential_energy() + 2e-3 * len(atoms), atoms.get_forces()
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+    ase.io.write(tmp_path / "shifted.extxyz", frames, format="extxyz")
+    a, b = (json.loads(run_petmd("eval", files["pt"], path, "--json", check=True).stdout)
+            for path in (files["data"], tmp_path / "shifted.extxyz"))
+    for x, y in [(a, b), *((a["by_group"][g], b["by_group"][g]) for g in a["by_group"])]:
+        assert y["energy_mean_error_mev_per_atom"] == pytest.approx(x["energy_mean_error_mev_per_atom"] - 2.0,
+                                                                    abs=1e-6)
+        assert y["force_mae_mev_per_A"] == x["force_mae_mev_per_A"]
+    table = run_petmd("eval", files["pt"], files["data"], check=True).stdout
+    assert "E mean" in table and f"{a['energy_mean_error_mev_per_atom']:+.3f}" in table
+
+
 def test_eval_on_scan_frames_grouped_by_phase(files, scan_data_path, tmp_path):
     """Real data: frames of several phases; a model of the right species evaluates them, grouped."""
     indices = tmp_path / "idx.json"

@@ -16,12 +16,16 @@ from .tables import group_table
 
 
 def _summary(e_err: List[float], f_err: List[np.ndarray]) -> Dict[str, float]:
-    e = np.abs(np.asarray(e_err))
+    signed = np.asarray(e_err)
+    e = np.abs(signed)
     f = np.abs(np.concatenate([x.ravel() for x in f_err])) if f_err else np.zeros(0)
     return {
         "n_frames": int(len(e)),
         "energy_mae_mev_per_atom": 1e3 * float(e.mean()) if len(e) else math.nan,
         "energy_rmse_mev_per_atom": 1e3 * float(np.sqrt((e ** 2).mean())) if len(e) else math.nan,
+        # model minus reference: an offset common to a group (which no force or relative energy feels) shows here
+        # and not in the spread that MAE and RMSE mix it with
+        "energy_mean_error_mev_per_atom": 1e3 * float(signed.mean()) if len(e) else math.nan,
         "force_mae_mev_per_A": 1e3 * float(f.mean()) if len(f) else math.nan,
         "force_rmse_mev_per_A": 1e3 * float(np.sqrt((f ** 2).mean())) if len(f) else math.nan,
     }
@@ -60,8 +64,10 @@ def evaluate(model_path, data_path, energy_key="energy", forces_key="forces",
 
 def format_table(result: dict) -> str:
     return group_table(
-        [f"model {result['model']} on {result['data']}", "energies in meV/atom, forces in meV/Å (per component)"],
-        [f"{'E MAE':>8}", f"{'E RMSE':>8}", f"{'F MAE':>8}", f"{'F RMSE':>8}"],
+        [f"model {result['model']} on {result['data']}",
+         "energies in meV/atom (E mean: model minus reference, signed), forces in meV/Å (per component)"],
+        [f"{'E MAE':>8}", f"{'E RMSE':>8}", f"{'E mean':>8}", f"{'F MAE':>8}", f"{'F RMSE':>8}"],
         lambda r: (f"{r['energy_mae_mev_per_atom']:>8.3f} {r['energy_rmse_mev_per_atom']:>8.3f} "
+                   f"{r['energy_mean_error_mev_per_atom']:>+8.3f} "
                    f"{r['force_mae_mev_per_A']:>8.1f} {r['force_rmse_mev_per_A']:>8.1f}"),
         result)
