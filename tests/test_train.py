@@ -96,6 +96,25 @@ def test_max_time_stops_cleanly_and_resumes(tmp_path, reference_run):
     assert_same_state(final_state(ref), final_state(run))
 
 
+def test_max_steps_stops_at_that_step_and_resumes(tmp_path, reference_run):
+    cfg, ref = reference_run
+    run = tmp_path / "run"
+    # 3 steps per epoch: step 4 is mid-epoch 2, step 6 the end of epoch 2 (validated, then stopped)
+    result = run_petmd("train", cfg, "-o", run, "--no-progress", "--max-steps", "4", check=True)
+    assert "max-steps" in result.stdout
+    state = final_state(run)
+    assert (state["global_step"], state["epoch"], state["step_in_epoch"]) == (4, 1, 1)
+    run_petmd("train", cfg, "-o", run, "--resume", "--no-progress", "--max-steps", "6", check=True)
+    state = final_state(run)
+    assert (state["global_step"], state["epoch"], state["step_in_epoch"], len(state["history"])) == (6, 2, 0, 2)
+    run_petmd("train", cfg, "-o", run, "--resume", "--no-progress", "--max-steps", "6", check=True)
+    assert final_state(run)["global_step"] == 6  # already there: nothing more
+    run_petmd("train", cfg, "-o", run, "--resume", "--no-progress", check=True)
+    assert_same_state(final_state(ref), final_state(run))
+    bad = run_petmd("train", cfg, "-o", tmp_path / "other", "--max-steps", "0")
+    assert bad.returncode == 2 and "--max-steps 0" in bad.stderr and not (tmp_path / "other").exists()
+
+
 def test_existing_run_is_not_overwritten(reference_run):
     cfg, run = reference_run
     before = (run / "last.ckpt").read_bytes()

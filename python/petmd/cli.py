@@ -13,8 +13,10 @@ from .errors import PetmdError
 def _train(args) -> int:
     from .train import summary_table, train_from_config
 
+    if args.max_steps is not None and args.max_steps < 1:
+        raise PetmdError(f"--max-steps {args.max_steps}: give a number of optimizer steps of at least 1")
     result = train_from_config(args.config, args.output, resume=args.resume, max_time=args.max_time,
-                               progress=not args.no_progress, init=args.init)
+                               progress=not args.no_progress, init=args.init, max_steps=args.max_steps)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "history"} | {"history": result["history"]}))
     else:
@@ -140,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "section): fresh optimizer and learning-rate schedule, e.g. to continue with a new recipe")
     p.add_argument("--max-time", type=float, default=None, metavar="SECONDS",
                    help="stop cleanly (checkpoint written) after this many seconds")
+    p.add_argument("--max-steps", type=int, default=None, metavar="N",
+                   help="stop cleanly (checkpoint written) once the run has taken N optimizer steps in all, counting "
+                        "those before a --resume: a stop that reruns reproduce, unlike --max-time")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON")
     p.set_defaults(func=_train)

@@ -358,7 +358,9 @@ class Trainer:
         return {"loss": float(loss.detach()), "e_sq": float((de.detach() ** 2).sum()), "n_e": de.numel(),
                 "f_sq": float((df.detach() ** 2).sum()), "n_f": df.numel(), "atoms": int(batch.n_atoms.sum())}
 
-    def run(self, max_time: Optional[float] = None) -> dict:
+    def run(self, max_time: Optional[float] = None, max_steps: Optional[int] = None) -> dict:
+        """``max_steps``: stop once the run (counting the steps before a resume) has taken that many optimizer
+        steps — unlike ``max_time``, a stop that a rerun on another machine reproduces."""
         t = self.cfg.training
         self._write_side_files()
         start = time.monotonic()
@@ -381,6 +383,9 @@ class Trainer:
                 bar = tqdm(total=len(groups), initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{t.epochs}",
                            unit="batch", disable=not self.progress, leave=False)
                 while self.step_in_epoch < len(groups):
+                    if max_steps is not None and self.global_step >= max_steps:
+                        stop_reason = "max-steps"
+                        break
                     group = groups[self.step_in_epoch]
                     for g in self.optimizer.param_groups:
                         g["lr"] = learning_rate(self.cfg, self.global_step, self.total_steps)
@@ -489,8 +494,9 @@ def summary_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def train_from_config(config_path, output_dir, resume=False, max_time=None, progress=True, init=None) -> dict:
+def train_from_config(config_path, output_dir, resume=False, max_time=None, progress=True, init=None,
+                      max_steps=None) -> dict:
     from .config import load_config
 
     trainer = Trainer(load_config(config_path), Path(output_dir), resume=resume, progress=progress, init=init)
-    return trainer.run(max_time=max_time)
+    return trainer.run(max_time=max_time, max_steps=max_steps)
