@@ -24,7 +24,6 @@ PAIRS = [
     ("pet-water.yaml", "pet-water.ckpt", ("model", "data", "training")),
     ("pet-water-small.yaml", "pet-water-small.ckpt", ("model", "data", "training")),
     ("pet-water-continue.yaml", "pet-water.ckpt", ("model", "data")),
-    ("pet-water-stage3-cpu.yaml", "pet-water.ckpt", ("model", "data")),
     ("pet-water-small-continue.yaml", "pet-water-small.ckpt", ("model", "data")),
 ]
 
