@@ -1,5 +1,5 @@
-"""On a CUDA device: the exported model (plain, in chunks, layer by layer), the C++ bridge and pair_style pet (one
-rank, and two ranks exchanging messages) give the CPU's numbers.
+"""On a CUDA device: the exported model (plain, in chunks, layer by layer), the C++ bridge, pair_style pet (one
+rank, and two ranks exchanging messages) and `petmd train` give the CPU's numbers.
 
 Skipped where torch sees no CUDA device (CI has none); run on a GPU machine (tools/offline-gpu/README.md).
 PETMD_TEST_DEVICE=cpu runs the same comparisons CPU against CPU, which checks the tests themselves on any machine.
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import frame, small_pet, water_box, write_checkpoint
+from conftest import frame, run_petmd, small_pet, water_box, write_checkpoint, write_config, write_labelled_data
 from lammps_helpers import read_single_point, run_inprocess, run_lmp, single_point_input, write_data
 from petmd import _bridge
 from petmd.export import export_checkpoint, load_model
@@ -113,3 +113,35 @@ def test_tf32_stays_close_to_float32(exported):
     finally:
         bridge.set_tf32(False)
     assert_close(got, want, 2e-2, "TF32 vs float32")
+
+
+def test_training_on_device_takes_the_cpus_steps(tmp_path):
+    # float64, plain and chunked gradients: the same optimizer steps, to the summation order's round-off
+    data = write_labelled_data(tmp_path / "lj.extxyz", n_frames=6)
+    states = {}
+    for run, (device, chunk) in enumerate([("cpu", 0), (DEVICE, 0), (DEVICE, 16)]):
+        name = f"{run}-{device}-{chunk}".replace(":", "")
+        cfg = write_config(tmp_path / f"{name}.yaml", data, epochs=1, device=device, chunk_atoms=chunk, ema_decay=0.5)
+        run_petmd("train", cfg, "-o", tmp_path / name, "--no-progress", check=True)
+        states[name] = torch.load(tmp_path / name / "last.ckpt", map_location="cpu", weights_only=True)
+    want = states.pop("0-cpu-0")
+    assert want["global_step"] >= 2
+    for name, got in states.items():
+        assert got["global_step"] == want["global_step"]
+        for key, value in want["model_state"].items():
+            torch.testing.assert_close(got["model_state"][key], value, rtol=1e-7, atol=1e-9, msg=f"{name}: {key}")
+        assert got["history"][-1]["val_force_mae_mev_per_A"] == pytest.approx(
+            want["history"][-1]["val_force_mae_mev_per_A"], rel=1e-7)
+
+
+@pytest.mark.skipif(not DEVICE.startswith("cuda"), reason="TF32 exists on CUDA devices only")
+def test_training_in_tf32_stays_close_to_float32(tmp_path):
+    data = write_labelled_data(tmp_path / "lj.extxyz", n_frames=6)
+    figures = {}
+    for tf32 in (False, True):
+        cfg = write_config(tmp_path / f"tf32-{tf32}.yaml", data, epochs=2, device=DEVICE, dtype="float32", tf32=tf32)
+        run_petmd("train", cfg, "-o", tmp_path / f"tf32-{tf32}", "--no-progress", check=True)
+        state = torch.load(tmp_path / f"tf32-{tf32}" / "last.ckpt", map_location="cpu", weights_only=True)
+        assert state["config"]["training"]["tf32"] is tf32
+        figures[tf32] = state["history"][-1]["val_force_mae_mev_per_A"]
+    assert np.isfinite(figures[True]) and figures[True] == pytest.approx(figures[False], rel=0.05)

@@ -115,6 +115,23 @@ def test_max_steps_stops_at_that_step_and_resumes(tmp_path, reference_run):
     assert bad.returncode == 2 and "--max-steps 0" in bad.stderr and not (tmp_path / "other").exists()
 
 
+def test_json_summary_gives_the_rates_and_sizes_that_size_a_run(tmp_path, reference_run, data):
+    import json
+
+    import ase.io
+
+    cfg, _ = reference_run
+    result = run_petmd("train", cfg, "-o", tmp_path / "run", "--no-progress", "--max-steps", "2", "--json",
+                       check=True)
+    summary = json.loads(result.stdout)
+    state = final_state(tmp_path / "run")
+    sizes = [len(atoms) for atoms in ase.io.read(data, ":")]
+    assert summary["validation_atoms"] == sum(sizes[i] for i in state["validation_indices"])
+    assert summary["train_atoms_per_epoch"] + summary["validation_atoms"] == sum(sizes)
+    # the second step alone: a rate, not the first step's warm-up
+    assert summary["steady_train_atoms_per_s"] > 0 and "peak_device_memory_mib" not in summary
+
+
 def test_existing_run_is_not_overwritten(reference_run):
     cfg, run = reference_run
     before = (run / "last.ckpt").read_bytes()
@@ -317,6 +334,13 @@ def test_moving_average_decay_is_checked(tmp_path, data):
     cfg = write_config(tmp_path / "bad.yaml", data, ema_decay=1.0)
     result = run_petmd("train", cfg, "-o", tmp_path / "run", "--no-progress")
     assert result.returncode == 2 and "training.ema_decay" in result.stderr and "[0, 1)" in result.stderr
+
+
+def test_tf32_is_refused_off_cuda(tmp_path, data):
+    cfg = write_config(tmp_path / "tf32.yaml", data, tf32=True)
+    result = run_petmd("train", cfg, "-o", tmp_path / "run", "--no-progress")
+    assert result.returncode == 2 and "training.tf32: true needs a CUDA device" in result.stderr, result.stderr
+    assert not (tmp_path / "run" / "last.ckpt").exists()
 
 
 def test_a_state_without_the_optimizers_weights_continues_from_the_averaged_ones(tmp_path, data):

@@ -82,6 +82,9 @@ class TrainingConfig:
     # memory bounded by the chunk instead of ~10 MiB per atom; 0 = plain double backward; -1 = the device's default
     chunk_atoms: int = -1
     device: str = "cpu"  # cpu | cuda | cuda:N
+    # TF32 matrix products on a CUDA device (10-bit mantissa products, float32 sums): the weights, optimizer and
+    # loss stay float32; only with a cuda device, where it is a speed setting that changes the gradient's round-off
+    tf32: bool = False
 
 
 @dataclass

@@ -127,6 +127,11 @@ class Trainer:
         if self.device.type == "cuda" and (not torch.cuda.is_available()
                                            or (self.device.index or 0) >= torch.cuda.device_count()):
             raise PetmdError(f"training.device '{t.device}': no such CUDA device on this machine")
+        if t.tf32 and self.device.type != "cuda":
+            raise PetmdError(f"training.tf32: true needs a CUDA device, but training.device is '{t.device}'; "
+                             "set tf32: false (TF32 exists only on CUDA)")
+        # per process, like the bridge's set_tf32: the run's own setting, whatever an earlier run here left
+        torch.backends.cuda.matmul.allow_tf32 = t.tf32
         last = self.out / "last.ckpt"
         state = None
         if resume and init is not None:
@@ -375,6 +380,7 @@ class Trainer:
         old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         kill_at = int(os.environ.get("PETMD_DEBUG_KILL_AT_STEP", "-1"))
         atoms_seen, train_time = 0, 0.0
+        steady = [0, 0.0]  # atoms and seconds of this run's steps after its first (kernels compiled, memory pooled)
         recent = [0, 0.0, 0]  # atoms, training seconds, batches since the last progress line: the rate now
         try:
             while self.epoch < t.epochs:
@@ -393,6 +399,8 @@ class Trainer:
                     r = self.train_step(group, self._rotations(self.epoch, self.step_in_epoch,
                                                                len(group) * t.variance_copies))
                     dt = time.monotonic() - t0
+                    if atoms_seen:
+                        steady = [steady[0] + r["atoms"], steady[1] + dt]
                     train_time += dt
                     atoms_seen += r["atoms"]
                     recent = [recent[0] + r["atoms"], recent[1] + dt, recent[2] + 1]
@@ -431,11 +439,17 @@ class Trainer:
                 signal.signal(s, h)
         self.elapsed = elapsed_at_start + (time.monotonic() - start)
         save_checkpoint(self._state(), self.out / "last.ckpt")
-        return {"stop_reason": stop_reason, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-                "global_step": self.global_step, "best_val_force_mae_mev_per_A": self.best,
-                "train_atoms_per_s": atoms_seen / train_time if train_time > 0 else float("nan"),
-                "history": self.history, "output_dir": str(self.out), "initialized_from": self.init_from,
-                "ema_decay": t.ema_decay}
+        result = {"stop_reason": stop_reason, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                  "global_step": self.global_step, "best_val_force_mae_mev_per_A": self.best,
+                  "train_atoms_per_s": atoms_seen / train_time if train_time > 0 else float("nan"),
+                  "steady_train_atoms_per_s": steady[0] / steady[1] if steady[1] > 0 else float("nan"),
+                  "train_atoms_per_epoch": sum(self.frames[i].n_atoms for i in self.train_idx),
+                  "validation_atoms": sum(self.frames[i].n_atoms for i in self.val_idx),
+                  "history": self.history, "output_dir": str(self.out), "initialized_from": self.init_from,
+                  "ema_decay": t.ema_decay}
+        if self.device.type == "cuda":
+            result["peak_device_memory_mib"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 20
+        return result
 
     def _end_epoch(self, sums: dict) -> None:
         val = self.validate() if len(self.val_idx) else {}
@@ -473,7 +487,10 @@ def summary_table(result: dict) -> str:
              if result["step_in_epoch"] else f"after epoch {result['epoch']}")
     lines = [f"training stopped ({result['stop_reason']}) {where}, step {result['global_step']}; "
              f"output in {result['output_dir']}",
-             f"training throughput this run: {result['train_atoms_per_s']:.1f} atoms/s"]
+             f"training throughput this run: {result['train_atoms_per_s']:.1f} atoms/s "
+             f"({result['steady_train_atoms_per_s']:.1f} after its first step)"]
+    if "peak_device_memory_mib" in result:
+        lines.append(f"peak device memory: {result['peak_device_memory_mib']:,.0f} MiB")
     if result.get("initialized_from"):
         lines.insert(1, f"started from the weights of {result['initialized_from']} (--init)")
     if result.get("ema_decay"):
