@@ -33,7 +33,7 @@ import torch
 from machine import add_rates, available_cores, finish, metadata  # noqa: E402  (benchmarks/machine.py)
 
 REPO = Path(__file__).resolve().parents[1]
-REPLICAS = {192: 1, 1536: 2, 5184: 3, 12288: 4, 24000: 5, 41472: 6, 98304: 8, 192000: 10}
+REPLICAS = {192 * k ** 3: k for k in (1, 2, 3, 4, 5, 6, 8, 10, 12, 16)}
 
 CHILD = r"""
 import json, sys, time

@@ -14,6 +14,8 @@ states=$(awk '{print $2}' "$from"/SHA256SUMS)
 for f in $states; do cat "$from"/$f.part-* > "$tmp"/$f; done
 (cd "$tmp" && sha256sum -c --quiet "$from"/SHA256SUMS)
 for f in $states; do mv "$tmp"/$f runs/pet-water/; done
-cp "$from"/metrics.csv runs/pet-water/
 rmdir "$tmp"
-tail -3 runs/pet-water/metrics.csv
+if [ -f "$from"/metrics.csv ]; then  # none where the call ended inside its first epoch
+  cp "$from"/metrics.csv runs/pet-water/
+  tail -3 runs/pet-water/metrics.csv
+fi
