@@ -137,16 +137,22 @@ def main(argv=None) -> int:
     peak = gemm_peak(args.device, args.threads, args.tf32)
     print(f"{args.model.name}: {'TF32' if args.tf32 else 'fp32'} matrix-multiply peak {peak / 1e9:.1f} GFLOP/s "
           f"({args.device}, {args.threads} threads)", flush=True)
+    meta = {**metadata("inference_efficiency.py", argv), "torch": torch.__version__, "threads": args.threads,
+            "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(args.device),
+            "gemm_peak_gflops": peak / 1e9, "tf32": args.tf32, "model": str(args.model)}
     rows = []
     for atoms in args.sizes:
         for chunk in args.chunks:
             row = measure(args.model, atoms, chunk, args.threads, args.device, args.tf32, args.warmup, args.calls)
+            if "error" not in row:
+                add_rates(row)["efficiency"] = row["flops"] / row["best_s"] / peak
             rows.append(row)
+            if args.json:  # after each row: a run stopped by a time limit keeps what it measured
+                Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))
             label = "default" if chunk < 0 else chunk
             if "error" in row:
                 print(f"{atoms:7d} atoms, chunk {label}: {row['error']}", flush=True)
                 continue
-            add_rates(row)["efficiency"] = row["flops"] / row["best_s"] / peak
             print(f"{atoms:7d} atoms, chunk {label}: {row['best_s']:.3f} s/step (mean {row['mean_s']:.3f}), "
                   f"{row['atoms_per_s']:,.0f} atom-steps/s, {row['mflop_per_atom']:.0f} MFLOP/atom "
                   f"(neighbours mean {row['mean_neighbors']:.1f}, max {row['max_neighbors']}), "
@@ -156,9 +162,6 @@ def main(argv=None) -> int:
                 print(f"{'':7s} TF32 against float32: |ΔE| {row['tf32_energy_mev_per_atom']:.2e} meV/atom, |ΔF| max "
                       f"{row['tf32_force_max_mev_per_A']:.3g}, mean {row['tf32_force_mae_mev_per_A']:.3g} meV/Å",
                       flush=True)
-    meta = {**metadata("inference_efficiency.py", argv), "torch": torch.__version__, "threads": args.threads,
-            "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(args.device),
-            "gemm_peak_gflops": peak / 1e9, "tf32": args.tf32, "model": str(args.model)}
     finish(meta, args.json, f", torch {meta['torch']}", rows=rows)
     return 0
 

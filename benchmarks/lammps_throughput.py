@@ -429,21 +429,24 @@ def main(argv=None) -> int:
     log(f"model {args.model}; base frame: first {BASE_CONFIG_TYPE} frame of {data}; {threads} threads; device {args.device}")
 
     results = []
-    with tempfile.TemporaryDirectory(prefix="petmd-lammps-bench-") as tmp:
-        for n in args.sizes:
-            results.append(measure(n, base, args, loaded, threads, Path(tmp)))
-            torch.set_num_threads(threads)  # the plugin sets the same libtorch pool; keep it where asked
     report = {"model": str(args.model), "model_metadata": {k: loaded.metadata.get(k) for k in
                                                            ("dtype", "cutoff", "n_gnn_layers", "interaction_range",
                                                             "species", "petmd_version", "torch_version")},
               "device": args.device, "data": str(data), "frame": f"first {BASE_CONFIG_TYPE} frame", "warmup": args.warmup,
               "steps_requested": args.steps, "budget_s": args.budget, "timestep_ps": TIMESTEP_PS,
-              "temperature_K": TEMPERATURE_K, "lammps_version": results[0]["lammps_version"] if results else None,
+              "temperature_K": TEMPERATURE_K, "lammps_version": None,
               "machine": machine_info(threads, args.device), "results": results}
-    print(table(report))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    with tempfile.TemporaryDirectory(prefix="petmd-lammps-bench-") as tmp:
+        for n in args.sizes:
+            results.append(measure(n, base, args, loaded, threads, Path(tmp)))
+            torch.set_num_threads(threads)  # the plugin sets the same libtorch pool; keep it where asked
+            report["lammps_version"] = results[0]["lammps_version"]
+            if args.json:  # after each size: a run stopped by a time limit keeps what it measured
+                args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(report))
+    if args.json:
         log(f"figures written to {args.json}")
     return 0
 

@@ -1,11 +1,14 @@
-"""tools/offline-gpu: the exact data packer, and the whole set-up of an offline machine (pack.sh kit, setup.sh
-build) run here: a fresh environment over this machine's torch, with the packed LAMMPS, in which pair_style pet runs
-on two MPI ranks and gives the main environment's numbers."""
+"""tools/offline-gpu: the exact data packer, and the whole GPU-checks call of an offline machine (pack.sh kit, then
+gpu-checks.sh: setup.sh build, the GPU tests, every benchmark step) run here on the CPU: a fresh environment over
+this machine's torch, with the packed LAMMPS, in which pair_style pet runs in-process and on two MPI ranks and gives
+the main environment's numbers."""
 
 from __future__ import annotations
 
 import gzip
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,17 +63,30 @@ def test_extxyz_pack_refuses_what_it_cannot_keep_exactly(tmp_path):
 
 
 @pytest.mark.slow
-def test_offline_setup_runs_pair_pet_on_two_ranks(tmp_path):
+def test_offline_gpu_checks_run_whole_on_the_cpu(tmp_path):
     # the machine's "own" Python is this environment's; the new one must not borrow its LAMMPS or petmd
-    env = dict(os.environ, PYTHON=sys.executable, PETMD_VENV=str(tmp_path / "venv"))
-    for cmd in (["pack.sh", "kit"], ["setup.sh", "build"]):
-        result = subprocess.run([str(TOOLS / cmd[0]), *cmd[1:]], env=env, capture_output=True, text=True, cwd=REPO)
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "petmd environment ready" in result.stdout
+    env = dict(os.environ, PYTHON=sys.executable, PETMD_VENV=str(tmp_path / "venv"), PETMD_DEVICE="cpu",
+               PETMD_CHECKS_SIZES="192 1536 1536")
+    result = subprocess.run([str(TOOLS / "pack.sh"), "kit"], env=env, capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    out = tmp_path / "checks"
+    result = subprocess.run([str(TOOLS / "gpu-checks.sh"), str(out)], env=env, capture_output=True, text=True,
+                            cwd=REPO)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0 and "petmd environment ready" in log, log[-3000:]
+    # the GPU tests (CPU against CPU here), pair_style pet in-process and on two ranks among them
+    assert " passed" in log and not re.search(r"\d+ (failed|error)", log), log[-3000:]
+    for name, sizes in [("bare-tf32", [192, 1536, 1536]), ("lammps-tf32", [192, 1536]), ("bare-fp32", [192, 1536]),
+                        ("lammps-fp32", [192, 1536]), ("chunks-tf32", [192, 192, 192])]:
+        figures = json.loads((out / f"{name}.json").read_text())
+        rows = figures.get("rows") or figures["results"]  # inference_efficiency.py's, lammps_throughput.py's
+        assert [row["atoms"] for row in rows] == sizes and not any("error" in row for row in rows), (name, rows)
     python = tmp_path / "venv" / "bin" / "python"
-    where = subprocess.run([str(python), "-c", "import lammps, petmd; print(lammps.__file__, petmd.__file__)"],
+    # and not this environment's MPI library either: a GPU machine's Python has none (found there, 2026-12-04)
+    where = subprocess.run([str(python), "-c", "import lammps, petmd; from petmd.lammps_plugin import mpi_library; "
+                            "print(lammps.__file__, petmd.__file__, mpi_library())"],
                            capture_output=True, text=True, check=True).stdout
-    assert where.count(str(tmp_path / "venv")) == 2, where
+    assert where.count(str(tmp_path / "venv")) == 3, where
 
     model = REPO / "models" / "pet-water-small.pt"
     atoms = water_box(3, seed=1)

@@ -9,6 +9,7 @@ if pgrep -f "petmd train .*-o runs/pet-water( |$)" > /dev/null; then
   echo "collect.sh: a local 'petmd train ... -o runs/pet-water' is running: stop it (it would overwrite the state)" >&2
   exit 2
 fi
+mkdir -p runs/pet-water  # a fresh checkout has none: the GPU call started a new run
 tmp=$(mktemp -d runs/pet-water/.collect-XXXX)
 states=$(awk '{print $2}' "$from"/SHA256SUMS)
 for f in $states; do cat "$from"/$f.part-* > "$tmp"/$f; done

