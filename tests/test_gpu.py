@@ -16,6 +16,7 @@ import torch
 from conftest import frame, run_petmd, small_pet, water_box, write_checkpoint, write_config, write_labelled_data
 from lammps_helpers import read_single_point, run_inprocess, run_lmp, single_point_input, write_data
 from petmd import _bridge
+from petmd.checkpoint import load_checkpoint
 from petmd.export import export_checkpoint, load_model
 
 DEVICE = os.environ.get("PETMD_TEST_DEVICE", "cuda")
@@ -123,7 +124,7 @@ def test_training_on_device_takes_the_cpus_steps(tmp_path):
         name = f"{run}-{device}-{chunk}".replace(":", "")
         cfg = write_config(tmp_path / f"{name}.yaml", data, epochs=1, device=device, chunk_atoms=chunk, ema_decay=0.5)
         run_petmd("train", cfg, "-o", tmp_path / name, "--no-progress", check=True)
-        states[name] = torch.load(tmp_path / name / "last.ckpt", map_location="cpu", weights_only=True)
+        states[name] = load_checkpoint(tmp_path / name / "last.ckpt")
     want = states.pop("0-cpu-0")
     assert want["global_step"] >= 2
     for name, got in states.items():
@@ -141,7 +142,7 @@ def test_training_in_tf32_stays_close_to_float32(tmp_path):
     for tf32 in (False, True):
         cfg = write_config(tmp_path / f"tf32-{tf32}.yaml", data, epochs=2, device=DEVICE, dtype="float32", tf32=tf32)
         run_petmd("train", cfg, "-o", tmp_path / f"tf32-{tf32}", "--no-progress", check=True)
-        state = torch.load(tmp_path / f"tf32-{tf32}" / "last.ckpt", map_location="cpu", weights_only=True)
+        state = load_checkpoint(tmp_path / f"tf32-{tf32}" / "last.ckpt")
         assert state["config"]["training"]["tf32"] is tf32
         figures[tf32] = state["history"][-1]["val_force_mae_mev_per_A"]
     assert np.isfinite(figures[True]) and figures[True] == pytest.approx(figures[False], rel=0.05)

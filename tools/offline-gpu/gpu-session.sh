@@ -16,5 +16,6 @@ rm -rf $checks && mkdir -p $checks "$out"
 PETMD_CHECKS_DEADLINE=$(( began + check_seconds )) tools/offline-gpu/gpu-checks.sh $checks 2>&1 | tee $checks/checks.log
 echo "== checks ended with status ${PIPESTATUS[0]} after $(( $(date +%s) - began )) s (limit $check_seconds)"
 tar -C $checks -czf "$out"/checks.tar.gz .
-echo "== training ($(date +%T)), $(( seconds - ($(date +%s) - began) )) s left"
-tools/offline-gpu/train-gpu.sh $(( seconds - ($(date +%s) - began) )) "$out"
+left=$(( seconds - ($(date +%s) - began) ))
+echo "== training ($(date +%T)), $left s left"
+tools/offline-gpu/train-gpu.sh $left "$out"

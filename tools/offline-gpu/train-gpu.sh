@@ -42,10 +42,12 @@ if [ -f runs/pet-water/last.ckpt ]; then
   start=--resume
 else
   probe_began=$(date +%s)
+  probe_steps_s=15
   rm -rf /tmp/petmd-probe
-  timeout $(( $(left) / 3 )) petmd train "$config" -o /tmp/petmd-probe $start --max-time 15 --no-progress --json \
-    > /tmp/petmd-probe.json 2>> "$log" || { echo "train-gpu.sh: the probe run failed" | tee -a "$log"; exit 1; }
-  startup=$(( $(date +%s) - probe_began - 15 ))
+  timeout $(( $(left) / 3 )) petmd train "$config" -o /tmp/petmd-probe $start --max-time $probe_steps_s \
+    --no-progress --json > /tmp/petmd-probe.json 2>> "$log" \
+    || { echo "train-gpu.sh: the probe run failed" | tee -a "$log"; exit 1; }
+  startup=$(( $(date +%s) - probe_began - probe_steps_s ))
   python - "$config" /tmp/petmd-probe.json $startup $(left) <<'PY' 2>&1 | tee -a "$log"
 import json, sys, yaml
 config_path, probe_path, startup, left = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
