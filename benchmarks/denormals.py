@@ -30,8 +30,9 @@ from machine import metadata  # noqa: E402  (benchmarks/machine.py)
 from train_throughput import energy_forces_step, pick_frames, summarize, time_steps, training_step  # noqa: E402
 
 
-def _child(checkpoint: str, flush: bool, threads: int, atoms, energy, forces, repeats: int, batch_frames: int,
-           chunk: int) -> dict:
+def _child(
+    checkpoint: str, flush: bool, threads: int, atoms, energy, forces, repeats: int, batch_frames: int, chunk: int
+) -> dict:
     import torch
 
     torch.set_flush_denormal(flush)  # first: before any op creates the worker threads
@@ -64,13 +65,19 @@ def main(argv=None) -> int:
     parser.add_argument("checkpoints", nargs="+", help="training or weights-only checkpoints (.ckpt)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps after 1 warm-up step (default 3)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="off/on pairs per checkpoint, interleaved so that drift in the machine's speed shows "
-                             "(default 2)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="off/on pairs per checkpoint, interleaved so that drift in the machine's speed shows (default 2)",
+    )
     parser.add_argument("--size", type=int, default=192, help="frame size in atoms (default 192)")
-    parser.add_argument("--batch-frames", type=int, default=5,
-                        help="training batch = this many rotated copies (default 5, ~1000 atoms as in the shipped "
-                             "configs)")
+    parser.add_argument(
+        "--batch-frames",
+        type=int,
+        default=5,
+        help="training batch = this many rotated copies (default 5, ~1000 atoms as in the shipped configs)",
+    )
     parser.add_argument("--chunk", type=int, default=512, help="training-gradient chunk in atoms (default 512)")
     parser.add_argument("--data", default=None, help="extxyz file (default: the SCAN water set)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -88,24 +95,38 @@ def main(argv=None) -> int:
         for rnd in range(args.rounds):
             for flush in (False, True):
                 with ctx.Pool(1) as pool:
-                    r = pool.apply(_child, (path, flush, args.threads, atoms, energy, forces, args.repeats,
-                                            args.batch_frames, args.chunk))
+                    r = pool.apply(
+                        _child,
+                        (path, flush, args.threads, atoms, energy, forces, args.repeats, args.batch_frames, args.chunk),
+                    )
                 rows.append({"checkpoint": path, "round": rnd + 1, "flush_denormal": flush, **r})
-                print(f"  {path} round {rnd + 1} flush {'on ' if flush else 'off'}: train "
-                      f"{r['train']['mean_s']:.3f} s, E+F {r['inference']['mean_s']:.3f} s", file=sys.stderr)
+                print(
+                    f"  {path} round {rnd + 1} flush {'on ' if flush else 'off'}: train "
+                    f"{r['train']['mean_s']:.3f} s, E+F {r['inference']['mean_s']:.3f} s",
+                    file=sys.stderr,
+                )
     meta = metadata("denormals.py", argv)
-    report = {"meta": meta, "frame": f"{args.size} atoms, file frame "
-              f"{index} of {data}", "threads": args.threads, "batch_frames": args.batch_frames, "rows": rows}
+    report = {
+        "meta": meta,
+        "frame": f"{args.size} atoms, file frame {index} of {data}",
+        "threads": args.threads,
+        "batch_frames": args.batch_frames,
+        "rows": rows,
+    }
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"subnormal floats on CPU: {report['frame']}; train batch {args.batch_frames} copies; "
-          f"{args.threads} threads; 1 warm-up + {args.repeats} timed steps")
+    print(
+        f"subnormal floats on CPU: {report['frame']}; train batch {args.batch_frames} copies; "
+        f"{args.threads} threads; 1 warm-up + {args.repeats} timed steps"
+    )
     print(f"{'checkpoint':<44} {'flush':>5} {'train s':>8} {'atoms/s':>8} {'E+F s':>7} {'atoms/s':>8}")
     for row in rows:
         t, i = row["train"], row["inference"]
-        print(f"{row['checkpoint'][-44:]:<44} {'on' if row['flush_denormal'] else 'off':>5} {t['mean_s']:>8.3f} "
-              f"{t['atoms_per_s_mean']:>8.0f} {i['mean_s']:>7.3f} {i['atoms_per_s_mean']:>8.0f}")
+        print(
+            f"{row['checkpoint'][-44:]:<44} {'on' if row['flush_denormal'] else 'off':>5} {t['mean_s']:>8.3f} "
+            f"{t['atoms_per_s_mean']:>8.0f} {i['mean_s']:>7.3f} {i['atoms_per_s_mean']:>8.0f}"
+        )
     print(f"{meta['date']}, {meta['cpu']}, {meta['cores']} cores")
     return 0
 

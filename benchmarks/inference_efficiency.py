@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """FLOP efficiency and peak memory of an exported petmd model's energy + forces on liquid water.
 
-Systems: the 192-atom SCAN liquid-water frame (petmd.structures.liquid_water) replicated to 192·k³ atoms, the
+Systems: the 192-atom SCAN liquid-water frame (petmd.helpers.structures.liquid_water) replicated to 192·k³ atoms, the
 neighbour list built once (petmd.batch.frame_from_atoms) and not timed. Each (size, chunk) runs in a fresh Python
 process, so its peak memory is its own (VmHWM on CPU, torch.cuda.max_memory_allocated on a GPU). In it:
 
@@ -33,15 +33,15 @@ import torch
 from machine import add_rates, available_cores, finish, metadata  # noqa: E402  (benchmarks/machine.py)
 
 REPO = Path(__file__).resolve().parents[1]
-REPLICAS = {192 * k ** 3: k for k in (1, 2, 3, 4, 5, 6, 8, 10, 12, 16)}
+REPLICAS = {192 * k**3: k for k in (1, 2, 3, 4, 5, 6, 8, 10, 12, 16)}
 
 CHILD = r"""
 import json, sys, time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 from petmd.batch import frame_from_atoms
-from petmd.export import load_model
-from petmd.structures import liquid_water
+from petmd.loading import load_model
+from petmd.helpers.structures import liquid_water
 
 model_path, k, chunk, threads, device, tf32, warmup, calls = sys.argv[1:9]
 k, chunk, threads, warmup, calls = int(k), int(chunk), int(threads), int(warmup), int(calls)
@@ -56,7 +56,7 @@ f = frame_from_atoms(atoms, model.cutoff)
 args = [torch.from_numpy(a).to(device) for a in (f.positions, f.numbers, f.cell, f.edge_index, f.cell_shifts)]
 args.append(torch.ones(f.n_atoms, dtype=torch.bool, device=device))
 sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-torch._C._set_graph_executor_optimize(False)  # as the C++ bridge and petmd.export.LoadedModel run it
+torch._C._set_graph_executor_optimize(False)  # as the C++ bridge and petmd.loading.LoadedModel run it
 deviation = {}
 if tf32 == "1":  # the same call in float32 proper: how far TF32's 10-bit mantissa products move the results
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -83,8 +83,9 @@ if device.startswith("cuda"):
 else:
     peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024
 counts = torch.bincount(torch.from_numpy(f.edge_index[0]), minlength=f.n_atoms)
-print(json.dumps({"atoms": f.n_atoms, "edges": int(f.edge_index.shape[1]), "mean_neighbors": float(counts.float().mean()),
-                  "max_neighbors": int(counts.max()), "flops": counter.get_total_flops(), "best_s": min(times),
+print(json.dumps({"atoms": f.n_atoms, "edges": int(f.edge_index.shape[1]),
+                  "mean_neighbors": float(counts.float().mean()), "max_neighbors": int(counts.max()),
+                  "flops": counter.get_total_flops(), "best_s": min(times),
                   "mean_s": sum(times) / len(times), "peak_mb": peak, "energy": float(out["energy"]), **deviation}))
 """
 
@@ -104,13 +105,25 @@ def gemm_peak(device: str, threads: int, tf32: bool, n: int = 0, repeats: int = 
         torch.mm(a, b)
         sync()
         best = min(best, time.perf_counter() - start)
-    return 2.0 * n ** 3 / best
+    return 2.0 * n**3 / best
 
 
-def measure(model: Path, atoms: int, chunk: int, threads: int, device: str, tf32: bool, warmup: int,
-            calls: int) -> dict:
-    cmd = [sys.executable, "-c", CHILD, str(model), str(REPLICAS[atoms]), str(chunk), str(threads), device,
-           "1" if tf32 else "0", str(warmup), str(calls)]
+def measure(
+    model: Path, atoms: int, chunk: int, threads: int, device: str, tf32: bool, warmup: int, calls: int
+) -> dict:
+    cmd = [
+        sys.executable,
+        "-c",
+        CHILD,
+        str(model),
+        str(REPLICAS[atoms]),
+        str(chunk),
+        str(threads),
+        device,
+        "1" if tf32 else "0",
+        str(warmup),
+        str(calls),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         killed = out.returncode < 0 or "out of memory" in out.stderr.lower()
@@ -124,8 +137,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=REPO / "models" / "pet-water.pt")
     parser.add_argument("--sizes", type=int, nargs="+", default=[192, 1536, 12288], choices=sorted(REPLICAS))
-    parser.add_argument("--chunks", type=int, nargs="+", default=[-1],
-                        help="chunk sizes to compare (atoms; 0 = never chunk; -1 = the model's default)")
+    parser.add_argument(
+        "--chunks",
+        type=int,
+        nargs="+",
+        default=[-1],
+        help="chunk sizes to compare (atoms; 0 = never chunk; -1 = the model's default)",
+    )
     parser.add_argument("--threads", type=int, default=available_cores())
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 matrix products (GPU)")
@@ -135,11 +153,20 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     peak = gemm_peak(args.device, args.threads, args.tf32)
-    print(f"{args.model.name}: {'TF32' if args.tf32 else 'fp32'} matrix-multiply peak {peak / 1e9:.1f} GFLOP/s "
-          f"({args.device}, {args.threads} threads)", flush=True)
-    meta = {**metadata("inference_efficiency.py", argv), "torch": torch.__version__, "threads": args.threads,
-            "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(args.device),
-            "gemm_peak_gflops": peak / 1e9, "tf32": args.tf32, "model": str(args.model)}
+    print(
+        f"{args.model.name}: {'TF32' if args.tf32 else 'fp32'} matrix-multiply peak {peak / 1e9:.1f} GFLOP/s "
+        f"({args.device}, {args.threads} threads)",
+        flush=True,
+    )
+    meta = {
+        **metadata("inference_efficiency.py", argv),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(args.device),
+        "gemm_peak_gflops": peak / 1e9,
+        "tf32": args.tf32,
+        "model": str(args.model),
+    }
     rows = []
     for atoms in args.sizes:
         for chunk in args.chunks:
@@ -153,15 +180,20 @@ def main(argv=None) -> int:
             if "error" in row:
                 print(f"{atoms:7d} atoms, chunk {label}: {row['error']}", flush=True)
                 continue
-            print(f"{atoms:7d} atoms, chunk {label}: {row['best_s']:.3f} s/step (mean {row['mean_s']:.3f}), "
-                  f"{row['atoms_per_s']:,.0f} atom-steps/s, {row['mflop_per_atom']:.0f} MFLOP/atom "
-                  f"(neighbours mean {row['mean_neighbors']:.1f}, max {row['max_neighbors']}), "
-                  f"{row['gflop_per_s']:.1f} GFLOP/s = {100 * row['efficiency']:.0f} % of peak, "
-                  f"peak memory {row['peak_mb']:,.0f} MB", flush=True)
+            print(
+                f"{atoms:7d} atoms, chunk {label}: {row['best_s']:.3f} s/step (mean {row['mean_s']:.3f}), "
+                f"{row['atoms_per_s']:,.0f} atom-steps/s, {row['mflop_per_atom']:.0f} MFLOP/atom "
+                f"(neighbours mean {row['mean_neighbors']:.1f}, max {row['max_neighbors']}), "
+                f"{row['gflop_per_s']:.1f} GFLOP/s = {100 * row['efficiency']:.0f} % of peak, "
+                f"peak memory {row['peak_mb']:,.0f} MB",
+                flush=True,
+            )
             if "tf32_force_max_mev_per_A" in row:
-                print(f"{'':7s} TF32 against float32: |ΔE| {row['tf32_energy_mev_per_atom']:.2e} meV/atom, |ΔF| max "
-                      f"{row['tf32_force_max_mev_per_A']:.3g}, mean {row['tf32_force_mae_mev_per_A']:.3g} meV/Å",
-                      flush=True)
+                print(
+                    f"{'':7s} TF32 against float32: |ΔE| {row['tf32_energy_mev_per_atom']:.2e} meV/atom, |ΔF| max "
+                    f"{row['tf32_force_max_mev_per_A']:.3g}, mean {row['tf32_force_mae_mev_per_A']:.3g} meV/Å",
+                    flush=True,
+                )
     finish(meta, args.json, f", torch {meta['torch']}", rows=rows)
     return 0
 

@@ -14,9 +14,9 @@ Systems: one 192-atom liquid-water frame of the SCAN water set (the first of con
 - bare model: the exported TorchScript forward (energy + forces by autograd, i.e. forward + backward) called with
   the tensors LoadedModel.__call__ passes, the neighbour list built once (petmd.batch.frame_from_atoms) and not
   timed; WARMUP + 3 untimed calls (as many force evaluations as LAMMPS made before its timed loop: run 0, the
-  warm-up run's setup and steps, the timed run's setup), then STEPS timed calls. Bridge overhead = (LAMMPS time per step − bare time per step) /
-  bare time per step: neighbour lists (with the ghost shell of n_layers × cutoff + skin), graph folding, tensor
-  copies, integration and communication.
+  warm-up run's setup and steps, the timed run's setup), then STEPS timed calls. Bridge overhead = (LAMMPS time
+  per step − bare time per step) / bare time per step: neighbour lists (with the ghost shell of n_layers × cutoff
+  + skin), graph folding, tensor copies, integration and communication.
 - ASE: ase.md.verlet.VelocityVerlet with petmd's PETCalculator (which rebuilds the neighbour list every step),
   velocities at 300 K; WARMUP steps, then STEPS timed steps. Skipped above --ase-max-atoms, with --skip-ase, and
   on --device cuda (PETCalculator evaluates on the CPU).
@@ -48,11 +48,10 @@ import numpy as np
 import torch
 
 import petmd
+from machine import available_cores, cpu_model  # noqa: E402  (benchmarks/machine.py)
 from petmd.batch import frame_from_atoms
 from petmd.data import check_species, default_data_path, find_structure
 from petmd.errors import PetmdError
-
-from machine import available_cores, cpu_model  # noqa: E402  (benchmarks/machine.py)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "models" / "pet-water.pt"
@@ -70,10 +69,12 @@ def log(message: str) -> None:
 def replication(n_atoms: int) -> int:
     """k with n_atoms = BASE_ATOMS·k³; SystemExit otherwise."""
     k = round((n_atoms / BASE_ATOMS) ** (1.0 / 3.0)) if n_atoms > 0 else 0
-    if k < 1 or BASE_ATOMS * k ** 3 != n_atoms:
-        valid = ", ".join(str(BASE_ATOMS * m ** 3) for m in range(1, 6))
-        raise SystemExit(f"--sizes: {n_atoms} atoms is not {BASE_ATOMS}·k³ (the systems are a {BASE_ATOMS}-atom "
-                         f"water frame repeated k×k×k times): use one of {valid}, ...")
+    if k < 1 or BASE_ATOMS * k**3 != n_atoms:
+        valid = ", ".join(str(BASE_ATOMS * m**3) for m in range(1, 6))
+        raise SystemExit(
+            f"--sizes: {n_atoms} atoms is not {BASE_ATOMS}·k³ (the systems are a {BASE_ATOMS}-atom "
+            f"water frame repeated k×k×k times): use one of {valid}, ..."
+        )
     return k
 
 
@@ -91,7 +92,7 @@ def parse_lammps_log(text: str) -> dict:
     if loops:
         t, procs, steps, atoms = loops[-1]
         out.update(loop_time_s=float(t), procs=int(procs), loop_steps=int(steps), atoms=int(atoms))
-    last = text[text.rfind("Loop time of"):] if loops else text
+    last = text[text.rfind("Loop time of") :] if loops else text
     sections = {}
     for name in ("Pair", "Neigh", "Comm", "Output", "Modify", "Other"):
         m = re.search(rf"^{name}\s*\|.*\|\s*{_FLOAT}\s*$", last, flags=re.M)
@@ -116,14 +117,22 @@ class LammpsRun:
 
     def __init__(self, atoms, model: Path, device: str, threads: int, workdir: Path, pair_extra: str = ""):
         import ase.io
+
         from petmd.lammps_plugin import lammps
 
         self.natoms = len(atoms)
         self.species = list(dict.fromkeys(atoms.get_chemical_symbols()))  # atom type t = species[t - 1]
         self.log_path = workdir / f"log-{self.natoms}.lammps"
         data_path = workdir / f"water-{self.natoms}.data"
-        ase.io.write(data_path, atoms, format="lammps-data", specorder=self.species, masses=True,
-                     atom_style="atomic", units="metal")
+        ase.io.write(
+            data_path,
+            atoms,
+            format="lammps-data",
+            specorder=self.species,
+            masses=True,
+            atom_style="atomic",
+            units="metal",
+        )
         self.lmp = lammps(cmdargs=["-log", str(self.log_path), "-screen", "none", "-nocite"])
         self.version = self.lmp.version()
         commands = [
@@ -168,6 +177,7 @@ class LammpsRun:
 
 # ------------------------------------------------------------------------------------------------- bare model, ASE
 
+
 def synchronize(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -175,10 +185,14 @@ def synchronize(device: str) -> None:
 
 def bare_inputs(frame, device: str):
     """The tensors LoadedModel.__call__ passes to the exported forward, already on the device."""
-    return (torch.from_numpy(frame.positions).to(device), torch.from_numpy(frame.numbers).to(device),
-            torch.from_numpy(frame.cell).to(device), torch.from_numpy(frame.edge_index).to(device),
-            torch.from_numpy(frame.cell_shifts).to(device),
-            torch.ones(frame.n_atoms, dtype=torch.bool, device=device))
+    return (
+        torch.from_numpy(frame.positions).to(device),
+        torch.from_numpy(frame.numbers).to(device),
+        torch.from_numpy(frame.cell).to(device),
+        torch.from_numpy(frame.edge_index).to(device),
+        torch.from_numpy(frame.cell_shifts).to(device),
+        torch.ones(frame.n_atoms, dtype=torch.bool, device=device),
+    )
 
 
 def time_bare(module, inputs, device: str, warmup: int, steps: int):
@@ -226,6 +240,7 @@ def time_ase(atoms, loaded, warmup: int, steps: int) -> float:
 
 # ------------------------------------------------------------------------------------------------------ one size
 
+
 def measure(n_atoms: int, base, args, loaded, threads: int, workdir: Path) -> dict:
     k = replication(n_atoms)
     atoms = base.repeat((k, k, k))
@@ -246,8 +261,10 @@ def measure(n_atoms: int, base, args, loaded, threads: int, workdir: Path) -> di
     steps = args.steps
     if args.budget and per_step * steps > args.budget:
         steps = max(2, min(steps, int(args.budget / per_step)))
-        log(f"[{n_atoms} atoms] ~{per_step:.2f} s/step in the warm-up: timing {steps} steps instead of {args.steps} "
-            f"(--budget {args.budget:g} s)")
+        log(
+            f"[{n_atoms} atoms] ~{per_step:.2f} s/step in the warm-up: timing {steps} steps instead of {args.steps} "
+            f"(--budget {args.budget:g} s)"
+        )
     row["steps"] = steps
     log(f"[{n_atoms} atoms] LAMMPS: timing run {steps}")
     wall = lmp.run(steps)
@@ -260,8 +277,13 @@ def measure(n_atoms: int, base, args, loaded, threads: int, workdir: Path) -> di
     if loop is None or lammps_log.get("loop_steps") != steps:
         log(f"[{n_atoms} atoms] LAMMPS log has no loop time for the timed run: using the wall clock of `run {steps}`")
         loop = wall
-    row["lammps"] = {"loop_time_s": loop, "run_wall_s": wall, "s_per_step": loop / steps,
-                     "atom_steps_per_s": n_atoms * steps / loop, **lammps_log}
+    row["lammps"] = {
+        "loop_time_s": loop,
+        "run_wall_s": wall,
+        "s_per_step": loop / steps,
+        "atom_steps_per_s": n_atoms * steps / loop,
+        **lammps_log,
+    }
 
     # bare exported model on the same atoms
     log(f"[{n_atoms} atoms] bare model: {args.warmup + 3} warm-up + {steps} timed calls")
@@ -276,8 +298,12 @@ def measure(n_atoms: int, base, args, loaded, threads: int, workdir: Path) -> di
     # timed run's setup (TorchScript's profiling executor optimises the graph over the first calls)
     times = time_bare(module, inputs, args.device, args.warmup + 2, steps)
     bare_step = float(np.mean(times))
-    row["bare"] = {"times_s": [round(t, 6) for t in times], "s_per_step": bare_step, "best_s": float(np.min(times)),
-                   "atom_steps_per_s": n_atoms / bare_step}
+    row["bare"] = {
+        "times_s": [round(t, 6) for t in times],
+        "s_per_step": bare_step,
+        "best_s": float(np.min(times)),
+        "atom_steps_per_s": n_atoms / bare_step,
+    }
     row["overhead_percent"] = 100.0 * (row["lammps"]["s_per_step"] - bare_step) / bare_step
     del inputs
     if args.device != "cpu":
@@ -287,9 +313,12 @@ def measure(n_atoms: int, base, args, loaded, threads: int, workdir: Path) -> di
     # the same energy and forces through LAMMPS and the bare model (orthorhombic cells: LAMMPS frame = ASE frame)
     cell = atoms.cell.array
     if np.allclose(cell, np.diag(np.diag(cell))):
-        row["check"] = {"energy_diff_meV_per_atom": 1000.0 * abs(lmp_energy - bare_energy) / n_atoms,
-                        "max_force_diff_eV_per_A": float(np.abs(lmp_forces - bare_forces).max()),
-                        "lammps_energy_eV": lmp_energy, "bare_energy_eV": bare_energy}
+        row["check"] = {
+            "energy_diff_meV_per_atom": 1000.0 * abs(lmp_energy - bare_energy) / n_atoms,
+            "max_force_diff_eV_per_A": float(np.abs(lmp_forces - bare_forces).max()),
+            "lammps_energy_eV": lmp_energy,
+            "bare_energy_eV": bare_energy,
+        }
     else:
         row["check"] = None  # ASE's lammps-data writer rotates a skewed cell: forces are not comparable directly
 
@@ -310,12 +339,21 @@ def measure(n_atoms: int, base, args, loaded, threads: int, workdir: Path) -> di
 
 # ------------------------------------------------------------------------------------------------------- report
 
+
 def machine_info(threads: int, device: str) -> dict:
-    info = {"cpu": cpu_model(), "cores_available": available_cores(), "cpu_count": os.cpu_count(),
-            "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-            "device": device, "gpu": None, "torch": torch.__version__, "torch_threads": threads,
-            "petmd": petmd.__version__, "python": platform.python_version(),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    info = {
+        "cpu": cpu_model(),
+        "cores_available": available_cores(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "device": device,
+        "gpu": None,
+        "torch": torch.__version__,
+        "torch_threads": threads,
+        "petmd": petmd.__version__,
+        "python": platform.python_version(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
@@ -334,8 +372,8 @@ def table(report: dict) -> str:
         f"{info['cpu']}; {info['cores_available']} cores available; {where}; torch {info['torch']}; "
         f"LAMMPS {report['lammps_version']}; load avg {info['load_average_1min']}; {info['date']}",
         f"water: {report['frame']} of {report['data']} repeated k×k×k; NVE, {TIMESTEP_PS * 1000:g} fs, "
-        f"{TEMPERATURE_K:g} K; {report['warmup']} warm-up steps (bare model: {report['warmup'] + 3} calls), then the timed "
-        "steps",
+        f"{TEMPERATURE_K:g} K; {report['warmup']} warm-up steps (bare model: {report['warmup'] + 3} calls), "
+        "then the timed steps",
         "",
         f"{'atoms':>6} {'steps':>5} {'LAMMPS at-st/s':>14} {'bare at-st/s':>12} {'overhead':>9} "
         f"{'ASE at-st/s':>11} {'LMP ms/st':>9} {'bare ms/st':>10} {'Pair %':>6} {'ghosts':>7}",
@@ -350,38 +388,59 @@ def table(report: dict) -> str:
             f"{row['atoms']:>6} {row['steps']:>5} {lmp['atom_steps_per_s']:>14.1f} {bare['atom_steps_per_s']:>12.1f} "
             f"{row['overhead_percent']:>8.1f}% {fmt(ase_rate, '.1f', 11)} {1000 * lmp['s_per_step']:>9.1f} "
             f"{1000 * bare['s_per_step']:>10.1f} {fmt(lmp['section_percent'].get('pair'), '.1f', 6)} "
-            f"{fmt(lmp.get('nghost'), '.0f', 7)}")
+            f"{fmt(lmp.get('nghost'), '.0f', 7)}"
+        )
     lines.append("")
-    lines.append("at-st/s = atom-steps/s; overhead = (LAMMPS − bare) / bare time per step; LAMMPS time = its loop "
-                 "time of the timed run; Pair % = pair_style share of it")
+    lines.append(
+        "at-st/s = atom-steps/s; overhead = (LAMMPS − bare) / bare time per step; LAMMPS time = its loop "
+        "time of the timed run; Pair % = pair_style share of it"
+    )
     for row in report["results"]:
         c = row["check"]
         if c:
-            lines.append(f"check {row['atoms']} atoms: LAMMPS vs bare model |ΔE| {c['energy_diff_meV_per_atom']:.2e} "
-                         f"meV/atom, max |ΔF| {c['max_force_diff_eV_per_A']:.2e} eV/Å")
+            lines.append(
+                f"check {row['atoms']} atoms: LAMMPS vs bare model |ΔE| {c['energy_diff_meV_per_atom']:.2e} "
+                f"meV/atom, max |ΔF| {c['max_force_diff_eV_per_A']:.2e} eV/Å"
+            )
     lines.extend(notes)
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
-                        help=f"exported model (default: {DEFAULT_MODEL.relative_to(REPO)} of the repository)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[192, 1536, 12288],
-                        help=f"system sizes in atoms, each {BASE_ATOMS}·k³ (default 192 1536 12288)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=DEFAULT_MODEL,
+        help=f"exported model (default: {DEFAULT_MODEL.relative_to(REPO)} of the repository)",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[192, 1536, 12288],
+        help=f"system sizes in atoms, each {BASE_ATOMS}·k³ (default 192 1536 12288)",
+    )
     parser.add_argument("--steps", type=int, default=20, help="timed MD steps / model calls per size (default 20)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps / calls before them (default 2)")
-    parser.add_argument("--budget", type=float, default=300.0,
-                        help="seconds the timed LAMMPS run of a size may take; fewer steps (≥ 2) where the warm-up "
-                             "says --steps would take longer (default 300; 0: always --steps)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=300.0,
+        help="seconds the timed LAMMPS run of a size may take; fewer steps (≥ 2) where the warm-up "
+        "says --steps would take longer (default 300; 0: always --steps)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--tf32", action="store_true",
-                        help="TF32 float32 matrix products on a CUDA device (pair_style pet ... tf32 yes; the bare "
-                             "model likewise)")
+    parser.add_argument(
+        "--tf32",
+        action="store_true",
+        help="TF32 float32 matrix products on a CUDA device (pair_style pet ... tf32 yes; the bare model likewise)",
+    )
     parser.add_argument("--skip-ase", action="store_true", help="do not time ASE MD")
-    parser.add_argument("--ase-max-atoms", type=int, default=1536,
-                        help="skip ASE MD above this many atoms (default 1536)")
+    parser.add_argument(
+        "--ase-max-atoms", type=int, default=1536, help="skip ASE MD above this many atoms (default 1536)"
+    )
     parser.add_argument("--data", type=Path, default=None, help="extxyz(.gz) file (default: the SCAN water set)")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the figures to FILE")
     args = parser.parse_args(argv)
@@ -399,43 +458,70 @@ def main(argv=None) -> int:
         parser.error(f"--device must be cpu, cuda or cuda:N, not {args.device!r}")
     if args.device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise SystemExit(f"--device {args.device}: CUDA is not available to this torch ({torch.__version__}, "
-                             f"built {'without CUDA' if torch.version.cuda is None else 'for CUDA ' + torch.version.cuda})")
+            raise SystemExit(
+                f"--device {args.device}: CUDA is not available to this torch ({torch.__version__}, "
+                f"built {'without CUDA' if torch.version.cuda is None else 'for CUDA ' + torch.version.cuda})"
+            )
         index = int(args.device.split(":")[1]) if ":" in args.device else 0
         if index >= torch.cuda.device_count():
             raise SystemExit(f"--device {args.device}: only {torch.cuda.device_count()} CUDA device(s)")
     args.model = args.model.expanduser().resolve()
     if not args.model.exists():
-        raise SystemExit(f"model file {args.model} does not exist: run `make demo` (it exports models/pet-water.pt) "
-                         "or pass --model with an exported model (`petmd export`)")
+        raise SystemExit(
+            f"model file {args.model} does not exist: run `make demo` (it exports models/pet-water.pt) "
+            "or pass --model with an exported model (`petmd export`)"
+        )
     data = (args.data or default_data_path()).expanduser()
 
-    from petmd.export import load_model
+    from petmd.loading import load_model
 
     try:
         loaded = load_model(args.model)
     except PetmdError as err:
-        raise SystemExit(str(err))
+        raise SystemExit(str(err)) from None
     if not isinstance(loaded.module, torch.jit.ScriptModule):
-        raise SystemExit(f"{args.model} is a training checkpoint: pair_style pet needs an exported model "
-                         "(`petmd export`)")
+        raise SystemExit(
+            f"{args.model} is a training checkpoint: pair_style pet needs an exported model (`petmd export`)"
+        )
     base = find_structure(data, n_atoms=BASE_ATOMS, config_type=BASE_CONFIG_TYPE)
     try:
         check_species(base.numbers, loaded.atomic_numbers, f"{data}: {BASE_CONFIG_TYPE} frame")
     except PetmdError as err:
-        raise SystemExit(str(err))
+        raise SystemExit(str(err)) from None
     threads = args.threads or available_cores()
     torch.set_num_threads(threads)
-    log(f"model {args.model}; base frame: first {BASE_CONFIG_TYPE} frame of {data}; {threads} threads; device {args.device}")
+    log(
+        f"model {args.model}; base frame: first {BASE_CONFIG_TYPE} frame of {data}; {threads} threads; "
+        f"device {args.device}"
+    )
 
     results = []
-    report = {"model": str(args.model), "model_metadata": {k: loaded.metadata.get(k) for k in
-                                                           ("dtype", "cutoff", "n_gnn_layers", "interaction_range",
-                                                            "species", "petmd_version", "torch_version")},
-              "device": args.device, "data": str(data), "frame": f"first {BASE_CONFIG_TYPE} frame", "warmup": args.warmup,
-              "steps_requested": args.steps, "budget_s": args.budget, "timestep_ps": TIMESTEP_PS,
-              "temperature_K": TEMPERATURE_K, "lammps_version": None,
-              "machine": machine_info(threads, args.device), "results": results}
+    report = {
+        "model": str(args.model),
+        "model_metadata": {
+            k: loaded.metadata.get(k)
+            for k in (
+                "dtype",
+                "cutoff",
+                "n_gnn_layers",
+                "interaction_range",
+                "species",
+                "petmd_version",
+                "torch_version",
+            )
+        },
+        "device": args.device,
+        "data": str(data),
+        "frame": f"first {BASE_CONFIG_TYPE} frame",
+        "warmup": args.warmup,
+        "steps_requested": args.steps,
+        "budget_s": args.budget,
+        "timestep_ps": TIMESTEP_PS,
+        "temperature_K": TEMPERATURE_K,
+        "lammps_version": None,
+        "machine": machine_info(threads, args.device),
+        "results": results,
+    }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="petmd-lammps-bench-") as tmp:

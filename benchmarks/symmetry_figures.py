@@ -28,8 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import ase.io
-from ase.data import atomic_numbers
 import numpy as np
+from ase.data import atomic_numbers
 
 from lammps_throughput import LammpsRun  # noqa: E402  (benchmarks/)
 from machine import available_cores, cpu_model  # noqa: E402
@@ -45,8 +45,14 @@ def log(message: str) -> None:
 
 
 def errors(result: dict) -> dict:
-    keys = ("n_frames", "energy_mae_mev_per_structure", "energy_mae_mev_per_atom", "force_mae_mev_per_A",
-            "force_max_mev_per_A", "energy_std_mev_per_atom")
+    keys = (
+        "n_frames",
+        "energy_mae_mev_per_structure",
+        "energy_mae_mev_per_atom",
+        "force_mae_mev_per_A",
+        "force_max_mev_per_A",
+        "energy_std_mev_per_atom",
+    )
     return {k: result[k] for k in keys}
 
 
@@ -85,8 +91,12 @@ def lammps_cost(model: Path, atoms, mode: str, threads: int, budget: float, work
     steps = int(max(2, min(200, budget / max(probe, 1e-9))))
     run.run(steps)
     figures = run.close()
-    return {"mode": mode, "steps": steps, "loop_time_s": figures["loop_time_s"],
-            "atom_steps_per_s": len(atoms) * steps / figures["loop_time_s"]}
+    return {
+        "mode": mode,
+        "steps": steps,
+        "loop_time_s": figures["loop_time_s"],
+        "atom_steps_per_s": len(atoms) * steps / figures["loop_time_s"],
+    }
 
 
 def main() -> None:
@@ -106,15 +116,20 @@ def main() -> None:
     data = args.data or default_data_path()
     if data.is_dir():
         data = data / "water-scan.extxyz.gz"
-    result = {"model": str(args.model), "command": " ".join(sys.argv), "cpu": cpu_model(),
-              "threads": args.threads, "platform": platform.platform(),
-              "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    result = {
+        "model": str(args.model),
+        "command": " ".join(sys.argv),
+        "cpu": cpu_model(),
+        "threads": args.threads,
+        "platform": platform.platform(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     liquid = find_structure(data, n_atoms=192, config_type="multithermal")
     with tempfile.TemporaryDirectory(prefix="petmd-symfig-") as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
         if args.split:
-            indices = json.loads(args.split.read_text())["validation"][:args.val_frames]
+            indices = json.loads(args.split.read_text())["validation"][: args.val_frames]
         else:
             indices = list(range(0, 100 * args.val_frames, 100))
         log(f"validation frames {indices} vs 3i ...")
@@ -128,12 +143,14 @@ def main() -> None:
         result["molecule"], result["md_frame_by_mode"], result["cost"] = {}, {}, {}
         for mode in args.modes:
             log(f"molecule vs 4i, {mode} ...")
-            result["molecule"][mode] = errors(symmetry_error(args.model, molecule, "4i", symmetrize=mode,
-                                                             progress=False))
+            result["molecule"][mode] = errors(
+                symmetry_error(args.model, molecule, "4i", symmetrize=mode, progress=False)
+            )
         for mode in args.cost_modes:
             log(f"first MD frame vs 3i, {mode} ...")
-            result["md_frame_by_mode"][mode] = errors(symmetry_error(args.model, frames, "3i", max_frames=1,
-                                                                     symmetrize=mode, progress=False))
+            result["md_frame_by_mode"][mode] = errors(
+                symmetry_error(args.model, frames, "3i", max_frames=1, symmetrize=mode, progress=False)
+            )
             log(f"LAMMPS cost, {mode} ...")
             (tmp / mode).mkdir()
             result["cost"][mode] = lammps_cost(args.model, liquid, mode, args.threads, args.budget, tmp / mode)
@@ -149,23 +166,33 @@ def print_tables(r: dict) -> None:
     print("|---|---|---:|---:|---:|---:|---:|")
     for label, key in (("validation", "validation"), ("bulk-liquid MD", "md")):
         e = r[key]
-        print(f"| {e['n_frames']} {label} frames | 3i | {e['energy_mae_mev_per_structure']:.3g} | "
-              f"{e['energy_mae_mev_per_atom']:.3g} | {e['force_mae_mev_per_A']:.3g} | {e['force_max_mev_per_A']:.3g} | "
-              f"{e['energy_std_mev_per_atom']:.3g} |")
+        print(
+            f"| {e['n_frames']} {label} frames | 3i | {e['energy_mae_mev_per_structure']:.3g} | "
+            f"{e['energy_mae_mev_per_atom']:.3g} | {e['force_mae_mev_per_A']:.3g} | {e['force_max_mev_per_A']:.3g} | "
+            f"{e['energy_std_mev_per_atom']:.3g} |"
+        )
     e = r["molecule"].get("none")
     if e:
-        print(f"| isolated molecule | 4i | {e['energy_mae_mev_per_structure']:.3g} | {e['energy_mae_mev_per_atom']:.3g} "
-              f"| {e['force_mae_mev_per_A']:.3g} | {e['force_max_mev_per_A']:.3g} | {e['energy_std_mev_per_atom']:.3g} |")
-    print("\n| mode | molecule E meV (vs 4i) | molecule F MAE meV/Å | MD frame E meV/atom (vs 3i) | MD frame F MAE meV/Å "
-          "| LAMMPS atom-steps/s | cost vs none |")
+        print(
+            f"| isolated molecule | 4i | {e['energy_mae_mev_per_structure']:.3g} | {e['energy_mae_mev_per_atom']:.3g} "
+            f"| {e['force_mae_mev_per_A']:.3g} | {e['force_max_mev_per_A']:.3g} | {e['energy_std_mev_per_atom']:.3g} |"
+        )
+    print(
+        "\n| mode | molecule E meV (vs 4i) | molecule F MAE meV/Å | MD frame E meV/atom (vs 3i) | MD frame F MAE meV/Å "
+        "| LAMMPS atom-steps/s | cost vs none |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     base = r["cost"].get("none", {}).get("atom_steps_per_s")
     for mode in dict.fromkeys(list(r["molecule"]) + list(r["cost"])):
         m, f, c = r["molecule"].get(mode), r["md_frame_by_mode"].get(mode), r["cost"].get(mode)
-        cells = [f"{m['energy_mae_mev_per_structure']:.2g}" if m else "", f"{m['force_mae_mev_per_A']:.2g}" if m else "",
-                 f"{f['energy_mae_mev_per_atom']:.2g}" if f else "", f"{f['force_mae_mev_per_A']:.2g}" if f else "",
-                 f"{c['atom_steps_per_s']:,.0f}" if c else "",
-                 f"{base / c['atom_steps_per_s']:.1f}×" if c and base else ""]
+        cells = [
+            f"{m['energy_mae_mev_per_structure']:.2g}" if m else "",
+            f"{m['force_mae_mev_per_A']:.2g}" if m else "",
+            f"{f['energy_mae_mev_per_atom']:.2g}" if f else "",
+            f"{f['force_mae_mev_per_A']:.2g}" if f else "",
+            f"{c['atom_steps_per_s']:,.0f}" if c else "",
+            f"{base / c['atom_steps_per_s']:.1f}×" if c and base else "",
+        ]
         print(f"| {mode} | " + " | ".join(cells) + " |")
 
 

@@ -40,14 +40,13 @@ import numpy as np
 import torch
 
 import petmd
+from machine import available_cores, cpu_model  # noqa: E402  (benchmarks/machine.py)
 from petmd.batch import collate, frame_from_atoms, random_rotations
-from petmd.model.training_gradient import loss_and_gradient
-from petmd.train import training_loss
-from petmd.checkpoint import build_model
 from petmd.config import ModelConfig, TrainingConfig
 from petmd.data import default_data_path, read_structures
-
-from machine import available_cores, cpu_model  # noqa: E402  (benchmarks/machine.py)
+from petmd.model import PET
+from petmd.model.training_gradient import loss_and_gradient
+from petmd.train import training_loss
 
 MODEL_SIZES = {
     "study": ModelConfig(),
@@ -57,7 +56,7 @@ MODEL_SIZES = {
 
 def peak_rss_mib() -> float:
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux (bytes on macOS)
-    return kib / 1024.0 if sys.platform != "darwin" else kib / 2.0 ** 20
+    return kib / 1024.0 if sys.platform != "darwin" else kib / 2.0**20
 
 
 def current_rss_mib():
@@ -128,8 +127,9 @@ def time_steps(step, repeats: int):
     return times
 
 
-def training_step(model, optimizer, frame, batch_frames: int, chunk: int, sigma_f: float, tcfg: TrainingConfig,
-                  seed: int):
+def training_step(
+    model, optimizer, frame, batch_frames: int, chunk: int, sigma_f: float, tcfg: TrainingConfig, seed: int
+):
     """One step of petmd.train.Trainer.train_step's work on `batch_frames` randomly rotated copies of one frame:
     collate, loss gradient in chunks of `chunk` atoms, clipping, the optimizer's step."""
     rng = np.random.default_rng(seed)
@@ -138,9 +138,12 @@ def training_step(model, optimizer, frame, batch_frames: int, chunk: int, sigma_
         rotations = random_rotations(batch_frames, rng, inversion=tcfg.augment_inversion)
         batch = collate([frame] * batch_frames, rotations=rotations)
         optimizer.zero_grad(set_to_none=True)
-        loss_and_gradient(model, batch.model_inputs(),
-                          lambda out: training_loss(out, batch, sigma_f, tcfg.energy_weight, tcfg.force_weight)[0],
-                          chunk)
+        loss_and_gradient(
+            model,
+            batch.model_inputs(),
+            lambda out: training_loss(out, batch, sigma_f, tcfg.energy_weight, tcfg.force_weight)[0],
+            chunk,
+        )
         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
         optimizer.step()
 
@@ -149,6 +152,7 @@ def training_step(model, optimizer, frame, batch_frames: int, chunk: int, sigma_
 
 def energy_forces_step(model, frame):
     """Energies and forces of one frame, no virial and no graph for a second derivative (as in MD)."""
+
     def step():
         out = model(**collate([frame]).model_inputs(), compute_forces=True, compute_virial=False, create_graph=False)
         out["forces"].sum().item()
@@ -170,8 +174,8 @@ def measure_training(model_cfg: ModelConfig, frame, repeats: int, chunk: int, ba
     """Mirrors petmd.train.Trainer.train_step for a batch of `batch_frames` rotated copies of one frame."""
     tcfg = TrainingConfig()
     torch.manual_seed(seed)
-    model = build_model(asdict(model_cfg), [1, 8]).to(torch.float32)
-    sigma_f = float(max(np.sqrt(np.mean(frame.forces ** 2)), 1e-6))
+    model = PET([1, 8], model_cfg).to(torch.float32)
+    sigma_f = float(max(np.sqrt(np.mean(frame.forces**2)), 1e-6))
     with torch.no_grad():
         model.energy_scale.fill_(sigma_f)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.learning_rate, weight_decay=tcfg.weight_decay)
@@ -187,7 +191,7 @@ def measure_training(model_cfg: ModelConfig, frame, repeats: int, chunk: int, ba
 def measure_inference(model_cfg: ModelConfig, frame, repeats: int, seed: int) -> dict:
     """Energy + forces only, weights frozen (as in an exported model)."""
     torch.manual_seed(seed)
-    model = build_model(asdict(model_cfg), [1, 8]).to(torch.float32)
+    model = PET([1, 8], model_cfg).to(torch.float32)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -202,29 +206,46 @@ def measure_inference(model_cfg: ModelConfig, frame, repeats: int, seed: int) ->
 
 def summarize(times, n_atoms: int) -> dict:
     mean, best = float(np.mean(times)), float(np.min(times))
-    return {"times_s": [round(t, 6) for t in times], "mean_s": mean, "best_s": best,
-            "atoms_per_s_mean": n_atoms / mean, "atoms_per_s_best": n_atoms / best,
-            "peak_rss_mib": peak_rss_mib()}
+    return {
+        "times_s": [round(t, 6) for t in times],
+        "mean_s": mean,
+        "best_s": best,
+        "atoms_per_s_mean": n_atoms / mean,
+        "atoms_per_s_best": n_atoms / best,
+        "peak_rss_mib": peak_rss_mib(),
+    }
 
 
 def machine_info(threads: int) -> dict:
-    return {"cpu": cpu_model(), "cores_available": available_cores(), "cpu_count": os.cpu_count(),
-            "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-            "torch": torch.__version__, "torch_threads": threads, "petmd": petmd.__version__,
-            "python": platform.python_version(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "cpu": cpu_model(),
+        "cores_available": available_cores(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "torch": torch.__version__,
+        "torch_threads": threads,
+        "petmd": petmd.__version__,
+        "python": platform.python_version(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def table(report: dict) -> str:
     m, info = report["model"], report["machine"]
     lines = [
-        f"PET throughput, {report['model_size']} model (d_model {m['d_model']}, {m['n_heads']} heads, d_ff {m['d_ff']}, "
+        f"PET throughput, {report['model_size']} model (d_model {m['d_model']}, {m['n_heads']} heads, "
+        f"d_ff {m['d_ff']}, "
         f"{m['n_gnn_layers']} GNN x {m['n_transformer_layers']} transformer layers, cutoff {m['cutoff']} Å), "
         f"{report['n_parameters']:,} parameters, {report['dtype']}, CPU",
         f"{info['cpu']}; {info['cores_available']} cores available; torch {info['torch']}, "
         f"{info['torch_threads']} threads; load avg {info['load_average_1min']}; {info['date']}",
         f"1 warm-up + {report['repeats']} timed steps per row; training batch = {report['batch_frames']} rotated "
         f"copies of the frame; train chunk 0 = plain double backward; peak RSS: {report['peak_rss']}"
-        + ("" if report["baseline_rss_mib"] is None else f" (RSS before any model: {report['baseline_rss_mib']:.0f} MiB)"),
+        + (
+            ""
+            if report["baseline_rss_mib"] is None
+            else f" (RSS before any model: {report['baseline_rss_mib']:.0f} MiB)"
+        ),
         "",
         f"{'atoms':>6} {'edges':>7} {'step':>16} {'mean s':>9} {'best s':>9} {'atoms/s':>9} {'best at/s':>9} "
         f"{'peak RSS':>9} {'MiB/atom':>8}",
@@ -232,12 +253,17 @@ def table(report: dict) -> str:
     for row in report["results"]:
         steps = [(f"train chunk {c}", r, report["batch_frames"]) for c, r in row["train"].items()]
         for label, r, frames in steps + [("E+F", row["inference"], 1)]:
-            lines.append(f"{row['atoms']:>6} {row['edges']:>7} {label:>16} {r['mean_s']:>9.3f} {r['best_s']:>9.3f} "
-                         f"{r['atoms_per_s_mean']:>9.1f} {r['atoms_per_s_best']:>9.1f} "
-                         f"{r['peak_rss_mib']:>6.0f} MiB {r['peak_rss_mib'] / (row['atoms'] * frames):>8.2f}")
+            lines.append(
+                f"{row['atoms']:>6} {row['edges']:>7} {label:>16} {r['mean_s']:>9.3f} {r['best_s']:>9.3f} "
+                f"{r['atoms_per_s_mean']:>9.1f} {r['atoms_per_s_best']:>9.1f} "
+                f"{r['peak_rss_mib']:>6.0f} MiB {r['peak_rss_mib'] / (row['atoms'] * frames):>8.2f}"
+            )
     lines.append("")
-    lines.append("frames: " + ", ".join(f"{row['atoms']} atoms = file frame {row['frame_index']}"
-                                        for row in report["results"]) + f" of {report['data']}")
+    lines.append(
+        "frames: "
+        + ", ".join(f"{row['atoms']} atoms = file frame {row['frame_index']}" for row in report["results"])
+        + f" of {report['data']}"
+    )
     return "\n".join(lines)
 
 
@@ -246,12 +272,22 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps after 1 warm-up step (default 3)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[192, 864], help="frame sizes in atoms")
-    parser.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="study",
-                        help="study: ModelConfig defaults; small: d_model 64, d_ff 256, 2 heads")
-    parser.add_argument("--train-chunks", type=int, nargs="+", default=[0, 128],
-                        help="training-gradient chunk sizes in atoms, 0 = plain double backward (default 0 128)")
-    parser.add_argument("--batch-frames", type=int, default=1,
-                        help="training batch = this many rotated copies of the frame (default 1)")
+    parser.add_argument(
+        "--model-size",
+        choices=sorted(MODEL_SIZES),
+        default="study",
+        help="study: ModelConfig defaults; small: d_model 64, d_ff 256, 2 heads",
+    )
+    parser.add_argument(
+        "--train-chunks",
+        type=int,
+        nargs="+",
+        default=[0, 128],
+        help="training-gradient chunk sizes in atoms, 0 = plain double backward (default 0 128)",
+    )
+    parser.add_argument(
+        "--batch-frames", type=int, default=1, help="training batch = this many rotated copies of the frame (default 1)"
+    )
     parser.add_argument("--data", default=None, help="extxyz file (default: the SCAN water set)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
     args = parser.parse_args(argv)
@@ -276,18 +312,26 @@ def main(argv=None) -> int:
     per_phase_rss = reset_peak_rss()
     baseline_rss = current_rss_mib()
 
-    n_parameters = sum(p.numel() for p in build_model(asdict(model_cfg), [1, 8]).parameters())
+    n_parameters = sum(p.numel() for p in PET([1, 8], model_cfg).parameters())
     results = []
     for n in args.sizes:
         index, frame = frames[n]
         row = {"atoms": n, "edges": int(frame.edge_index.shape[1]), "frame_index": index}
         row.update(measure(model_cfg, frame, args.repeats, args.train_chunks, args.batch_frames))
         results.append(row)
-    report = {"model_size": args.model_size, "model": asdict(model_cfg), "n_parameters": n_parameters,
-              "dtype": "float32", "repeats": args.repeats, "batch_frames": args.batch_frames, "data": data, "machine": machine_info(threads),
-              "peak_rss": "per measurement" if per_phase_rss else "process peak so far (cumulative)",
-              "baseline_rss_mib": baseline_rss,
-              "results": results}
+    report = {
+        "model_size": args.model_size,
+        "model": asdict(model_cfg),
+        "n_parameters": n_parameters,
+        "dtype": "float32",
+        "repeats": args.repeats,
+        "batch_frames": args.batch_frames,
+        "data": data,
+        "machine": machine_info(threads),
+        "peak_rss": "per measurement" if per_phase_rss else "process peak so far (cumulative)",
+        "baseline_rss_mib": baseline_rss,
+        "results": results,
+    }
     print(json.dumps(report, indent=2) if args.json else table(report))
     return 0
 

@@ -17,25 +17,25 @@ namespace petmd {
 
 template <typename Tag>
 struct DomainView {
-  int64_t nlocal = 0;                  // atoms 0..nlocal-1 are owned by this domain
-  int64_t nall = 0;                    // local + ghost atoms
-  const double *x = nullptr;           // [nall, 3] positions, Å (ghost images at their image positions)
-  const Tag *tags = nullptr;           // [nall] atom IDs; images share their atom's ID
-  double cell[3][3] = {};              // rows a, b, c (LAMMPS: a = (xprd,0,0), b = (xy,yprd,0), c = (xz,yz,zprd))
+  int64_t nlocal = 0;         // atoms 0..nlocal-1 are owned by this domain
+  int64_t nall = 0;           // local + ghost atoms
+  const double *x = nullptr;  // [nall, 3] positions, Å (ghost images at their image positions)
+  const Tag *tags = nullptr;  // [nall] atom IDs; images share their atom's ID
+  double cell[3][3] = {};     // rows a, b, c (LAMMPS: a = (xprd,0,0), b = (xy,yprd,0), c = (xz,yz,zprd))
   bool periodic[3] = {false, false, false};
   // full neighbour lists (with ghosts' lists): atom listed[k] has neighbours[listed[k]][0 .. count[listed[k]])
   int64_t n_listed = 0;
   const int *listed = nullptr;
   const int *count = nullptr;
   const int *const *neighbors = nullptr;
-  int neighmask = ~0;                  // LAMMPS keeps special-bond bits in the top bits of neighbour indices
+  int neighmask = ~0;  // LAMMPS keeps special-bond bits in the top bits of neighbour indices
 };
 
 struct DomainGraph {
-  std::vector<int64_t> node_atom;      // [n_nodes] the atom whose position and type a node takes
-  std::vector<int64_t> edge_index;     // [2, E]: sources, then destinations
-  std::vector<int64_t> cell_shifts;    // [E, 3]: x_ij = x_j - x_i + S·cell
-  int64_t n_folded = 0;                // ghosts folded onto a node instead of becoming one
+  std::vector<int64_t> node_atom;    // [n_nodes] the atom whose position and type a node takes
+  std::vector<int64_t> edge_index;   // [2, E]: sources, then destinations
+  std::vector<int64_t> cell_shifts;  // [E, 3]: x_ij = x_j - x_i + S·cell
+  int64_t n_folded = 0;              // ghosts folded onto a node instead of becoming one
   int64_t n_nodes() const { return static_cast<int64_t>(node_atom.size()); }
   int64_t n_edges() const { return static_cast<int64_t>(cell_shifts.size() / 3); }
 };

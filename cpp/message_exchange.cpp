@@ -11,8 +11,8 @@ namespace petmd {
 namespace {
 
 // Two descriptions of one edge in opposite directions: vectors equal up to the round-off of image positions.
-constexpr double kSameVector = 1e-6;    // Å
-constexpr double kNearCutoff = 1e-9;    // Å
+constexpr double kSameVector = 1e-6;  // Å
+constexpr double kNearCutoff = 1e-9;  // Å
 
 bool opposite(const double *a, const double *b) {
   for (int c = 0; c < 3; c++)
@@ -112,14 +112,15 @@ std::vector<int64_t> exchange_reverse_index(const LocalGraph &graph, const Domai
     }
     throw Error("the edge from atom ID " + std::to_string(d.tags[i]) + " to atom ID " + std::to_string(d.tags[j]) +
                 " (" + std::to_string(r) + " A) has no reverse edge in the domain that holds atom ID " +
-                std::to_string(d.tags[j]) + ": the domains disagree on their atoms' positions (atom IDs must be "
+                std::to_string(d.tags[j]) +
+                ": the domains disagree on their atoms' positions (atom IDs must be "
                 "unique; use `pair_style pet ... exchange no` to run without message exchange)");
   }
   return reverse;
 }
 
-void mark_needed_rows(const std::vector<int64_t> &reverse, int64_t n_edges, int64_t nlocal, int64_t nall,
-                      int64_t slots, double *needed) {
+void mark_needed_rows(const std::vector<int64_t> &reverse, int64_t n_edges, int64_t nlocal, int64_t nall, int64_t slots,
+                      double *needed) {
   const int64_t ghost_rows = (nall - nlocal) * slots;  // the row after them is the zero row
   for (const int64_t r : reverse)
     if (r >= n_edges && r < n_edges + ghost_rows) needed[nlocal * slots + (r - n_edges)] += 1.0;
@@ -165,7 +166,7 @@ template void write_edge_identities<int>(const LocalGraph &, const int *, int64_
 template void write_edge_identities<int64_t>(const LocalGraph &, const int64_t *, int64_t, double *);
 template std::vector<int64_t> exchange_reverse_index<int>(const LocalGraph &, const DomainView<int> &, int64_t,
                                                           const double *, double);
-template std::vector<int64_t> exchange_reverse_index<int64_t>(const LocalGraph &, const DomainView<int64_t> &,
-                                                              int64_t, const double *, double);
+template std::vector<int64_t> exchange_reverse_index<int64_t>(const LocalGraph &, const DomainView<int64_t> &, int64_t,
+                                                              const double *, double);
 
 }  // namespace petmd

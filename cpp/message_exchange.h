@@ -3,7 +3,7 @@
 // What crosses domains per ghost atom is one row per edge of that atom, in its owner's edge order: first the
 // edges' identities (neighbour ID, edge vector), then, per layer, their output tokens (forward) and the adjoints of
 // those tokens (reverse). This file holds the plain-array part, testable without LAMMPS
-// (python/petmd/_bridge: build_local_graph, exchange_reverse_index): the local edge list, the identity rows, and
+// (petmd._bridge.local_graph, tested in tests/test_bridge.py): the local edge list, the identity rows, and
 // where each local edge finds the output token of its reverse edge.
 #pragma once
 
@@ -15,11 +15,11 @@
 namespace petmd {
 
 struct LocalGraph {
-  int64_t n_central = 0;               // the domain's own atoms: 0..n_central-1
-  std::vector<int64_t> edge_index;     // [2, E]: central atom, then the neighbour (local or ghost atom index)
-  std::vector<int64_t> offsets;        // [n_central + 1]: edges of atom i are offsets[i] .. offsets[i+1]
-  std::vector<double> vectors;         // [E, 3] x_e = x_j - x_i (ghosts at their image positions)
-  int64_t max_neighbors = 0;           // the largest edge count of one atom
+  int64_t n_central = 0;            // the domain's own atoms: 0..n_central-1
+  std::vector<int64_t> edge_index;  // [2, E]: central atom, then the neighbour (local or ghost atom index)
+  std::vector<int64_t> offsets;     // [n_central + 1]: edges of atom i are offsets[i] .. offsets[i+1]
+  std::vector<double> vectors;      // [E, 3] x_e = x_j - x_i (ghosts at their image positions)
+  int64_t max_neighbors = 0;        // the largest edge count of one atom
   int64_t n_edges() const { return static_cast<int64_t>(vectors.size() / 3); }
 };
 
@@ -50,14 +50,14 @@ std::vector<int64_t> exchange_reverse_index(const LocalGraph &graph, const Domai
 // owners (reverse communication) and sent back out (forward), every copy of an atom knows the rows that any domain
 // needs, and the tokens of only those rows travel: about a fifth of all rows in liquid water.
 struct PackedRows {
-  std::vector<int64_t> offsets;        // [nall + 1]: packed rows of atom a are offsets[a] .. offsets[a+1]
-  std::vector<int64_t> slot;           // [offsets[nall]]: the edge slot of each packed row
-  std::vector<int64_t> row_of;         // [nall * slots]: packed row of (atom, slot), -1 if it does not travel
+  std::vector<int64_t> offsets;  // [nall + 1]: packed rows of atom a are offsets[a] .. offsets[a+1]
+  std::vector<int64_t> slot;     // [offsets[nall]]: the edge slot of each packed row
+  std::vector<int64_t> row_of;   // [nall * slots]: packed row of (atom, slot), -1 if it does not travel
 };
 
 // Marks (adds 1 to) needed[a * slots + s] for every ghost row (atom a = nlocal + g, slot s) that `reverse` uses.
-void mark_needed_rows(const std::vector<int64_t> &reverse, int64_t n_edges, int64_t nlocal, int64_t nall,
-                      int64_t slots, double *needed);
+void mark_needed_rows(const std::vector<int64_t> &reverse, int64_t n_edges, int64_t nlocal, int64_t nall, int64_t slots,
+                      double *needed);
 
 // The packed layout of the rows marked in needed [nall, slots] (> 0: travels).
 PackedRows pack_rows(const double *needed, int64_t nall, int64_t slots);

@@ -18,7 +18,17 @@ using json = nlohmann_lmp::basic_json<>;
 
 constexpr const char *kMetadataFile = "petmd.json";
 constexpr const char *kFormat = "petmd-model";
-constexpr int64_t kFormatVersion = 1;
+// The exported interface's version (FORMAT_VERSION in python/petmd/exported.py, which says what each one is).
+constexpr int64_t kFormatVersion = 2;
+
+// The network's precision by the name the metadata gives it (python/petmd/precision.py on the Python side).
+bool is_network_dtype(const std::string &name) {
+  return name == "float32" || name == "float64";
+}
+
+torch::Dtype network_dtype(const std::string &name) {
+  return name == "float64" ? torch::kFloat64 : torch::kFloat32;
+}
 
 // The one line of a torch/TorchScript exception that says what went wrong (its traceback is for developers).
 std::string torch_message(const std::exception &err) {
@@ -54,9 +64,13 @@ ModelInfo parse_metadata(const std::string &text, const std::string &path) {
   if (!meta.is_object() || meta.value("format", std::string()) != kFormat)
     throw Error(path + " is not a petmd model (its metadata format is not '" + kFormat + "')");
   const auto version = required<int64_t>(meta, "format_version", path);
-  if (version != kFormatVersion)
-    throw Error(path + " has model format version " + std::to_string(version) + "; this petmd reads version " +
-                std::to_string(kFormatVersion) + ": re-export the model with the petmd that built this plugin");
+  if (version < kFormatVersion)
+    throw Error(path + " has model format version " + std::to_string(version) +
+                ", which this petmd no longer runs (it reads version " + std::to_string(kFormatVersion) +
+                "): re-export it with `petmd export " + path + " -o NEW.pt` (or from its checkpoint)");
+  if (version > kFormatVersion)
+    throw Error(path + " has model format version " + std::to_string(version) + ", newer than this plugin reads (" +
+                std::to_string(kFormatVersion) + "): use the plugin built by the petmd that exported it");
 
   ModelInfo info;
   info.json = text;
@@ -82,7 +96,7 @@ ModelInfo parse_metadata(const std::string &text, const std::string &path) {
   if (!(info.cutoff > 0.0)) bad("the cutoff must be positive");
   if (info.n_gnn_layers < 1) bad("n_gnn_layers must be at least 1");
   if (info.interaction_range < info.cutoff) bad("interaction_range is smaller than the cutoff");
-  if (info.dtype != "float32" && info.dtype != "float64") bad("dtype '" + info.dtype + "' is not float32/float64");
+  if (!is_network_dtype(info.dtype)) bad("dtype '" + info.dtype + "' is not float32/float64");
   return info;
 }
 
@@ -106,7 +120,8 @@ std::vector<torch::jit::IValue> inputs(const SystemView &s, const torch::Device 
           to_dev(view_or_zeros(s.atomic_numbers, {n}, torch::kInt64)),
           to_dev(view_or_zeros(s.cell, {3, 3}, torch::kFloat64)),
           to_dev(view_or_zeros(s.edge_index, {2, e}, torch::kInt64)),
-          to_dev(view_or_zeros(s.cell_shifts, {e, 3}, torch::kInt64)), mask};
+          to_dev(view_or_zeros(s.cell_shifts, {e, 3}, torch::kInt64)),
+          mask};
 }
 
 std::vector<double> to_vector(const torch::Tensor &t) {
@@ -129,12 +144,8 @@ c10::Dict<c10::IValue, c10::IValue> run(torch::jit::Module &module, const std::s
   return call(module, method, std::move(args)).toGenericDict();
 }
 
-// Calls a run-time setting method of the module; a file exported before the method existed gets a re-export hint.
-void run_setter(torch::jit::Module &module, const std::string &method, const c10::IValue &value,
-                const std::string &what, const std::string &path, const std::string &petmd_version) {
-  if (!module.find_method(method))
-    throw Error("'" + path + "' cannot " + what + " (exported by petmd " + petmd_version +
-                " before this was possible): re-export it with `petmd export`");
+// Calls a run-time setting method of the module, which checks the value and says what is wrong with it.
+void run_setter(torch::jit::Module &module, const std::string &method, const c10::IValue &value) {
   try {
     module.run_method(method, value);
   } catch (const std::exception &err) {
@@ -147,13 +158,12 @@ void run_setter(torch::jit::Module &module, const std::string &method, const c10
 struct Model::Impl {
   mutable torch::jit::Module module;
   torch::Device device{torch::kCPU};
-  int64_t message_width = 0;  // 0: the file predates message exchange
+  int64_t message_width = 0;
 };
 
 std::string resolve_device(const std::string &request, int local_rank) {
   if (request == "cpu") return "cpu";
-  if (request.rfind("cuda", 0) != 0)
-    throw Error("unknown device '" + request + "': use cpu, cuda or cuda:N");
+  if (request.rfind("cuda", 0) != 0) throw Error("unknown device '" + request + "': use cpu, cuda or cuda:N");
   if (!torch::cuda::is_available())
     throw Error("device '" + request + "' was requested, but this libtorch (" + TORCH_VERSION +
                 ") sees no CUDA device (a CPU-only torch build, or no GPU visible): use device cpu");
@@ -185,7 +195,8 @@ Model::Model(const std::string &path, const std::string &device, int local_rank)
   char magic[2] = {0, 0};
   file.read(magic, 2);
   if (magic[0] != 'P' || magic[1] != 'K')  // TorchScript files are zip archives
-    throw Error("'" + path + "' is not a TorchScript model file (not a zip archive): export the model with "
+    throw Error("'" + path +
+                "' is not a TorchScript model file (not a zip archive): export the model with "
                 "`petmd export CHECKPOINT -o model.pt`");
   device_ = resolve_device(device, local_rank);
   impl_->device = torch::Device(device_);
@@ -202,17 +213,12 @@ Model::Model(const std::string &path, const std::string &device, int local_rank)
                 " metadata): export it with `petmd export`");
   info_ = parse_metadata(extra[kMetadataFile], path);
   impl_->module.eval();
-  // message_rotations is the newest of the layer-by-layer methods: files without it predate their final form
-  if (impl_->module.find_method("message_rotations"))
-    impl_->message_width = call(impl_->module, "message_width", {}).toInt();
+  impl_->message_width = call(impl_->module, "message_width", {}).toInt();
 }
 
 Model::~Model() = default;
 
 GridResult Model::compute_grid(const SystemView &s, const std::string &grid) const {
-  if (!impl_->module.find_method("evaluate_grid"))
-    throw Error("'" + path_ + "' has no on-the-fly symmetry diagnostics (exported by petmd " + info_.petmd_version +
-                "): re-export it with `petmd export`");
   GridResult result;
   try {
     auto args = inputs(s, impl_->device);
@@ -231,22 +237,17 @@ GridResult Model::compute_grid(const SystemView &s, const std::string &grid) con
 
 void Model::set_symmetrization(const std::string &mode) {
   if (mode == info_.symmetrize) return;
-  try {
-    run_setter(impl_->module, "set_symmetrization", mode, "switch symmetrization", path_, info_.petmd_version);
-  } catch (const Error &err) {
-    if (mode == "ecse" && std::string(err.what()).find("unknown symmetrization") != std::string::npos)
-      throw Error("'" + path_ + "' was exported (petmd " + info_.petmd_version +
-                  ") before ECSE existed: re-export it with `petmd export` to run it with ecse");
-    throw;
-  }
+  run_setter(impl_->module, "set_symmetrization", mode);
   info_.symmetrize = mode;
 }
 
-void Model::set_random_seed(uint64_t seed) { torch::manual_seed(seed); }
+void Model::set_random_seed(uint64_t seed) {
+  torch::manual_seed(seed);
+}
 
 // The module checks the value (n >= -1) and says what is wrong.
 void Model::set_chunk_atoms(int64_t n) {
-  run_setter(impl_->module, "set_chunk_atoms", n, "evaluate in chunks", path_, info_.petmd_version);
+  run_setter(impl_->module, "set_chunk_atoms", n);
 }
 
 void Model::set_tf32(bool on) {
@@ -273,7 +274,9 @@ Result Model::compute(const SystemView &s, bool per_atom_energies) const {
   return result;
 }
 
-int64_t Model::message_width() const { return impl_->message_width; }
+int64_t Model::message_width() const {
+  return impl_->message_width;
+}
 
 // One domain's edge tensors on the model's device, and the layer loop of docs/pair_pet.md ("exchange") over them,
 // with the layers themselves in the exported module: forward without autograd keeping each layer's input
@@ -292,7 +295,11 @@ struct Model::ExchangeRun {
 
   ExchangeRun(torch::jit::Module &m, MessageExchange &ex, const ExchangeSystem &system, const torch::Device &dev,
               int64_t width, int64_t layers, torch::Dtype dtype)
-      : module(m), exchange(ex), s(system), d(width), n_layers(layers),
+      : module(m),
+        exchange(ex),
+        s(system),
+        d(width),
+        n_layers(layers),
         options(torch::TensorOptions().dtype(dtype).device(dev)),
         ghost_host(static_cast<size_t>(system.n_ghost_rows * width)),
         sent_host(ex.sent_edges().size() * static_cast<size_t>(width)) {
@@ -351,7 +358,8 @@ struct Model::ExchangeRun {
         output_adjoint = gathered(extended);
       }
       auto out = call(module, "message_layer_backward",
-                      {k, central, neighbor_numbers, edge_i, rotated, messages[k], output_adjoint}).toTuple();
+                      {k, central, neighbor_numbers, edge_i, rotated, messages[k], output_adjoint})
+                     .toTuple();
       if (k == n_layers - 1) energy += out->elements()[0].toTensor();
       gradient += out->elements()[1].toTensor();
       const auto message_adjoint = out->elements()[2].toTensor();
@@ -363,8 +371,7 @@ struct Model::ExchangeRun {
 
   // energy, energies [n], forces [n_all, 3], virial [3, 3] from summed layer energies and dE/dx
   c10::Dict<c10::IValue, c10::IValue> result(const torch::Tensor &energy, const torch::Tensor &gradient) {
-    return call(module, "message_result", {central, energy, edge_index, vectors, gradient, s.n_all})
-        .toGenericDict();
+    return call(module, "message_result", {central, energy, edge_index, vectors, gradient, s.n_all}).toGenericDict();
   }
 
   // rotations [K, 3, 3] and weights [K] of a message_rotations / message_grid call
@@ -375,12 +382,8 @@ struct Model::ExchangeRun {
 };
 
 Model::ExchangeRun Model::exchange_run(const ExchangeSystem &s, MessageExchange &exchange) const {
-  if (impl_->message_width == 0)
-    throw Error("'" + path_ + "' cannot exchange messages between domains (exported by petmd " +
-                info_.petmd_version + " before this was possible): re-export it with `petmd export`, or use "
-                "`pair_style pet ... exchange no`");
   return ExchangeRun(impl_->module, exchange, s, impl_->device, impl_->message_width, info_.n_gnn_layers,
-                     info_.dtype == "float64" ? torch::kFloat64 : torch::kFloat32);
+                     network_dtype(info_.dtype));
 }
 
 Result Model::compute_exchanged(const ExchangeSystem &s, MessageExchange &exchange, bool per_atom_energies) const {
@@ -435,16 +438,16 @@ GridResult Model::compute_grid_exchanged(const ExchangeSystem &s, MessageExchang
   } catch (const Error &) {
     throw;
   } catch (const std::exception &err) {
-    throw Error("grid evaluation failed on " + std::to_string(s.n_central) + " atoms (message exchange): " +
-                torch_message(err));
+    throw Error("grid evaluation failed on " + std::to_string(s.n_central) +
+                " atoms (message exchange): " + torch_message(err));
   }
   return result;
 }
 
 }  // namespace petmd
 
-extern "C" petmd::Model *petmd_open_model(
-    const char *path, const char *device, int local_rank, int threads, std::string *error) {
+extern "C" petmd::Model *petmd_open_model(const char *path, const char *device, int local_rank, int threads,
+                                          std::string *error) {
   try {
     // before torch's first operation, so that its worker threads inherit the mode: a trained model's attention
     // weights underflow into subnormal floats, each a slow multiply on x86. It made training steps 9-16 % slower;

@@ -21,58 +21,58 @@ class PETMD_API Error : public std::runtime_error {
 };
 
 struct ModelInfo {
-  std::vector<std::string> species;       // chemical symbols, same order as atomic_numbers
+  std::vector<std::string> species;  // chemical symbols, same order as atomic_numbers
   std::vector<int64_t> atomic_numbers;
-  double cutoff = 0.0;                     // Å
-  double cutoff_width = 0.0;               // Å
-  double interaction_range = 0.0;          // Å, n_gnn_layers × cutoff: the ghost shell a domain needs
+  double cutoff = 0.0;             // Å
+  double cutoff_width = 0.0;       // Å
+  double interaction_range = 0.0;  // Å, n_gnn_layers × cutoff: the ghost shell a domain needs
   int64_t n_gnn_layers = 0;
-  std::string dtype;                       // "float32" | "float64": the network's arithmetic
+  std::string dtype;  // "float32" | "float64": the network's arithmetic
   std::string symmetrize;
   std::string citation;
-  std::string torch_version;               // torch that exported the file
+  std::string torch_version;  // torch that exported the file
   std::string petmd_version;
-  std::string json;                        // the whole petmd.json, verbatim
+  std::string json;  // the whole petmd.json, verbatim
 };
 
 // One system: n nodes, E directed edges; arrays are row-major, as in docs/model-interface.md §3.
 struct SystemView {
   int64_t n_nodes = 0;
-  const double *positions = nullptr;       // [n, 3] Å
-  const int64_t *atomic_numbers = nullptr; // [n]
-  const double *cell = nullptr;            // [3, 3] rows = cell vectors; nullptr = zeros
+  const double *positions = nullptr;        // [n, 3] Å
+  const int64_t *atomic_numbers = nullptr;  // [n]
+  const double *cell = nullptr;             // [3, 3] rows = cell vectors; nullptr = zeros
   int64_t n_edges = 0;
-  const int64_t *edge_index = nullptr;     // [2, E]: sources then destinations
-  const int64_t *cell_shifts = nullptr;    // [E, 3]; nullptr = zeros
-  const bool *energy_mask = nullptr;       // [n]; nullptr = every node counts
+  const int64_t *edge_index = nullptr;   // [2, E]: sources then destinations
+  const int64_t *cell_shifts = nullptr;  // [E, 3]; nullptr = zeros
+  const bool *energy_mask = nullptr;     // [n]; nullptr = every node counts
 };
 
 struct Result {
-  double energy = 0.0;                     // eV, sum over masked-in nodes
-  std::vector<double> energies;            // [n] eV (only if requested)
-  std::vector<double> forces;              // [n, 3] eV/Å, ghosts included
-  std::array<double, 9> virial{};          // W[a][b] = -dE/d(strain_ab), eV, row-major
+  double energy = 0.0;             // eV, sum over masked-in nodes
+  std::vector<double> energies;    // [n] eV (only if requested)
+  std::vector<double> forces;      // [n, 3] eV/Å, ghosts included
+  std::array<double, 9> virial{};  // W[a][b] = -dE/d(strain_ab), eV, row-major
 };
 
 // The network as trained against its average over a rotation grid, for one system (on-the-fly diagnostics).
 struct GridResult {
-  double energy = 0.0;                     // plain network, eV (masked-in nodes)
-  std::vector<double> forces;              // [n, 3] plain network
-  std::vector<double> grid_energies;       // [K] energy of each rotated copy
-  std::vector<double> grid_weights;        // [K] quadrature weights (sum 1)
-  std::vector<double> grid_forces;         // [n, 3] weighted mean of the back-rotated forces
+  double energy = 0.0;                // plain network, eV (masked-in nodes)
+  std::vector<double> forces;         // [n, 3] plain network
+  std::vector<double> grid_energies;  // [K] energy of each rotated copy
+  std::vector<double> grid_weights;   // [K] quadrature weights (sum 1)
+  std::vector<double> grid_forces;    // [n, 3] weighted mean of the back-rotated forces
 };
 
 // One domain's share of a system for message exchange between domains (docs/pair_pet.md, "exchange"): the network
 // runs on the domain's own atoms (the central atoms) only; see message_exchange.h for the rows.
 struct ExchangeSystem {
-  int64_t n_central = 0;                   // central atoms: 0..n_central-1 of the n_all atoms
-  int64_t n_all = 0;                       // every atom an edge reaches (central + ghosts)
-  const int64_t *atomic_numbers = nullptr; // [n_all]
+  int64_t n_central = 0;                    // central atoms: 0..n_central-1 of the n_all atoms
+  int64_t n_all = 0;                        // every atom an edge reaches (central + ghosts)
+  const int64_t *atomic_numbers = nullptr;  // [n_all]
   int64_t n_edges = 0;
-  const int64_t *edge_index = nullptr;     // [2, E]: central atom, then neighbour (of the n_all)
-  const double *edge_vectors = nullptr;    // [E, 3] x_e = r_j - r_i, Å
-  const int64_t *reverse = nullptr;        // [E] row of each reverse edge's token in [E local | ghost rows | zero row]
+  const int64_t *edge_index = nullptr;   // [2, E]: central atom, then neighbour (of the n_all)
+  const double *edge_vectors = nullptr;  // [E, 3] x_e = r_j - r_i, Å
+  const int64_t *reverse = nullptr;      // [E] row of each reverse edge's token in [E local | ghost rows | zero row]
   int64_t n_ghost_rows = 0;
 };
 
@@ -115,8 +115,7 @@ class PETMD_API Model {
 
   // compute on one domain with message exchange: energies of the central atoms, forces on all n_all atoms (ghosts'
   // forces belong to their owners), this domain's share of the virial; in the symmetrization mode (none, random,
-  // grid:G; not ecse). Every domain must call it (the exchange is collective), also one without atoms. Throws Error
-  // for a file exported before exchange.
+  // grid:G; not ecse). Every domain must call it (the exchange is collective), also one without atoms.
   virtual Result compute_exchanged(const ExchangeSystem &system, MessageExchange &exchange,
                                    bool per_atom_energies) const;
 
@@ -124,22 +123,21 @@ class PETMD_API Model {
   virtual GridResult compute_grid_exchanged(const ExchangeSystem &system, MessageExchange &exchange,
                                             const std::string &grid) const;
 
-  // d: values per edge token that compute_exchanged trades (0 for a file exported before exchange).
+  // d: values per edge token that compute_exchanged trades.
   virtual int64_t message_width() const;
 
   // Plain network and grid average ("0", "i", "L" or "Li") in one go; throws Error for an unknown grid.
   virtual GridResult compute_grid(const SystemView &system, const std::string &grid) const;
 
   // What compute returns: "none", "random", "grid:G" or "ecse" (docs/model-interface.md §2, `symmetrize`); overrides the
-  // file's default. Throws Error for an unknown mode or a file exported before modes could be switched.
+  // file's default. Throws Error for an unknown mode (the exported module knows the modes and names them).
   virtual void set_symmetrization(const std::string &mode);
 
   // Seeds torch's generator, which the "random" mode draws its rotation from.
   virtual void set_random_seed(uint64_t seed);
 
   // Systems of more than n nodes are evaluated in chunks of n atoms with recomputation: memory bounded by the
-  // chunk, at the cost of one more forward pass; 0 = never, -1 = the device's default (CPU 128, GPU 4096).
-  // Throws Error for a file exported before chunking.
+  // chunk, at the cost of one more forward pass; 0 = never, -1 = the device's default.
   virtual void set_chunk_atoms(int64_t n);
 
   // TF32 (10-bit mantissa) in the float32 matrix products of CUDA devices: a higher rate than float32 on Ampere
@@ -162,4 +160,4 @@ class PETMD_API Model {
 // Entry point of libpetmd_model.so for callers that dlopen it (see model_loader.h): sets the torch threads (if
 // threads > 0) and returns a new Model, or nullptr with *error filled in.
 extern "C" PETMD_API petmd::Model *petmd_open_model(const char *path, const char *device, int local_rank, int threads,
-                                          std::string *error);
+                                                    std::string *error);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "domain_graph.h"
+#include "message_exchange.h"
 #include "model.h"
 
 namespace py = pybind11;
@@ -73,9 +74,16 @@ py::dict compute(const petmd::Model &model, const Array<double> &positions, cons
   return out;
 }
 
-py::dict domain_graph(const Array<double> &x, const Array<int64_t> &tags, int64_t nlocal, const Array<double> &cell,
-                      std::vector<bool> periodic, const Array<int> &listed, const Array<int64_t> &offsets,
-                      const Array<int> &neighbors, double cutoff, bool fold) {
+// A domain as LAMMPS holds it, from CSR neighbour lists; `storage` keeps the per-atom pointers alive.
+struct DomainArgs {
+  std::vector<int> count;
+  std::vector<const int *> first;
+  petmd::DomainView<int64_t> view;
+};
+
+DomainArgs domain_view(const Array<double> &x, const Array<int64_t> &tags, int64_t nlocal, const Array<double> &cell,
+                       const std::vector<bool> &periodic, const Array<int> &listed, const Array<int64_t> &offsets,
+                       const Array<int> &neighbors) {
   check_shape(x, {-1, 3}, "x");
   const auto nall = x.shape(0);
   check_shape(tags, {nall}, "tags");
@@ -83,38 +91,73 @@ py::dict domain_graph(const Array<double> &x, const Array<int64_t> &tags, int64_
   check_shape(offsets, {nall + 1}, "offsets");
   if (periodic.size() != 3) throw py::value_error("periodic must hold 3 flags");
   if (nlocal < 0 || nlocal > nall) throw py::value_error("nlocal must be in 0..len(x)");
+  DomainArgs d;
   // CSR neighbour lists → the per-atom pointers LAMMPS hands over
-  std::vector<int> count(nall);
-  std::vector<const int *> first(nall);
+  d.count.resize(nall);
+  d.first.resize(nall);
   for (py::ssize_t i = 0; i < nall; i++) {
-    count[i] = static_cast<int>(offsets.at(i + 1) - offsets.at(i));
-    first[i] = neighbors.data() + offsets.at(i);
+    d.count[i] = static_cast<int>(offsets.at(i + 1) - offsets.at(i));
+    d.first[i] = neighbors.data() + offsets.at(i);
   }
   for (py::ssize_t k = 0; k < neighbors.size(); k++)
     if (neighbors.at(k) < 0 || neighbors.at(k) >= nall) throw py::value_error("neighbour index out of range");
   for (py::ssize_t k = 0; k < listed.size(); k++)
     if (listed.at(k) < 0 || listed.at(k) >= nall) throw py::value_error("listed atom index out of range");
-
-  petmd::DomainView<int64_t> d;
-  d.nlocal = nlocal;
-  d.nall = nall;
-  d.x = x.data();
-  d.tags = tags.data();
+  auto &v = d.view;
+  v.nlocal = nlocal;
+  v.nall = nall;
+  v.x = x.data();
+  v.tags = tags.data();
   for (int a = 0; a < 3; a++) {
-    d.periodic[a] = periodic[a];
-    for (int b = 0; b < 3; b++) d.cell[a][b] = cell.at(a, b);
+    v.periodic[a] = periodic[a];
+    for (int b = 0; b < 3; b++) v.cell[a][b] = cell.at(a, b);
   }
-  d.n_listed = listed.size();
-  d.listed = listed.data();
-  d.count = count.data();
-  d.neighbors = first.data();
-  auto g = petmd::build_domain_graph(d, cutoff, fold);
+  v.n_listed = listed.size();
+  v.listed = listed.data();
+  v.count = d.count.data();
+  v.neighbors = d.first.data();
+  return d;
+}
+
+py::dict domain_graph(const Array<double> &x, const Array<int64_t> &tags, int64_t nlocal, const Array<double> &cell,
+                      std::vector<bool> periodic, const Array<int> &listed, const Array<int64_t> &offsets,
+                      const Array<int> &neighbors, double cutoff, bool fold) {
+  const auto d = domain_view(x, tags, nlocal, cell, periodic, listed, offsets, neighbors);
+  auto g = petmd::build_domain_graph(d.view, cutoff, fold);
   const auto n_edges = g.n_edges();
   py::dict out;
   out["node_atom"] = to_numpy(g.node_atom, {g.n_nodes()});
   out["edge_index"] = to_numpy(g.edge_index, {2, n_edges});
   out["cell_shifts"] = to_numpy(g.cell_shifts, {n_edges, 3});
   out["n_folded"] = g.n_folded;
+  return out;
+}
+
+// The message exchange's plain-array part (message_exchange.h) for one domain: its local graph, the identity rows
+// of its local atoms for `slots` edge slots per atom (at least the largest edge count), and, given identity rows
+// whose ghost rows the caller filled from the atoms' owners, the row of each local edge's reverse edge.
+py::dict local_graph(const Array<double> &x, const Array<int64_t> &tags, int64_t nlocal, const Array<double> &cell,
+                     std::vector<bool> periodic, const Array<int> &listed, const Array<int64_t> &offsets,
+                     const Array<int> &neighbors, double cutoff, int64_t slots, const py::object &identity_rows) {
+  const auto d = domain_view(x, tags, nlocal, cell, periodic, listed, offsets, neighbors);
+  const auto g = petmd::build_local_graph(d.view, cutoff);
+  const auto n_edges = g.n_edges();
+  py::dict out;
+  out["edge_index"] = to_numpy(g.edge_index, {2, n_edges});
+  out["offsets"] = to_numpy(g.offsets, {nlocal + 1});
+  out["vectors"] = to_numpy(g.vectors, {n_edges, 3});
+  out["max_neighbors"] = g.max_neighbors;
+  if (slots < g.max_neighbors) throw py::value_error("slots must be at least max_neighbors");
+  const auto nall = d.view.nall;
+  std::vector<double> rows(static_cast<size_t>(nall * slots * petmd::kIdentityValues), 0.0);
+  petmd::write_edge_identities(g, d.view.tags, slots, rows.data());
+  out["identity_rows"] = to_numpy(rows, {nall, slots, petmd::kIdentityValues});
+  if (!identity_rows.is_none()) {
+    const auto filled = identity_rows.cast<Array<double>>();
+    check_shape(filled, {nall, slots, petmd::kIdentityValues}, "identity_rows");
+    const auto reverse = petmd::exchange_reverse_index(g, d.view, slots, filled.data(), cutoff);
+    out["reverse"] = to_numpy(reverse, {n_edges});
+  }
   return out;
 }
 
@@ -125,12 +168,11 @@ PYBIND11_MODULE(_bridge, m) {
   py::register_exception<petmd::Error>(m, "BridgeError", PyExc_RuntimeError);
 
   py::class_<petmd::Model>(m, "Model")
-      .def(py::init<const std::string &, const std::string &, int>(), "path"_a, "device"_a = "cpu",
-           "local_rank"_a = 0, "Load and check an exported petmd model on a device (cpu, cuda, cuda:N)")
-      .def_property_readonly("metadata",
-                             [](const petmd::Model &model) {
-                               return py::module_::import("json").attr("loads")(model.info().json);
-                             })
+      .def(py::init<const std::string &, const std::string &, int>(), "path"_a, "device"_a = "cpu", "local_rank"_a = 0,
+           "Load and check an exported petmd model on a device (cpu, cuda, cuda:N)")
+      .def_property_readonly(
+          "metadata",
+          [](const petmd::Model &model) { return py::module_::import("json").attr("loads")(model.info().json); })
       .def_property_readonly("device", &petmd::Model::device)
       .def_property_readonly("path", &petmd::Model::path)
       .def_property_readonly("cutoff", [](const petmd::Model &model) { return model.info().cutoff; })
@@ -148,4 +190,10 @@ PYBIND11_MODULE(_bridge, m) {
         "offsets"_a, "neighbors"_a, "cutoff"_a, "fold"_a = true,
         "The graph pair_style pet evaluates for one domain (local atoms first, then ghosts), from CSR neighbour "
         "lists; returns node_atom, edge_index, cell_shifts, n_folded");
+  m.def("local_graph", &local_graph, "x"_a, "tags"_a, "nlocal"_a, "cell"_a, "periodic"_a, "listed"_a, "offsets"_a,
+        "neighbors"_a, "cutoff"_a, "slots"_a, "identity_rows"_a = py::none(),
+        "What message exchange builds for one domain (cpp/message_exchange.h): edge_index, offsets, vectors, "
+        "max_neighbors, identity_rows [nall, slots, 4] (local atoms' rows filled); with identity_rows whose ghost "
+        "rows hold their owners' rows, also reverse: each local edge's row of its reverse edge's token in "
+        "[E local | slots rows per ghost | one zero row]");
 }

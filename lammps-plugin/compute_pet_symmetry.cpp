@@ -28,7 +28,7 @@ ComputePETSymmetry::ComputePETSymmetry(LAMMPS *lmp, int narg, char **arg) : Comp
 {
   if (narg != 5)
     error->all(FLERR, "Illegal compute pet/symmetry command: expected `compute ID group pet/symmetry N GRID`, "
-               "e.g. `compute sym all pet/symmetry 100 3i`");
+                      "e.g. `compute sym all pet/symmetry 100 3i`");
   every_ = utils::inumeric(FLERR, arg[3], false, lmp);
   if (every_ < 1) error->all(FLERR, "compute pet/symmetry: N must be at least 1, got {}", every_);
   grid_ = arg[4];

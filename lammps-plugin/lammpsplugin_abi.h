@@ -7,16 +7,16 @@ typedef void *(lammpsplugin_factory1)(void *);
 typedef void *(lammpsplugin_factory2)(void *, int, char **);
 
 typedef struct {
-  const char *version;  // LAMMPS version the plugin was built for; LAMMPS warns on a mismatch
-  const char *style;    // "pair", "fix", ...
-  const char *name;     // style name as used in input files
+  const char *version;    // LAMMPS version the plugin was built for; LAMMPS warns on a mismatch
+  const char *style;      // "pair", "fix", ...
+  const char *name;       // style name as used in input files
   const char *info;
   const char *author;
   union {
-    lammpsplugin_factory1 *v1;  // pair styles: creator(LAMMPS *)
-    lammpsplugin_factory2 *v2;  // fixes, computes, commands: creator(LAMMPS *, narg, arg)
+    lammpsplugin_factory1 *v1;    // pair styles: creator(LAMMPS *)
+    lammpsplugin_factory2 *v2;    // fixes, computes, commands: creator(LAMMPS *, narg, arg)
   } creator;
-  void *handle;  // dlopen handle, passed through
+  void *handle;    // dlopen handle, passed through
 } lammpsplugin_t;
 
 typedef void (*lammpsplugin_regfunc)(lammpsplugin_t *, void *);

@@ -16,9 +16,9 @@
 #include "utils.h"
 
 #include "domain_graph.h"
-#include "message_exchange.h"
 #include "model.h"
 #include "model_loader.h"
+#include "pet_row_exchange.h"
 
 #include <algorithm>
 #include <cstring>
@@ -28,15 +28,14 @@
 
 using namespace LAMMPS_NS;
 
-static const char cite_pet[] =
-    "pair_style pet (petmd), Point Edge Transformer:\n\n"
-    "@inproceedings{pozdnyakov2023pet,\n"
-    " author = {Pozdnyakov, Sergey N. and Ceriotti, Michele},\n"
-    " title = {Smooth, exact rotational symmetrization for deep learning on point clouds},\n"
-    " booktitle = {Advances in Neural Information Processing Systems},\n"
-    " volume = {36},\n"
-    " year = {2023}\n"
-    "}\n\n";
+static const char cite_pet[] = "pair_style pet (petmd), Point Edge Transformer:\n\n"
+                               "@inproceedings{pozdnyakov2023pet,\n"
+                               " author = {Pozdnyakov, Sergey N. and Ceriotti, Michele},\n"
+                               " title = {Smooth, exact rotational symmetrization for deep learning on point clouds},\n"
+                               " booktitle = {Advances in Neural Information Processing Systems},\n"
+                               " volume = {36},\n"
+                               " year = {2023}\n"
+                               "}\n\n";
 
 // cores this process may run on (CPU affinity, e.g. set by a batch scheduler), not all the node's
 static int usable_cores()
@@ -52,29 +51,16 @@ static const char usage[] = "pair_style pet MODEL [device cpu|cuda|cuda:N] [thre
                             "[symmetrize none|random|grid G|ecse] [seed N] [chunk N] [exchange auto|yes|no] "
                             "[tf32 yes|no]";
 
-// Values per atom that one LAMMPS communication call carries in the message exchange; wider rows (edges × d) go in
-// several calls. Sets the size of LAMMPS's communication buffers (this many doubles per ghost of a swap).
-static constexpr int kExchangeValues = 2048;
-
-namespace {
-// petmd::Model's view of the exchange: LAMMPS's forward and reverse communication of the pair style
-class RowExchange : public petmd::MessageExchange {
- public:
-  explicit RowExchange(PairPET *pair) : pair_(pair) {}
-  const std::vector<int64_t> &sent_edges() const override { return pair_->sent_edges(); }
-  void forward(const double *sent_rows, int64_t d, double *ghost_rows) override
-  {
-    pair_->exchange_tokens(sent_rows, d, ghost_rows);
+// A call into the bridge (cpp/): its exception, which names the problem and the fix, becomes a LAMMPS error of
+// this rank with `context` (the style the user wrote) in front.
+template <typename Call> auto PairPET::bridged(const char *context, Call &&call) -> decltype(call())
+{
+  try {
+    return call();
+  } catch (const std::exception &err) {
+    error->one(FLERR, "{}: {}", context, err.what());
   }
-  void reverse(const double *ghost_adjoint, int64_t d, double *sent_adjoint) override
-  {
-    pair_->exchange_adjoints(ghost_adjoint, d, sent_adjoint);
-  }
-
- private:
-  PairPET *pair_;
-};
-}    // namespace
+}
 
 PairPET::PairPET(LAMMPS *lmp) : Pair(lmp)
 {
@@ -82,8 +68,8 @@ PairPET::PairPET(LAMMPS *lmp) : Pair(lmp)
   restartinfo = 0;
   one_coeff = 1;
   manybody_flag = 1;
-  ghostneigh = 1;                  // until init_style: exchange yes needs no neighbour lists of ghosts
-  no_virial_fdotr_compute = 1;     // the virial is the model's strain derivative, not sum r·f
+  ghostneigh = 1;                 // until init_style: exchange yes needs no neighbour lists of ghosts
+  no_virial_fdotr_compute = 1;    // the virial is the model's strain derivative, not sum r·f
   centroidstressflag = CENTROID_NOTAVAIL;
   if (lmp->citeme) lmp->citeme->add(cite_pet);
 }
@@ -116,15 +102,14 @@ void PairPET::settings(int narg, char **arg)
   std::string device = "cpu";
   std::string symmetrize;
   int threads = 0;
-  bigint chunk = -1;  // -1: the model's default
+  bigint chunk = -1;    // -1: the model's default
   fold_ = true;
   exchange_request_ = -1;
   tf32_ = false;
   seed_ = 20231201;
   for (int iarg = 1; iarg < narg; iarg += 2) {
     const std::string key = arg[iarg];
-    if (iarg + 1 >= narg)
-      error->all(FLERR, "pair_style pet: keyword '{}' needs a value: `{}`", key, usage);
+    if (iarg + 1 >= narg) error->all(FLERR, "pair_style pet: keyword '{}' needs a value: `{}`", key, usage);
     if (key == "device") {
       device = arg[iarg + 1];
     } else if (key == "threads") {
@@ -133,23 +118,20 @@ void PairPET::settings(int narg, char **arg)
     } else if (key == "fold") {
       fold_ = utils::logical(FLERR, arg[iarg + 1], false, lmp) == 1;
     } else if (key == "symmetrize") {
+      // `grid G` is one mode, grid:G; the model checks the name
       symmetrize = arg[iarg + 1];
       if (symmetrize == "grid") {
         if (iarg + 2 >= narg)
           error->all(FLERR, "pair_style pet: `symmetrize grid` needs a grid name, e.g. `symmetrize grid 2i`");
         symmetrize += std::string(":") + arg[iarg + 2];
         iarg++;
-      } else if (symmetrize != "none" && symmetrize != "random" && symmetrize != "ecse" &&
-                 symmetrize.rfind("grid:", 0) != 0) {
-        error->all(FLERR,
-                   "pair_style pet: unknown symmetrize mode '{}': use none, random, grid G (e.g. grid 2i) or ecse",
-                   symmetrize);
       }
     } else if (key == "seed") {
       seed_ = utils::bnumeric(FLERR, arg[iarg + 1], false, lmp);
     } else if (key == "chunk") {
       chunk = utils::bnumeric(FLERR, arg[iarg + 1], false, lmp);
-      if (chunk < 0) error->all(FLERR, "pair_style pet: chunk must be at least 0 atoms (0: never chunk), got {}", chunk);
+      if (chunk < 0)
+        error->all(FLERR, "pair_style pet: chunk must be at least 0 atoms (0: never chunk), got {}", chunk);
     } else if (key == "exchange") {
       const std::string value = arg[iarg + 1];
       exchange_request_ = value == "auto" ? -1 : utils::logical(FLERR, value, false, lmp);
@@ -170,15 +152,13 @@ void PairPET::settings(int narg, char **arg)
   if (threads == 0) threads = std::max(1, usable_cores() / local_size);
 
   model_.reset();
-  try {
+  bridged("pair_style pet", [&] {
     model_ = petmd::open_model_isolated(petmd::this_library_folder() + "/libpetmd_model.so", model_path_, device,
                                         local_rank, threads);
     if (!symmetrize.empty()) model_->set_symmetrization(symmetrize);
     if (chunk >= 0) model_->set_chunk_atoms(chunk);
     if (tf32_) model_->set_tf32(true);
-  } catch (const std::exception &err) {
-    error->one(FLERR, "pair_style pet: {}", err.what());
-  }
+  });
   if (allocated)
     for (int i = 0; i <= atom->ntypes; i++)
       for (int j = 0; j <= atom->ntypes; j++) setflag[i][j] = 0;
@@ -216,14 +196,16 @@ void PairPET::coeff(int narg, char **arg)
   if (narg != 2 + ntypes || strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
     error->all(FLERR,
                "pair_coeff for pair_style pet must be `pair_coeff * *` followed by one element symbol for each "
-               "of the {} atom types (species of this model:{})", ntypes, species);
+               "of the {} atom types (species of this model:{})",
+               ntypes, species);
   for (int t = 1; t <= ntypes; t++) {
     const std::string symbol = arg[1 + t];
     auto found = std::find(info.species.begin(), info.species.end(), symbol);
     if (found == info.species.end())
       error->all(FLERR,
                  "pair_coeff: element '{}' given for atom type {} is not a species of model {}; its species "
-                 "are:{}", symbol, t, model_path_, species);
+                 "are:{}",
+                 symbol, t, model_path_, species);
     type_z_[t] = info.atomic_numbers[found - info.species.begin()];
   }
   for (int i = 1; i <= ntypes; i++)
@@ -233,38 +215,38 @@ void PairPET::coeff(int narg, char **arg)
 void PairPET::init_style()
 {
   if (strcmp(update->unit_style, "metal") != 0)
-    error->all(FLERR, "pair_style pet requires `units metal` (the model works in A and eV); this input uses "
-               "`units {}`", update->unit_style);
+    error->all(FLERR,
+               "pair_style pet requires `units metal` (the model works in A and eV); this input uses "
+               "`units {}`",
+               update->unit_style);
   if (!force->newton_pair)
     error->all(FLERR, "pair_style pet requires `newton on`: forces on ghost atoms are sent back to their owners");
-  if (!atom->tag_enable)
-    error->all(FLERR, "pair_style pet requires atom IDs (`atom_modify id yes`)");
-  if (comm->mode != Comm::SINGLE)
-    error->all(FLERR, "pair_style pet requires `comm_modify mode single`");
+  if (!atom->tag_enable) error->all(FLERR, "pair_style pet requires atom IDs (`atom_modify id yes`)");
+  if (comm->mode != Comm::SINGLE) error->all(FLERR, "pair_style pet requires `comm_modify mode single`");
 
   // Message exchange (each rank evaluates its own atoms, trading edge tokens between layers) runs the network one
   // layer at a time; ECSE symmetrizes inside each layer, over the whole domain graph.
   const bool layered = model_->info().symmetrize != "ecse";
   if (exchange_request_ == 1 && !layered)
     error->all(FLERR, "pair_style pet: exchange yes cannot be combined with symmetrize ecse (it symmetrizes inside "
-               "each layer): use exchange no");
-  if (exchange_request_ == 1 && model_->message_width() == 0)
-    error->all(FLERR, "pair_style pet: model {} was exported before message exchange existed: re-export it with "
-               "`petmd export`, or use exchange no", model_path_);
-  exchange_ = exchange_request_ == 1 ||
-              (exchange_request_ == -1 && comm->nprocs > 1 && layered && model_->message_width() > 0);
+                      "each layer): use exchange no");
+  exchange_ = exchange_request_ == 1 || (exchange_request_ == -1 && comm->nprocs > 1 && layered);
   if (exchange_) {
     // ghosts within the cutoff (+ skin) suffice: their edge tokens come from their owners
     ghostneigh = 0;
-    comm_forward = comm_reverse = kExchangeValues;
+    comm_forward = comm_reverse = PetRowExchange::kValuesPerCall;
+    exchange_rows_ = std::make_unique<PetRowExchange>(lmp, this);
     neighbor->add_request(this, NeighConst::REQ_FULL);
     if (comm->me == 0)
-      utils::logmesg(lmp, "pair_style pet: message exchange between ranks: each rank evaluates its own atoms, "
-                     "ghost atoms within {} A\n", model_->info().cutoff + neighbor->skin);
+      utils::logmesg(lmp,
+                     "pair_style pet: message exchange between ranks: each rank evaluates its own atoms, "
+                     "ghost atoms within {} A\n",
+                     model_->info().cutoff + neighbor->skin);
     return;
   }
   ghostneigh = 1;    // message passing within the domain needs the neighbours of ghosts too
   comm_forward = comm_reverse = 0;
+  exchange_rows_.reset();
   neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
 
   // Message passing: a local atom's energy depends on every atom within n_layers × cutoff, so the ghost shell
@@ -290,7 +272,7 @@ void PairPET::compute(int eflag, int vflag)
   ev_init(eflag, vflag);
   if (vflag_atom)
     error->all(FLERR, "pair_style pet does not compute per-atom virials (compute stress/atom, "
-               "centroid/stress/atom): the model gives the global virial only");
+                      "centroid/stress/atom): the model gives the global virial only");
 
   // every rank, and every evaluation within a step, must use the same random rotation
   if (model_->info().symmetrize == "random") model_->set_random_seed(static_cast<uint64_t>(seed_ + update->ntimestep));
@@ -301,14 +283,10 @@ void PairPET::compute(int eflag, int vflag)
   const int nlocal = atom->nlocal;
   if (nlocal == 0) return;    // an empty subdomain owns no energy, so it exerts no force
 
-  petmd::Result result;
   petmd::DomainGraph graph;
-  try {
-    const auto system = build_system(graph);
-    result = model_->compute(system, eflag_atom != 0);
-  } catch (const std::exception &err) {
-    error->one(FLERR, "pair_style pet: {}", err.what());
-  }
+  const auto result = bridged("pair_style pet", [&] {
+    return model_->compute(build_system(graph), eflag_atom != 0);
+  });
 
   // ghosts' forces go to the ghosts: the reverse communication (newton on) adds them to their owners
   double **f = atom->f;
@@ -393,14 +371,10 @@ PairPET::SymmetryTerms PairPET::symmetry_terms(const std::string &grid, double *
 {
   SymmetryTerms terms;
   if (exchange_) {    // every rank takes part, also one without atoms
-    petmd::GridResult result;
     const auto system = prepare_exchange();
-    RowExchange exchange(this);
-    try {
-      result = model_->compute_grid_exchanged(system, exchange, grid);
-    } catch (const std::exception &err) {
-      error->one(FLERR, "compute pet/symmetry: {}", err.what());
-    }
+    const auto result = bridged("compute pet/symmetry", [&] {
+      return model_->compute_grid_exchanged(system, *exchange_rows_, grid);
+    });
     for (int a = 0; a < system.n_all; a++)
       for (int c = 0; c < 3; c++) dforce[a][c] += result.forces[3 * a + c] - result.grid_forces[3 * a + c];
     terms.plain_energy = result.energy;
@@ -409,23 +383,17 @@ PairPET::SymmetryTerms PairPET::symmetry_terms(const std::string &grid, double *
     return terms;
   }
   if (atom->nlocal == 0) {    // nothing owned: zero energy and forces in every rotation
-    petmd::GridResult probe;
-    try {
-      probe = model_->compute_grid(petmd::SystemView{}, grid);
-    } catch (const std::exception &err) {
-      error->one(FLERR, "compute pet/symmetry: {}", err.what());
-    }
+    const auto probe = bridged("compute pet/symmetry", [&] {
+      return model_->compute_grid(petmd::SystemView{}, grid);
+    });
     terms.grid_weights = probe.grid_weights;
     terms.grid_energies.assign(probe.grid_weights.size(), 0.0);
     return terms;
   }
   petmd::DomainGraph graph;
-  petmd::GridResult result;
-  try {
-    result = model_->compute_grid(build_system(graph), grid);
-  } catch (const std::exception &err) {
-    error->one(FLERR, "compute pet/symmetry: {}", err.what());
-  }
+  const auto result = bridged("compute pet/symmetry", [&] {
+    return model_->compute_grid(build_system(graph), grid);
+  });
   for (int64_t n = 0; n < graph.n_nodes(); n++)
     for (int c = 0; c < 3; c++)
       dforce[graph.node_atom[n]][c] += result.forces[3 * n + c] - result.grid_forces[3 * n + c];
@@ -440,13 +408,9 @@ PairPET::SymmetryTerms PairPET::symmetry_terms(const std::string &grid, double *
 void PairPET::compute_exchanged()
 {
   const auto system = prepare_exchange();
-  petmd::Result result;
-  RowExchange exchange(this);
-  try {
-    result = model_->compute_exchanged(system, exchange, eflag_atom != 0);
-  } catch (const std::exception &err) {
-    error->one(FLERR, "pair_style pet: {}", err.what());
-  }
+  const auto result = bridged("pair_style pet", [&] {
+    return model_->compute_exchanged(system, *exchange_rows_, eflag_atom != 0);
+  });
   // ghosts' forces go to the ghosts: the reverse communication (newton on) adds them to their owners
   double **f = atom->f;
   for (int a = 0; a < system.n_all; a++)
@@ -454,173 +418,29 @@ void PairPET::compute_exchanged()
   tally(result);
 }
 
-// This rank's edges, the reverse of each (found through the exchanged edge identities) and which edge rows travel.
 petmd::ExchangeSystem PairPET::prepare_exchange()
 {
-  const int nlocal = atom->nlocal;
-  const int nall = nlocal + atom->nghost;
-  const double cutoff = model_->info().cutoff;
-  const auto view = domain_view();
-  auto &reverse = reverse_;
-  int64_t n_ghost_rows = 0;
-  try {
-    local_graph_ = std::make_unique<petmd::LocalGraph>(petmd::build_local_graph(view, cutoff));
-  } catch (const std::exception &err) {
-    error->one(FLERR, "pair_style pet: {}", err.what());
-  }
-  const auto &graph = *local_graph_;
-  // every rank describes each atom with the same number of edge slots
-  int64_t most = graph.max_neighbors;
-  MPI_Allreduce(&most, &slots_, 1, MPI_INT64_T, MPI_MAX, world);
-
-  // the identity of every edge slot (neighbour ID, edge vector), so that a rank finds the reverse of its edges
-  layout_rows(slots_ * petmd::kIdentityValues);
-  petmd::write_edge_identities(graph, atom->tag, slots_, rows_.data());
-  forward_rows();
-  try {
-    reverse = petmd::exchange_reverse_index(graph, view, slots_, rows_.data(), cutoff);
-  } catch (const std::exception &err) {
-    error->one(FLERR, "pair_style pet: {}", err.what());
-  }
-  // which slots any rank needs: marks summed onto the owners, then every copy gets its owner's marks
-  layout_rows(slots_);
-  std::fill(rows_.begin(), rows_.end(), 0.0);
-  petmd::mark_needed_rows(reverse, graph.n_edges(), nlocal, nall, slots_, rows_.data());
-  reverse_rows();
-  forward_rows();
-  try {
-    packed_ = std::make_unique<petmd::PackedRows>(petmd::pack_rows(rows_.data(), nall, slots_));
-    n_ghost_rows = petmd::compact_reverse_index(reverse, graph.n_edges(), nlocal, nall, slots_, *packed_);
-  } catch (const std::exception &err) {
-    error->one(FLERR, "pair_style pet: {}", err.what());
-  }
-  // the local edges whose tokens travel, in the order of the local packed rows
-  sent_edges_.clear();
-  for (int i = 0; i < nlocal; i++)
-    for (int64_t row = packed_->offsets[i]; row < packed_->offsets[i + 1]; row++)
-      sent_edges_.push_back(graph.offsets[i] + packed_->slot[row]);
-  int64_t most_packed = 0;
-  for (int a = 0; a < nall; a++) most_packed = std::max(most_packed, packed_->offsets[a + 1] - packed_->offsets[a]);
-  MPI_Allreduce(&most_packed, &most_packed_, 1, MPI_INT64_T, MPI_MAX, world);
-
-  numbers_.resize(nall);
-  for (int a = 0; a < nall; a++) numbers_[a] = type_z_[atom->type[a]];
-  petmd::ExchangeSystem system;
-  system.n_central = nlocal;
-  system.n_all = nall;
-  system.atomic_numbers = numbers_.data();
-  system.n_edges = graph.n_edges();
-  system.edge_index = graph.edge_index.data();
-  system.edge_vectors = graph.vectors.data();
-  system.reverse = reverse.data();
-  system.n_ghost_rows = n_ghost_rows;
-  return system;
-}
-
-void PairPET::exchange_tokens(const double *sent_rows, int64_t d, double *ghost_rows)
-{
-  const auto &packed = *packed_;
-  const int nlocal = atom->nlocal;
-  const int nall = nlocal + atom->nghost;
-  layout_packed(d);
-  std::copy(sent_rows, sent_rows + packed.offsets[nlocal] * d, rows_.data());  // sent_edges_ order = packed order
-  forward_rows();
-  std::copy(rows_.data() + packed.offsets[nlocal] * d, rows_.data() + packed.offsets[nall] * d, ghost_rows);
-}
-
-void PairPET::exchange_adjoints(const double *ghost_adjoint, int64_t d, double *sent_adjoint)
-{
-  const auto &packed = *packed_;
-  const int nlocal = atom->nlocal;
-  const int nall = nlocal + atom->nghost;
-  layout_packed(d);
-  std::fill(rows_.begin(), rows_.begin() + packed.offsets[nlocal] * d, 0.0);
-  std::copy(ghost_adjoint, ghost_adjoint + (packed.offsets[nall] - packed.offsets[nlocal]) * d,
-            rows_.data() + packed.offsets[nlocal] * d);
-  reverse_rows();
-  std::copy(rows_.data(), rows_.data() + packed.offsets[nlocal] * d, sent_adjoint);
-}
-
-// rows_ holds one row of values per atom (local and ghost), atom a's at row_start_[a] .. row_start_[a+1]
-void PairPET::layout_rows(int64_t width)
-{
-  const int nall = atom->nlocal + atom->nghost;
-  row_start_.resize(nall + 1);
-  for (int a = 0; a <= nall; a++) row_start_[a] = a * width;
-  longest_row_ = width;
-  rows_.resize(row_start_[nall]);
-}
-
-// the packed edge slots, d values each
-void PairPET::layout_packed(int64_t d)
-{
-  const int nall = atom->nlocal + atom->nghost;
-  row_start_.resize(nall + 1);
-  for (int a = 0; a <= nall; a++) row_start_[a] = packed_->offsets[a] * d;
-  longest_row_ = most_packed_ * d;
-  rows_.resize(row_start_[nall]);
-}
-
-// Local rows out to the ghosts that image them (forward), or ghost rows added into the atoms they image
-// (reverse): at most kExchangeValues values of each row per LAMMPS communication call.
-void PairPET::forward_rows()
-{
-  for (first_value_ = 0; first_value_ < longest_row_; first_value_ += kExchangeValues)
-    comm->forward_comm(this, kExchangeValues);
-}
-
-void PairPET::reverse_rows()
-{
-  for (first_value_ = 0; first_value_ < longest_row_; first_value_ += kExchangeValues)
-    comm->reverse_comm(this, kExchangeValues);
-}
-
-// this call's part of atom a's row: values [first, first + count) of rows_
-void PairPET::row_part(int a, int64_t &first, int64_t &count) const
-{
-  first = row_start_[a] + first_value_;
-  count = std::max<int64_t>(0, std::min<int64_t>(kExchangeValues, row_start_[a + 1] - first));
+  return bridged("pair_style pet", [&] {
+    return exchange_rows_->prepare(domain_view(), model_->info().cutoff, type_z_);
+  });
 }
 
 int PairPET::pack_forward_comm(int n, int *list, double *buf, int /*pbc_flag*/, int * /*pbc*/)
 {
-  int64_t m = 0, first, count;
-  for (int k = 0; k < n; k++) {
-    row_part(list[k], first, count);
-    std::copy(rows_.data() + first, rows_.data() + first + count, buf + m);
-    m += count;
-  }
-  return static_cast<int>(m);
+  return exchange_rows_->pack_forward(n, list, buf);
 }
 
 void PairPET::unpack_forward_comm(int n, int first_atom, double *buf)
 {
-  int64_t m = 0, first, count;
-  for (int k = 0; k < n; k++) {
-    row_part(first_atom + k, first, count);
-    std::copy(buf + m, buf + m + count, rows_.data() + first);
-    m += count;
-  }
+  exchange_rows_->unpack_forward(n, first_atom, buf);
 }
 
 int PairPET::pack_reverse_comm(int n, int first_atom, double *buf)
 {
-  int64_t m = 0, first, count;
-  for (int k = 0; k < n; k++) {
-    row_part(first_atom + k, first, count);
-    std::copy(rows_.data() + first, rows_.data() + first + count, buf + m);
-    m += count;
-  }
-  return static_cast<int>(m);
+  return exchange_rows_->pack_reverse(n, first_atom, buf);
 }
 
 void PairPET::unpack_reverse_comm(int n, int *list, double *buf)
 {
-  int64_t m = 0, first, count;
-  for (int k = 0; k < n; k++) {
-    row_part(list[k], first, count);
-    double *row = rows_.data() + first;
-    for (int64_t c = 0; c < count; c++) row[c] += buf[m + c];
-    m += count;
-  }
+  exchange_rows_->unpack_reverse(n, list, buf);
 }

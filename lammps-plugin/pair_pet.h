@@ -1,5 +1,6 @@
-/* pair_style pet: LAMMPS glue only. The atoms → graph conversion is petmd::build_domain_graph (cpp/domain_graph.h)
-   and every libtorch call is in petmd::Model (cpp/model.h). Documentation: docs/pair_pet.md. */
+/* pair_style pet: LAMMPS glue only. The atoms → graph conversion is petmd::build_domain_graph (cpp/domain_graph.h),
+   the message exchange between ranks PetRowExchange (pet_row_exchange.h) and every libtorch call is in petmd::Model
+   (cpp/model.h). Documentation: docs/pair_pet.md. */
 #ifndef LMP_PAIR_PET_H
 #define LMP_PAIR_PET_H
 
@@ -13,15 +14,14 @@
 namespace petmd {
 class Model;
 struct DomainGraph;
-struct LocalGraph;
-struct PackedRows;
 struct Result;
 struct ExchangeSystem;
 struct SystemView;
 template <typename Tag> struct DomainView;
-}
+}    // namespace petmd
 
 namespace LAMMPS_NS {
+class PetRowExchange;
 
 class PairPET : public Pair {
  public:
@@ -37,14 +37,6 @@ class PairPET : public Pair {
   int pack_reverse_comm(int, int, double *) override;
   void unpack_reverse_comm(int, int *, double *) override;
 
-  // Message exchange (docs/pair_pet.md): the tokens of this rank's sent edges [n_sent, d] out, its ghosts' tokens
-  // in [n_ghost_rows, d]; and the adjoints of those ghost tokens out, what comes back for the sent edges in
-  // [n_sent, d].
-  const std::vector<int64_t> &sent_edges() const { return sent_edges_; }
-  void exchange_tokens(const double *sent_rows, int64_t d, double *ghost_rows);
-  void exchange_adjoints(const double *ghost_adjoint, int64_t d, double *sent_adjoint);
-  bool exchanges_messages() const { return exchange_; }
-
   // For compute pet/symmetry: the network as trained against its average over `grid` on this rank's graph. Adds
   // the per-atom force deviation (plain − grid mean) to dforce[nall][3] (ghosts included: reverse-communicate it)
   // and returns this rank's plain energy and the energy of each rotated copy, with the grid weights.
@@ -55,37 +47,24 @@ class PairPET : public Pair {
   SymmetryTerms symmetry_terms(const std::string &grid, double **dforce);
 
  private:
+  template <typename Call> auto bridged(const char *context, Call &&call) -> decltype(call());
   petmd::SystemView build_system(petmd::DomainGraph &graph);
   petmd::DomainView<tagint> domain_view();
   void compute_exchanged();
   petmd::ExchangeSystem prepare_exchange();
   void tally(const petmd::Result &result);
-  void layout_rows(int64_t width);
-  void layout_packed(int64_t d);
-  void forward_rows();
-  void reverse_rows();
-  void row_part(int a, int64_t &first, int64_t &count) const;
   void allocate();
   void report_model(int threads) const;
 
   std::unique_ptr<petmd::Model> model_;
   std::string model_path_;
-  std::vector<long> type_z_;          // atomic number of each LAMMPS atom type (index 1..ntypes)
-  bool fold_ = true;                   // fold periodic images of local atoms onto them (docs/pair_pet.md)
-  int exchange_request_ = -1;          // exchange yes (1) | no (0) | auto (-1)
-  bool tf32_ = false;                  // tf32 yes: TF32 float32 matrix products on a CUDA device
-  bool exchange_ = false;              // this run exchanges messages between ranks (decided in init_style)
-  std::unique_ptr<petmd::LocalGraph> local_graph_;
-  std::unique_ptr<petmd::PackedRows> packed_;  // the edge slots whose tokens travel
-  std::vector<int64_t> sent_edges_;    // local edge of each local packed row
-  std::vector<int64_t> reverse_;       // row of each local edge's reverse edge (see message_exchange.h)
-  int64_t slots_ = 0;                  // edge slots per atom: the largest edge count on any rank
-  int64_t most_packed_ = 0;            // the most packed slots of one atom on any rank
-  std::vector<double> rows_;           // what the exchange sends and receives: one row of values per atom
-  std::vector<int64_t> row_start_;     // [nall + 1] where each atom's row starts in rows_
-  int64_t longest_row_ = 0;            // on any rank
-  int64_t first_value_ = 0;            // of each row, where this LAMMPS communication call starts
-  bigint seed_ = 0;                    // symmetrize random: torch is seeded with seed_ + step on every rank
+  std::vector<long> type_z_;     // atomic number of each LAMMPS atom type (index 1..ntypes)
+  bool fold_ = true;             // fold periodic images of local atoms onto them (docs/pair_pet.md)
+  int exchange_request_ = -1;    // exchange yes (1) | no (0) | auto (-1)
+  bool tf32_ = false;            // tf32 yes: TF32 float32 matrix products on a CUDA device
+  bool exchange_ = false;        // this run exchanges messages between ranks (decided in init_style)
+  std::unique_ptr<PetRowExchange> exchange_rows_;    // its communication, when it does
+  bigint seed_ = 0;    // symmetrize random: torch is seeded with seed_ + step on every rank
   // per-step buffers, kept to avoid reallocation
   std::vector<double> positions_;
   std::vector<int64_t> numbers_;

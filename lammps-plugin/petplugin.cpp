@@ -5,27 +5,31 @@
 
 using namespace LAMMPS_NS;
 
-static Pair *pet_creator(LAMMPS *lmp) { return new PairPET(lmp); }
+static Pair *pet_creator(LAMMPS *lmp)
+{
+  return new PairPET(lmp);
+}
 
 static Compute *pet_symmetry_creator(LAMMPS *lmp, int narg, char **arg)
 {
   return new ComputePETSymmetry(lmp, narg, arg);
 }
 
-extern "C" __attribute__((visibility("default"))) void lammpsplugin_init(void *lmp, void *handle, void *regfunc) {
+extern "C" __attribute__((visibility("default"))) void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
+{
   lammpsplugin_t plugin;
   plugin.version = PETMD_LAMMPS_VERSION;
   plugin.style = "pair";
   plugin.name = "pet";
   plugin.info = "PET machine-learning potential (petmd " PETMD_VERSION ")";
   plugin.author = "petmd developers";
-  plugin.creator.v1 = (lammpsplugin_factory1 *) &pet_creator;
+  plugin.creator.v1 = (lammpsplugin_factory1 *)&pet_creator;
   plugin.handle = handle;
-  (*(lammpsplugin_regfunc) regfunc)(&plugin, lmp);
+  (*(lammpsplugin_regfunc)regfunc)(&plugin, lmp);
 
   plugin.style = "compute";
   plugin.name = "pet/symmetry";
   plugin.info = "on-the-fly symmetry error of pair_style pet (petmd " PETMD_VERSION ")";
-  plugin.creator.v2 = (lammpsplugin_factory2 *) &pet_symmetry_creator;
-  (*(lammpsplugin_regfunc) regfunc)(&plugin, lmp);
+  plugin.creator.v2 = (lammpsplugin_factory2 *)&pet_symmetry_creator;
+  (*(lammpsplugin_regfunc)regfunc)(&plugin, lmp);
 }

@@ -13,24 +13,26 @@ import torch
 from ase import Atoms
 
 from petmd.batch import frame_from_atoms
+from petmd.config import ModelConfig
 from petmd.data import default_data_path
 from petmd.model import PET
 
 CUTOFF = 4.0
+# the stored old exported file (format_version 1): petmd refuses to run it and re-exports it (tests/models/README.md)
+FORMAT_1_MODEL = Path(__file__).resolve().parent / "models" / "pet-water-tiny-f64-format1.pt"
 
 
 def water_molecule(rng: np.random.Generator, center) -> np.ndarray:
     """O, H, H positions of a randomly oriented water molecule (r_OH 0.97 Å, HOH 104.5°)."""
     angle = np.deg2rad(104.5)
-    local = np.array([[0.0, 0.0, 0.0],
-                      [0.97, 0.0, 0.0],
-                      [0.97 * np.cos(angle), 0.97 * np.sin(angle), 0.0]])
+    local = np.array([[0.0, 0.0, 0.0], [0.97, 0.0, 0.0], [0.97 * np.cos(angle), 0.97 * np.sin(angle), 0.0]])
     q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
     return local @ q.T + center
 
 
-def water_box(n_side: int = 2, spacing: float = 3.1, seed: int = 0, jitter: float = 0.15,
-              cell_tilt: float = 0.0) -> Atoms:
+def water_box(
+    n_side: int = 2, spacing: float = 3.1, seed: int = 0, jitter: float = 0.15, cell_tilt: float = 0.0
+) -> Atoms:
     """n_side³ water molecules on a jittered cubic grid in a periodic (optionally triclinic) cell."""
     rng = np.random.default_rng(seed)
     length = n_side * spacing
@@ -57,8 +59,17 @@ def rotated(atoms: Atoms, q: np.ndarray) -> Atoms:
 def small_pet(seed: int = 0, dtype=torch.float64, n_gnn_layers: int = 2, d_model: int = 16) -> PET:
     """A small PET with random weights everywhere, heads included (training starts them at zero)."""
     torch.manual_seed(seed)
-    model = PET([1, 8], cutoff=CUTOFF, cutoff_width=0.5, d_model=d_model, n_heads=2, d_ff=2 * d_model,
-                n_gnn_layers=n_gnn_layers, n_transformer_layers=1, head_hidden=16)
+    config = ModelConfig(
+        cutoff=CUTOFF,
+        cutoff_width=0.5,
+        d_model=d_model,
+        n_heads=2,
+        d_ff=2 * d_model,
+        n_gnn_layers=n_gnn_layers,
+        n_transformer_layers=1,
+        head_hidden=16,
+    )
+    model = PET([1, 8], config)
     with torch.no_grad():
         for layer in model.layers:
             for head in (layer.central_head, layer.bond_head):
@@ -84,8 +95,9 @@ def scan_data_path() -> Path:
 def run_petmd(*args, cwd=None, env=None, check=False) -> subprocess.CompletedProcess:
     full_env = dict(os.environ)
     full_env.update(env or {})
-    result = subprocess.run([sys.executable, "-m", "petmd", *map(str, args)], cwd=cwd, env=full_env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "petmd", *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"petmd {' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}")
     return result
@@ -110,18 +122,35 @@ def write_checkpoint(path, model: PET, dtype: str = "float64") -> Path:
     from petmd.checkpoint import save_checkpoint
     from petmd.config import Config, ModelConfig
 
-    cfg = Config(model=ModelConfig(cutoff=model.cutoff, cutoff_width=model.cutoff_width,
-                                   d_model=model.neighbor_embedding.embedding_dim, n_heads=2,
-                                   d_ff=2 * model.neighbor_embedding.embedding_dim,
-                                   n_gnn_layers=model.n_gnn_layers, n_transformer_layers=1, head_hidden=16))
+    cfg = Config(
+        model=ModelConfig(
+            cutoff=model.cutoff,
+            cutoff_width=model.cutoff_width,
+            d_model=model.neighbor_embedding.embedding_dim,
+            n_heads=2,
+            d_ff=2 * model.neighbor_embedding.embedding_dim,
+            n_gnn_layers=model.n_gnn_layers,
+            n_transformer_layers=1,
+            head_hidden=16,
+        )
+    )
     cfg.training.dtype = dtype
-    save_checkpoint({"config": cfg.to_dict(), "atomic_numbers": model.atomic_numbers,
-                     "model_state": model.state_dict()}, path)
+    save_checkpoint(
+        {"config": cfg.to_dict(), "atomic_numbers": model.atomic_numbers, "model_state": model.state_dict()}, path
+    )
     return Path(path)
 
 
-TINY_MODEL = {"cutoff": 4.0, "cutoff_width": 0.5, "d_model": 16, "n_heads": 2, "d_ff": 32, "n_gnn_layers": 2,
-              "n_transformer_layers": 1, "head_hidden": 16}
+TINY_MODEL = {
+    "cutoff": 4.0,
+    "cutoff_width": 0.5,
+    "d_model": 16,
+    "n_heads": 2,
+    "d_ff": 32,
+    "n_gnn_layers": 2,
+    "n_transformer_layers": 1,
+    "head_hidden": 16,
+}
 
 
 def write_labelled_data(path, n_frames: int = 8, seed: int = 0, missing=None) -> Path:
@@ -153,8 +182,16 @@ def write_labelled_data(path, n_frames: int = 8, seed: int = 0, missing=None) ->
 def write_config(path, data_path, **training) -> Path:
     import yaml
 
-    train = {"epochs": 3, "atoms_per_batch": 48, "warmup_steps": 2, "learning_rate": 1e-3,
-             "checkpoint_every_s": 0, "dtype": "float64", "num_threads": 1, "seed": 1}
+    train = {
+        "epochs": 3,
+        "atoms_per_batch": 48,
+        "warmup_steps": 2,
+        "learning_rate": 1e-3,
+        "checkpoint_every_s": 0,
+        "dtype": "float64",
+        "num_threads": 1,
+        "seed": 1,
+    }
     train.update(training)
     cfg = {"model": TINY_MODEL, "data": {"path": str(data_path), "validation_fraction": 0.25}, "training": train}
     Path(path).write_text(yaml.safe_dump(cfg))

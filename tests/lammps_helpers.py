@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from petmd.lammps_run import lmp_command
+from petmd.helpers.lammps_run import lmp_command
 
+# what single_point_input prints, in the order read_single_point reads it
+THERMO_VALUES = " ".join(f"$({key}:%.17g)" for key in ("pe", "pxx", "pyy", "pzz", "pxy", "pxz", "pyz", "vol"))
 NKTV2P_METAL = 1.6021765e6  # LAMMPS's eV/Å³ → bar for units metal
 TYPES = ["O", "H"]
 
@@ -53,25 +55,29 @@ pair_coeff * * O H
 """
 
 
-def single_point_input(model: Path, data: Path, out: Path, boundary: str = "p p p", pair_extra: str = "",
-                       threads: int = 1) -> str:
+def single_point_input(
+    model: Path, data: Path, out: Path, boundary: str = "p p p", pair_extra: str = "", threads: int = 1
+) -> str:
     """Energy, forces, per-atom energies and pressure tensor of one configuration, written to files in ``out``."""
-    return water_setup(model, data, boundary, pair_extra, threads) + f"""
+    return (
+        water_setup(model, data, boundary, pair_extra, threads)
+        + f"""
 compute peatom all pe/atom
 thermo_style custom step pe pxx pyy pzz pxy pxz pyz vol
 thermo_modify format float %.17g
 run 0
 write_dump all custom {out}/atoms.dump id fx fy fz c_peatom modify format float %.17g sort id
-print "$(pe:%.17g) $(pxx:%.17g) $(pyy:%.17g) $(pzz:%.17g) $(pxy:%.17g) $(pxz:%.17g) $(pyz:%.17g) $(vol:%.17g)" file {out}/thermo.txt
+print "{THERMO_VALUES}" file {out}/thermo.txt
 """
+    )
 
 
 @dataclass
 class SinglePoint:
     energy: float
-    forces: np.ndarray    # [n, 3], in atom-ID order
+    forces: np.ndarray  # [n, 3], in atom-ID order
     energies: np.ndarray  # [n]
-    virial: np.ndarray    # [3, 3]: W from the pressure tensor (zero velocities); only the upper triangle is known
+    virial: np.ndarray  # [3, 3]: W from the pressure tensor (zero velocities); only the upper triangle is known
     volume: float
 
 

@@ -17,8 +17,13 @@ SMALL_CKPT = REPO / "models" / "pet-water-small.ckpt"
 
 
 def run_benchmark(script: str, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *map(str, args)],
-                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +32,25 @@ def boxes(tmp_path_factory) -> Path:
 
 
 def test_train_throughput_reports_each_step_kind(boxes):
-    result = run_benchmark("train_throughput.py", "--sizes", 24, "--model-size", "small", "--repeats", 1,
-                           "--train-chunks", 0, 16, "--batch-frames", 2, "--threads", 1, "--data", boxes, "--json")
+    result = run_benchmark(
+        "train_throughput.py",
+        "--sizes",
+        24,
+        "--model-size",
+        "small",
+        "--repeats",
+        1,
+        "--train-chunks",
+        0,
+        16,
+        "--batch-frames",
+        2,
+        "--threads",
+        1,
+        "--data",
+        boxes,
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     (row,) = json.loads(result.stdout)["results"]
     assert row["atoms"] == 24 and set(row["train"]) == {"0", "16"}
@@ -39,8 +61,25 @@ def test_train_throughput_reports_each_step_kind(boxes):
 
 
 def test_denormals_times_each_checkpoint_with_flushing_off_and_on(boxes):
-    result = run_benchmark("denormals.py", SMALL_CKPT, "--size", 24, "--batch-frames", 2, "--chunk", 16,
-                           "--repeats", 1, "--rounds", 1, "--threads", 1, "--data", boxes, "--json")
+    result = run_benchmark(
+        "denormals.py",
+        SMALL_CKPT,
+        "--size",
+        24,
+        "--batch-frames",
+        2,
+        "--chunk",
+        16,
+        "--repeats",
+        1,
+        "--rounds",
+        1,
+        "--threads",
+        1,
+        "--data",
+        boxes,
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)["rows"]
     assert [r["flush_denormal"] for r in rows] == [False, True]
@@ -53,3 +92,20 @@ def test_a_frame_size_missing_from_the_data_is_named_with_the_sizes_there(boxes)
     result = run_benchmark("denormals.py", SMALL_CKPT, "--size", 25, "--data", boxes)
     assert result.returncode != 0
     assert "no frame with [25] atoms" in result.stderr and "[24]" in result.stderr
+
+
+@pytest.mark.slow
+def test_forward_mode_checks_the_hand_written_tangents_against_torch_func(scan_data_path):
+    """The measurement behind keeping model/tangents.py: the hand-written tangents and their parameter gradient are
+    exact (float64), and the report carries a verdict on torch.func."""
+    result = run_benchmark("forward_mode.py", "--model-size", "small", "--repeats", 1, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    errors = {
+        key: float(str(value).split()[0])
+        for key, value in report["correctness"].items()
+        if not str(value).startswith("failed") and "scale" not in key
+    }
+    assert errors["energy tangent max |hand − jvp|"] < 1e-10
+    assert errors["∂S rel. error: hand tangents + backward"] < 1e-10
+    assert report["verdict"].startswith(("torch.func can replace", "torch.func cannot replace"))

@@ -3,16 +3,16 @@ folding and domain splitting change no result."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 from ase import Atoms
 from scipy.spatial import cKDTree
 
-from conftest import CUTOFF, frame, small_pet, water_box, with_metadata, write_checkpoint
+from conftest import CUTOFF, FORMAT_1_MODEL, frame, small_pet, water_box, with_metadata, write_checkpoint
 from petmd import _bridge
-from petmd.export import export_checkpoint, load_model
+from petmd.export import export_checkpoint
+from petmd.loading import load_model
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +44,13 @@ def test_bridge_equals_python_model(exported, dtype, tol, name):
     mask[0] = False  # a node outside the energy sum, as LAMMPS's ghosts are
     out = bridge.compute(f.positions, f.numbers, f.cell, f.edge_index, f.cell_shifts, mask)
     ref = load_model(exported[dtype]).module(
-        torch.from_numpy(f.positions), torch.from_numpy(f.numbers), torch.from_numpy(f.cell),
-        torch.from_numpy(f.edge_index), torch.from_numpy(f.cell_shifts), torch.from_numpy(mask))
+        torch.from_numpy(f.positions),
+        torch.from_numpy(f.numbers),
+        torch.from_numpy(f.cell),
+        torch.from_numpy(f.edge_index),
+        torch.from_numpy(f.cell_shifts),
+        torch.from_numpy(mask),
+    )
     for key in ("energy", "energies", "forces", "virial"):
         want = ref[key].detach().numpy()
         scale = max(float(np.abs(want).max()), 1e-12)
@@ -62,9 +67,13 @@ def test_bridge_errors(tmp_path, exported):
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(plain))
     with pytest.raises(_bridge.BridgeError, match="not a petmd model"):
         _bridge.Model(str(plain))
-    future = with_metadata(exported["float64"], tmp_path / "future.pt", format_version=2)
-    with pytest.raises(_bridge.BridgeError, match="format version 2; this petmd reads version 1"):
+    future = with_metadata(exported["float64"], tmp_path / "future.pt", format_version=3)
+    with pytest.raises(_bridge.BridgeError, match="format version 3, newer than this plugin reads"):
         _bridge.Model(str(future))
+    with pytest.raises(
+        _bridge.BridgeError, match=r"format version 1, which this petmd no longer runs .* `petmd export"
+    ):
+        _bridge.Model(str(FORMAT_1_MODEL))
     with pytest.raises(_bridge.BridgeError, match="unknown device 'gpu'"):
         _bridge.Model(str(exported["float64"]), "gpu")
     if not torch.cuda.is_available():
@@ -82,6 +91,7 @@ def test_bridge_errors(tmp_path, exported):
 
 
 # --- domain graphs: what pair_style pet builds from LAMMPS's local and ghost atoms --------------------------------
+
 
 def domain(atoms: Atoms, local: np.ndarray, shell: float, skin: float = 0.5, tag_offset: int = 100):
     """One MPI domain as LAMMPS would hold it: its local atoms, then every periodic image (of any atom) within
@@ -110,8 +120,16 @@ def domain(atoms: Atoms, local: np.ndarray, shell: float, skin: float = 0.5, tag
     offsets = np.searchsorted(pairs[:, 0], np.arange(len(x) + 1)).astype(np.int64)
     tags = (atom_of * 3 + tag_offset).astype(np.int64)  # IDs that are not 1..N
     listed = np.arange(len(x), dtype=np.int32)
-    return dict(x=x, tags=tags, nlocal=len(local), cell=cell, periodic=list(map(bool, atoms.pbc)), listed=listed,
-                offsets=offsets, neighbors=pairs[:, 1].astype(np.int32)), atom_of
+    return dict(
+        x=x,
+        tags=tags,
+        nlocal=len(local),
+        cell=cell,
+        periodic=list(map(bool, atoms.pbc)),
+        listed=listed,
+        offsets=offsets,
+        neighbors=pairs[:, 1].astype(np.int32),
+    ), atom_of
 
 
 def run_domains(bridge, atoms, parts, fold):
@@ -124,8 +142,9 @@ def run_domains(bridge, atoms, parts, fold):
         nodes.append(len(g["node_atom"]))
         na = g["node_atom"]
         mask = np.arange(len(na)) < args["nlocal"]
-        out = bridge.compute(args["x"][na], atoms.numbers[atom_of[na]], args["cell"], g["edge_index"],
-                             g["cell_shifts"], mask)
+        out = bridge.compute(
+            args["x"][na], atoms.numbers[atom_of[na]], args["cell"], g["edge_index"], g["cell_shifts"], mask
+        )
         energy += out["energy"]
         np.add.at(forces, atom_of[na], out["forces"])
         virial += out["virial"]
@@ -170,3 +189,46 @@ def test_domain_graph_rejects_inconsistent_ids(exported):
     args["x"][len(atoms)] += 0.3  # a ghost "image" off every lattice translation of its atom
     with pytest.raises(_bridge.BridgeError, match="not a periodic image"):
         _bridge.build_domain_graph(**args, cutoff=CUTOFF)
+
+
+# --- message exchange: where each edge of a domain finds the token of its reverse edge -----------------------------
+
+
+def test_exchange_reverse_index_finds_every_reverse_edge():
+    """Two domains as LAMMPS would hold them for message exchange (ghosts within the cutoff and skin); each ghost's
+    identity rows are its owner's, as the forward communication makes them. Every local edge i→j must find the row
+    of the edge j→i: a local edge when this domain owns j, else the matching slot of a ghost image of j (ID of i,
+    vector −x_ij)."""
+    atoms = water_box(2, seed=9, cell_tilt=0.7)
+    frac_x = atoms.get_scaled_positions(wrap=True)[:, 0]
+    parts = [np.flatnonzero(frac_x < 0.5), np.flatnonzero(frac_x >= 0.5)]
+    domains = [domain(atoms, part, CUTOFF + 1.0) for part in parts]
+    probe = [_bridge.local_graph(**args, cutoff=CUTOFF, slots=256) for args, _ in domains]
+    slots = max(g["max_neighbors"] for g in probe)
+    local_rows = [_bridge.local_graph(**args, cutoff=CUTOFF, slots=slots)["identity_rows"] for args, _ in domains]
+    owner = {int(a): (d, k) for d, part in enumerate(parts) for k, a in enumerate(part)}
+    n_checked = 0
+    for d, (args, atom_of) in enumerate(domains):
+        nlocal = args["nlocal"]
+        rows = local_rows[d].copy()
+        for ghost in range(nlocal, len(atom_of)):
+            home, k = owner[int(atom_of[ghost])]
+            rows[ghost] = local_rows[home][k]
+        g = _bridge.local_graph(**args, cutoff=CUTOFF, slots=slots, identity_rows=rows)
+        edges, vectors, reverse = g["edge_index"], g["vectors"], g["reverse"]
+        n_edges = edges.shape[1]
+        for e in range(n_edges):
+            i, j, r = edges[0, e], edges[1, e], reverse[e]
+            assert r < n_edges + (len(atom_of) - nlocal) * slots, "an edge of this test lost its reverse"
+            if r < n_edges:  # a local edge j→i, j a local atom or a periodic image of one
+                assert atom_of[edges[0, r]] == atom_of[j] and atom_of[edges[1, r]] == atom_of[i]
+                np.testing.assert_allclose(vectors[r], -vectors[e], atol=1e-9)
+            else:  # slot s of ghost g, the image of atom j whose owner lists j→i there
+                ghost, slot = divmod(r - n_edges, slots)
+                ghost += nlocal
+                assert atom_of[ghost] == atom_of[j]
+                identity = rows[ghost, slot]
+                assert identity[0] == args["tags"][i]
+                np.testing.assert_allclose(identity[1:], -vectors[e], atol=1e-9)
+            n_checked += 1
+    assert n_checked > 20 * len(atoms)  # both domains, every edge

@@ -20,8 +20,12 @@ def files(tmp_path_factory):
     base = tmp_path_factory.mktemp("cli")
     ckpt = write_checkpoint(base / "model.ckpt", small_pet(seed=21))
     export_checkpoint(ckpt, base / "model.pt")
-    return {"base": base, "ckpt": ckpt, "pt": base / "model.pt",
-            "data": write_labelled_data(base / "data.extxyz", n_frames=4)}
+    return {
+        "base": base,
+        "ckpt": ckpt,
+        "pt": base / "model.pt",
+        "data": write_labelled_data(base / "data.extxyz", n_frames=4),
+    }
 
 
 def assert_one_line_error(result, *needles):
@@ -42,8 +46,14 @@ def test_every_subcommand_has_help():
 def test_eval_json_figures(files, which):
     result = run_petmd("eval", files[which], files["data"], "--json", check=True)
     figures = json.loads(result.stdout)
-    for key in ("energy_mae_mev_per_atom", "energy_rmse_mev_per_atom", "force_mae_mev_per_A",
-                "force_rmse_mev_per_A", "n_frames", "by_group"):
+    for key in (
+        "energy_mae_mev_per_atom",
+        "energy_rmse_mev_per_atom",
+        "force_mae_mev_per_A",
+        "force_rmse_mev_per_A",
+        "n_frames",
+        "by_group",
+    ):
         assert key in figures
     assert figures["n_frames"] == 4
     assert set(figures["by_group"]) == {"config_type=group0", "config_type=group1"}
@@ -62,11 +72,12 @@ def test_eval_mean_error_is_the_signed_offset(files, tmp_path):
         energy, forces = atoms.get_potential_energy() + 2e-3 * len(atoms), atoms.get_forces()
         atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
     ase.io.write(tmp_path / "shifted.extxyz", frames, format="extxyz")
-    a, b = (json.loads(run_petmd("eval", files["pt"], path, "--json", check=True).stdout)
-            for path in (files["data"], tmp_path / "shifted.extxyz"))
+    a, b = (
+        json.loads(run_petmd("eval", files["pt"], path, "--json", check=True).stdout)
+        for path in (files["data"], tmp_path / "shifted.extxyz")
+    )
     for x, y in [(a, b), *((a["by_group"][g], b["by_group"][g]) for g in a["by_group"])]:
-        assert y["energy_mean_error_mev_per_atom"] == pytest.approx(x["energy_mean_error_mev_per_atom"] - 2.0,
-                                                                    abs=1e-6)
+        assert y["energy_mean_error_mev_per_atom"] == pytest.approx(x["energy_mean_error_mev_per_atom"] - 2.0, abs=1e-6)
         assert y["force_mae_mev_per_A"] == x["force_mae_mev_per_A"]
     table = run_petmd("eval", files["pt"], files["data"], check=True).stdout
     assert "E mean" in table and f"{a['energy_mean_error_mev_per_atom']:+.3f}" in table
@@ -91,8 +102,9 @@ def test_unknown_element_in_data(files, tmp_path):
     atoms.calc = SinglePointCalculator(atoms, energy=-1.0, forces=np.zeros((3, 3)))
     path = tmp_path / "co2.extxyz"
     ase.io.write(str(path), [atoms])
-    assert_one_line_error(run_petmd("eval", files["pt"], path), "co2.extxyz", "frame 0", "element C",
-                          "model species: H, O")
+    assert_one_line_error(
+        run_petmd("eval", files["pt"], path), "co2.extxyz", "frame 0", "element C", "model species: H, O"
+    )
 
 
 def test_unknown_element_in_calculator(files):
@@ -130,8 +142,11 @@ def test_corrupted_and_wrong_format_checkpoints(files, tmp_path):
     torch.save({"state_dict": {}}, foreign)
     output = tmp_path / "out.pt"
     output.write_bytes(b"previous export")
-    for bad, needle in ((truncated, "not a readable petmd checkpoint"), (random_bytes, "not a readable petmd"),
-                        (foreign, "not a petmd checkpoint")):
+    for bad, needle in (
+        (truncated, "not a readable petmd checkpoint"),
+        (random_bytes, "not a readable petmd"),
+        (foreign, "not a petmd checkpoint"),
+    ):
         assert_one_line_error(run_petmd("export", bad, "-o", output), bad.name, needle)
         assert_one_line_error(run_petmd("eval", bad, files["data"]), bad.name, needle)
         assert output.read_bytes() == b"previous export"  # nothing overwritten
@@ -139,15 +154,22 @@ def test_corrupted_and_wrong_format_checkpoints(files, tmp_path):
     other = tmp_path / "other.pt"
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(other))
     assert_one_line_error(run_petmd("eval", other, files["data"]), "other.pt", "not a petmd model")
-    # an exported model where a checkpoint is expected
-    assert_one_line_error(run_petmd("export", files["pt"], "-o", output), "exported TorchScript model")
+    # an exported model where a checkpoint is expected: its weights have no training record to ship
+    weights = tmp_path / "weights.ckpt"
+    result = run_petmd("export", files["pt"], "-o", output, "--weights-checkpoint", weights)
+    assert_one_line_error(result, "exported TorchScript model, not a training checkpoint")
+    assert output.read_bytes() == b"previous export" and not weights.exists()
 
 
 def test_config_with_unknown_or_mistyped_key(files, tmp_path):
     cfg = write_config(tmp_path / "cfg.yaml", files["data"])
     cfg.write_text(cfg.read_text().replace("learning_rate:", "learning_rte:"))
-    assert_one_line_error(run_petmd("train", cfg, "-o", tmp_path / "run"), "cfg.yaml",
-                          "unknown config key 'training.learning_rte'", "learning_rate")
+    assert_one_line_error(
+        run_petmd("train", cfg, "-o", tmp_path / "run"),
+        "cfg.yaml",
+        "unknown config key 'training.learning_rte'",
+        "learning_rate",
+    )
     assert not (tmp_path / "run").exists()
     cfg2 = write_config(tmp_path / "cfg2.yaml", files["data"], epochs="many")
     assert_one_line_error(run_petmd("train", cfg2, "-o", tmp_path / "run"), "training.epochs", "int")
@@ -158,8 +180,14 @@ def test_config_with_unknown_or_mistyped_key(files, tmp_path):
 
 def test_export_writes_a_weights_only_checkpoint(tmp_path):
     data = write_labelled_data(tmp_path / "data.extxyz", n_frames=4)
-    run_petmd("train", write_config(tmp_path / "cfg.yaml", data, epochs=1), "-o", tmp_path / "run", "--no-progress",
-              check=True)
+    run_petmd(
+        "train",
+        write_config(tmp_path / "cfg.yaml", data, epochs=1),
+        "-o",
+        tmp_path / "run",
+        "--no-progress",
+        check=True,
+    )
     full = tmp_path / "run" / "last.ckpt"
     run_petmd("export", full, "-o", tmp_path / "m.pt", "--weights-checkpoint", tmp_path / "w.ckpt", check=True)
     weights = torch.load(tmp_path / "w.ckpt", weights_only=True)

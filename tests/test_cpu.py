@@ -36,6 +36,7 @@ def test_model_commands_flush_subnormals_in_all_threads(tmp_path):
 
 @pytest.mark.parametrize("command", ["observables", "compare"])
 def test_commands_that_only_read_files_leave_the_cpu_mode_alone(tmp_path, command):
-    setup = (f"from petmd.cli import main\ntry:\n    main(['{command}', '{tmp_path}/none'])\n"
-             "except SystemExit:\n    pass")
+    setup = (
+        f"from petmd.cli import main\ntry:\n    main(['{command}', '{tmp_path}/none'])\nexcept SystemExit:\n    pass"
+    )
     assert nonzero_products(setup) == 1 << 22

@@ -9,7 +9,7 @@ from ase import Atoms
 
 from conftest import frame, rotated, small_pet, water_box
 from petmd.data import find_structure
-from petmd.export import ExportedPET
+from petmd.exported import ExportedPET
 from petmd.model.ecse import LocalFrames
 from petmd.rotations import random_o3
 
@@ -28,13 +28,21 @@ class Evaluator:
 
     def __call__(self, atoms: Atoms) -> dict:
         f = frame(atoms)
-        out = self.module(torch.from_numpy(f.positions), torch.from_numpy(f.numbers), torch.from_numpy(f.cell),
-                          torch.from_numpy(f.edge_index), torch.from_numpy(f.cell_shifts),
-                          torch.ones(f.n_atoms, dtype=torch.bool))
+        out = self.module(
+            torch.from_numpy(f.positions),
+            torch.from_numpy(f.numbers),
+            torch.from_numpy(f.cell),
+            torch.from_numpy(f.edge_index),
+            torch.from_numpy(f.cell_shifts),
+            torch.ones(f.n_atoms, dtype=torch.bool),
+        )
         baseline = self.pet.composition_energies[self.pet.species_index(torch.from_numpy(f.numbers))].sum()
         energy = out["energy"].detach()
-        return {"energy": float(energy), "interaction": float(energy - baseline),
-                "forces": out["forces"].detach().numpy()}
+        return {
+            "energy": float(energy),
+            "interaction": float(energy - baseline),
+            "forces": out["forces"].detach().numpy(),
+        }
 
 
 def frames_of(atoms: Atoms):
@@ -51,8 +59,9 @@ def switches(atoms: Atoms):
     """What the discrete choices are: frames and fallback weight per atom, and edges inside R_c."""
     counts, fallback = frames_of(atoms)
     f = frame(atoms)
-    distances = np.linalg.norm(f.positions[f.edge_index[1]] - f.positions[f.edge_index[0]] + f.cell_shifts @ f.cell,
-                               axis=1)
+    distances = np.linalg.norm(
+        f.positions[f.edge_index[1]] - f.positions[f.edge_index[0]] + f.cell_shifts @ f.cell, axis=1
+    )
     return counts.tolist(), fallback.round(12).tolist(), int((distances < 4.0).sum())
 
 
@@ -128,8 +137,14 @@ def test_ecse_of_an_invariant_network_is_that_network():
     reference = ExportedPET(invariant.pet, "none")
     for atoms in (water_box(2, cell_tilt=0.7), molecule(angle_deg=161.0, r2=1.02)):
         f = frame(atoms)
-        args = (torch.from_numpy(f.positions), torch.from_numpy(f.numbers), torch.from_numpy(f.cell),
-                torch.from_numpy(f.edge_index), torch.from_numpy(f.cell_shifts), torch.ones(f.n_atoms, dtype=torch.bool))
+        args = (
+            torch.from_numpy(f.positions),
+            torch.from_numpy(f.numbers),
+            torch.from_numpy(f.cell),
+            torch.from_numpy(f.edge_index),
+            torch.from_numpy(f.cell_shifts),
+            torch.ones(f.n_atoms, dtype=torch.bool),
+        )
         expected, got = reference(*args), invariant.module(*args)
         for key in ("energies", "forces", "virial"):
             assert torch.allclose(got[key], expected[key], rtol=0, atol=1e-12), key

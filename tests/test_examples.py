@@ -16,8 +16,12 @@ SMALL_MODEL = ROOT / "models" / "pet-water-small.pt"
 
 
 def run_example(name: str, tmp_path: Path, *args) -> dict:
-    result = subprocess.run([sys.executable, str(ROOT / "examples" / name / "run.py"), "-o", str(tmp_path), *args],
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name / "run.py"), "-o", str(tmp_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, f"{name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return json.loads((tmp_path / "summary.json").read_text())
 
@@ -34,8 +38,17 @@ def test_liquid_water_example(tmp_path, scan_data_path):
     sym = nvt["thermo"]["symmetry error mean |F-F_grid|"]["mean"]
     assert 0.0 < sym < 200.0  # meV/Å: PET is not exactly invariant, and the error is far below the forces
     assert 0.8 < npt["thermo"]["density"]["mean"] < 1.2
-    for name in ("rdf.png", "rdf.csv", "nvt-thermo.png", "npt-thermo.png", "nvt.dump", "observables.json",
-                 "dipole.png", "orientation_F.png", "dynamics.png"):
+    for name in (
+        "rdf.png",
+        "rdf.csv",
+        "nvt-thermo.png",
+        "npt-thermo.png",
+        "nvt.dump",
+        "observables.json",
+        "dipole.png",
+        "orientation_F.png",
+        "dynamics.png",
+    ):
         assert (tmp_path / name).stat().st_size > 0
     rdf = np.loadtxt(tmp_path / "rdf.csv", delimiter=",", skiprows=1)
     assert rdf.shape[1] == 13 and np.all(rdf[:, 0] > 0)  # r, then g, err, n, n_err for OO, OH, HH
@@ -79,16 +92,33 @@ def test_large_water_example_on_two_ranks(tmp_path, scan_data_path):
 
 def test_example_scripts_refuse_a_missing_model(tmp_path):
     for name in ("liquid-water", "gas-phase", "ice-ih", "large-water"):
-        result = subprocess.run([sys.executable, str(ROOT / "examples" / name / "run.py"), "--model",
-                                 str(tmp_path / "nope.pt")], capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / name / "run.py"), "--model", str(tmp_path / "nope.pt")],
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode != 0 and "nope.pt does not exist" in result.stderr
 
 
 @pytest.mark.slow
 def test_demo_report(tmp_path, scan_data_path):
-    result = subprocess.run([sys.executable, str(ROOT / "examples" / "demo" / "run_demo.py"), "--model",
-                             str(SMALL_MODEL), "--steps", "60", "--sym-every", "20", "-o", str(tmp_path)],
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "demo" / "run_demo.py"),
+            "--model",
+            str(SMALL_MODEL),
+            "--steps",
+            "60",
+            "--sym-every",
+            "20",
+            "-o",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"report: {tmp_path / 'report.md'}" in result.stdout
     report = (tmp_path / "report.md").read_text()

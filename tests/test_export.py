@@ -9,11 +9,12 @@ import pytest
 import torch
 from ase import Atoms
 
-from conftest import frame, small_pet, water_box, write_checkpoint
+from conftest import FORMAT_1_MODEL, frame, small_pet, water_box, write_checkpoint
 from petmd.batch import collate
 from petmd.calculator import PETCalculator
 from petmd.errors import PetmdError
-from petmd.export import export_checkpoint, load_model
+from petmd.export import export_checkpoint
+from petmd.loading import load_model
 
 
 def eager(model, atoms):
@@ -24,8 +25,10 @@ def eager(model, atoms):
 
 @pytest.fixture(scope="module")
 def systems():
-    return {"box": water_box(2, seed=7, cell_tilt=0.6),
-            "molecule": Atoms("OHH", positions=[[0, 0, 0], [0.96, 0.1, 0], [-0.24, 0.93, 0.05]])}
+    return {
+        "box": water_box(2, seed=7, cell_tilt=0.6),
+        "molecule": Atoms("OHH", positions=[[0, 0, 0], [0.96, 0.1, 0], [-0.24, 0.93, 0.05]]),
+    }
 
 
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-5)])
@@ -85,8 +88,17 @@ def test_metadata_is_readable_without_petmd(tmp_path):
     extra = {"petmd.json": ""}
     torch.jit.load(str(tmp_path / "m.pt"), _extra_files=extra)
     meta = json.loads(extra["petmd.json"])
-    for key in ("format", "format_version", "species", "cutoff", "interaction_range", "dtype", "units",
-                "hyperparameters", "symmetrize"):
+    for key in (
+        "format",
+        "format_version",
+        "species",
+        "cutoff",
+        "interaction_range",
+        "dtype",
+        "units",
+        "hyperparameters",
+        "symmetrize",
+    ):
         assert key in meta
     assert meta["units"] == "metal"
 
@@ -114,8 +126,7 @@ def test_ghost_atoms_with_energy_mask_reproduce_the_periodic_result(tmp_path):
             continue
         image = (frac + s) @ cell
         # keep images within the interaction range of the cell (distance in fractional terms, generously)
-        keep = np.all((frac + s > -8.0 / box.cell.lengths() - 1e-9) & (frac + s < 1 + 8.0 / box.cell.lengths()),
-                      axis=1)
+        keep = np.all((frac + s > -8.0 / box.cell.lengths() - 1e-9) & (frac + s < 1 + 8.0 / box.cell.lengths()), axis=1)
         positions.append(image[keep])
         numbers.append(box.numbers[keep])
         owner.append(np.arange(n)[keep])
@@ -124,8 +135,14 @@ def test_ghost_atoms_with_energy_mask_reproduce_the_periodic_result(tmp_path):
     edge_index, shifts = neighbor_graph(pos, np.zeros((3, 3)), [False] * 3, 4.0)
     mask = torch.zeros(len(pos), dtype=torch.bool)
     mask[:n] = True
-    out = loaded.module(torch.from_numpy(pos), torch.from_numpy(num), torch.zeros(3, 3, dtype=torch.float64),
-                        torch.from_numpy(edge_index), torch.from_numpy(shifts), mask)
+    out = loaded.module(
+        torch.from_numpy(pos),
+        torch.from_numpy(num),
+        torch.zeros(3, 3, dtype=torch.float64),
+        torch.from_numpy(edge_index),
+        torch.from_numpy(shifts),
+        mask,
+    )
     assert float(out["energy"].detach()) == pytest.approx(float(ref["energy"].detach()), rel=1e-12)
     torch.testing.assert_close(out["energies"][:n].detach(), ref["energies"], rtol=0, atol=1e-10)
     folded = torch.zeros(n, 3, dtype=torch.float64).index_add(0, torch.from_numpy(owner), out["forces"].detach())
@@ -207,21 +224,30 @@ def test_layer_by_layer_methods_reproduce_forward(tmp_path, systems, chunk, mode
     module.set_chunk_atoms(chunk)
     module.set_symmetrization(mode)
     f = frame(systems["box"])
-    want = module(torch.from_numpy(f.positions), torch.from_numpy(f.numbers), torch.from_numpy(f.cell),
-                  torch.from_numpy(f.edge_index), torch.from_numpy(f.cell_shifts),
-                  torch.ones(f.n_atoms, dtype=torch.bool))
+    want = module(
+        torch.from_numpy(f.positions),
+        torch.from_numpy(f.numbers),
+        torch.from_numpy(f.cell),
+        torch.from_numpy(f.edge_index),
+        torch.from_numpy(f.cell_shifts),
+        torch.ones(f.n_atoms, dtype=torch.bool),
+    )
     numbers = torch.from_numpy(f.numbers)
     edge_index = torch.from_numpy(f.edge_index)
-    vectors = (torch.from_numpy(f.positions)[edge_index[1]] - torch.from_numpy(f.positions)[edge_index[0]]
-               + torch.from_numpy(f.cell_shifts).double() @ torch.from_numpy(f.cell))
+    vectors = (
+        torch.from_numpy(f.positions)[edge_index[1]]
+        - torch.from_numpy(f.positions)[edge_index[0]]
+        + torch.from_numpy(f.cell_shifts).double() @ torch.from_numpy(f.cell)
+    )
     edge_args = (numbers, numbers[edge_index[1]], edge_index[0])
     energy = torch.zeros(f.n_atoms, dtype=torch.float64)
     gradient = torch.zeros_like(vectors)
     rotations, weights = module.message_rotations()
     assert rotations.shape[0] == (1 if mode == "none" else 18)  # (2L − 1)² · L for L = 2
     for rotation, weight in zip(rotations, weights):
-        e, g = layer_by_layer(module, loaded.metadata["n_gnn_layers"], edge_args, torch.from_numpy(f.reverse),
-                              vectors @ rotation.T)
+        e, g = layer_by_layer(
+            module, loaded.metadata["n_gnn_layers"], edge_args, torch.from_numpy(f.reverse), vectors @ rotation.T
+        )
         energy += weight * e
         gradient += weight * (g @ rotation)  # back to the unrotated frame
     got = module.message_result(numbers, energy, edge_index, vectors, gradient, f.n_atoms)
@@ -231,3 +257,23 @@ def test_layer_by_layer_methods_reproduce_forward(tmp_path, systems, chunk, mode
     module.set_symmetrization("ecse")
     with pytest.raises(torch.jit.Error, match="symmetrize ecse cannot exchange messages"):
         module.message_rotations()
+
+
+def test_a_format_1_file_is_refused_with_how_to_re_export_it():
+    with pytest.raises(PetmdError, match=r"format version 1, which this petmd no longer runs .*`petmd export"):
+        load_model(FORMAT_1_MODEL)
+
+
+def test_re_exporting_a_format_1_file_upgrades_it_with_the_same_results(tmp_path):
+    meta = export_checkpoint(FORMAT_1_MODEL, tmp_path / "new.pt", dtype="float64")
+    assert meta["format_version"] == 2 and meta["training"]["exported_file"] == FORMAT_1_MODEL.name
+    upgraded = load_model(tmp_path / "new.pt")
+    old = torch.jit.load(str(FORMAT_1_MODEL))  # run as it was, through its own code
+    f = frame(water_box(2, seed=8, cell_tilt=0.4))
+    inputs = [torch.from_numpy(a) for a in (f.positions, f.numbers, f.cell, f.edge_index, f.cell_shifts)]
+    with torch.jit.optimized_execution(False):
+        want = old(*inputs, torch.ones(f.n_atoms, dtype=torch.bool))
+    got = upgraded(f)
+    for key in ("energy", "forces", "virial"):
+        scale = float(want[key].detach().abs().max())
+        assert float((got[key] - want[key]).detach().abs().max()) <= 1e-10 * scale, key

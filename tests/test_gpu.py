@@ -17,11 +17,13 @@ from conftest import frame, run_petmd, small_pet, water_box, write_checkpoint, w
 from lammps_helpers import read_single_point, run_inprocess, run_lmp, single_point_input, write_data
 from petmd import _bridge
 from petmd.checkpoint import load_checkpoint
-from petmd.export import export_checkpoint, load_model
+from petmd.export import export_checkpoint
+from petmd.loading import load_model
 
 DEVICE = os.environ.get("PETMD_TEST_DEVICE", "cuda")
-pytestmark = pytest.mark.skipif(DEVICE.startswith("cuda") and not torch.cuda.is_available(),
-                                reason="needs a CUDA device")
+pytestmark = pytest.mark.skipif(
+    DEVICE.startswith("cuda") and not torch.cuda.is_available(), reason="needs a CUDA device"
+)
 KEYS = ("energy", "energies", "forces", "virial")
 # float64 runs the same arithmetic in another order on the GPU; float32 adds cuBLAS's own summation order
 TOLERANCE = {"float64": 1e-10, "float32": 2e-5}
@@ -75,16 +77,24 @@ def test_bridge_on_device_equals_cpu(exported, dtype):
     device = DEVICE if ":" in DEVICE or DEVICE == "cpu" else f"{DEVICE}:0"
     bridge = _bridge.Model(str(exported[dtype]), device)
     assert bridge.device == device
-    assert_close(bridge.compute(*args), _bridge.Model(str(exported[dtype])).compute(*args), TOLERANCE[dtype],
-                 f"bridge on {device} vs cpu, {dtype}")
+    assert_close(
+        bridge.compute(*args),
+        _bridge.Model(str(exported[dtype])).compute(*args),
+        TOLERANCE[dtype],
+        f"bridge on {device} vs cpu, {dtype}",
+    )
 
 
 def test_pair_pet_on_device_equals_cpu_on_1_and_2_ranks(tmp_path, exported):
     # two ranks share the one device and exchange messages through the host (cpp/model.cpp compute_exchanged)
     atoms = water_box(4, seed=8)
     data = write_data(tmp_path / "system.data", atoms)
-    runs = {"cpu": ("device cpu", 1), "1 rank": (f"device {DEVICE}", 1), "2 ranks": (f"device {DEVICE}", 2),
-            "2 ranks, exchange no": (f"device {DEVICE} exchange no", 2)}
+    runs = {
+        "cpu": ("device cpu", 1),
+        "1 rank": (f"device {DEVICE}", 1),
+        "2 ranks": (f"device {DEVICE}", 2),
+        "2 ranks, exchange no": (f"device {DEVICE} exchange no", 2),
+    }
     results = {}
     for name, (extra, ranks) in runs.items():
         out = tmp_path / name.replace(" ", "_").replace(",", "")
@@ -132,7 +142,8 @@ def test_training_on_device_takes_the_cpus_steps(tmp_path):
         for key, value in want["model_state"].items():
             torch.testing.assert_close(got["model_state"][key], value, rtol=1e-7, atol=1e-9, msg=f"{name}: {key}")
         assert got["history"][-1]["val_force_mae_mev_per_A"] == pytest.approx(
-            want["history"][-1]["val_force_mae_mev_per_A"], rel=1e-7)
+            want["history"][-1]["val_force_mae_mev_per_A"], rel=1e-7
+        )
 
 
 @pytest.mark.skipif(not DEVICE.startswith("cuda"), reason="TF32 exists on CUDA devices only")

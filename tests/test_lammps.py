@@ -16,7 +16,8 @@ from lammps_helpers import read_single_point, run_inprocess, run_lmp, single_poi
 from petmd.batch import frame_from_atoms
 from petmd.calculator import PETCalculator
 from petmd.data import find_structure
-from petmd.export import export_checkpoint, load_model
+from petmd.export import export_checkpoint
+from petmd.loading import load_model
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +56,12 @@ def reference(model_path, atoms):
     atoms = atoms.copy()
     atoms.calc = calc
     virial = load_model(model_path)(frame_from_atoms(atoms, calc.model.cutoff))["virial"].detach().numpy()
-    return {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(),
-            "energies": atoms.get_potential_energies(), "virial": virial}
+    return {
+        "energy": atoms.get_potential_energy(),
+        "forces": atoms.get_forces(),
+        "energies": atoms.get_potential_energies(),
+        "virial": virial,
+    }
 
 
 def compare(got, want, tol, what):
@@ -101,12 +106,17 @@ def test_lammps_matches_ase_on_1_2_4_ranks(tmp_path, model64, name):
             assert "pair_style pet: model" in (out / "log.lammps").read_text()
     first = results[RUNNERS[0]]
     for runner in RUNNERS[1:]:
-        compare(results[runner], {k: getattr(first, k) for k in ("energy", "forces", "energies", "virial")},
-                1e-10, f"{name}, {runner} vs in-process")
+        compare(
+            results[runner],
+            {k: getattr(first, k) for k in ("energy", "forces", "energies", "virial")},
+            1e-10,
+            f"{name}, {runner} vs in-process",
+        )
 
 
-@pytest.mark.parametrize("setting", ["fold no", "chunk 50", "chunk 50 fold no", "exchange yes",
-                                     "exchange yes chunk 50"])
+@pytest.mark.parametrize(
+    "setting", ["fold no", "chunk 50", "chunk 50 fold no", "exchange yes", "exchange yes chunk 50"]
+)
 def test_evaluation_settings_change_nothing(tmp_path, model64, setting):
     # folding images onto atoms, evaluating 192 atoms (or 192 + ghosts) in chunks of 50 with recomputation, and
     # message exchange on one rank (the periodic images of its own atoms come through LAMMPS's communication)
@@ -118,8 +128,12 @@ def test_evaluation_settings_change_nothing(tmp_path, model64, setting):
         out.mkdir()
         run_inprocess(single_point_input(model64, data, out, pair_extra=extra))
         got[extra] = read_single_point(out)
-    compare(got[setting], {k: getattr(got[""], k) for k in ("energy", "forces", "energies", "virial")}, 1e-10,
-            f"{setting} vs default")
+    compare(
+        got[setting],
+        {k: getattr(got[""], k) for k in ("energy", "forces", "energies", "virial")},
+        1e-10,
+        f"{setting} vs default",
+    )
 
 
 def test_md_trajectory_is_the_same_on_1_and_2_ranks(tmp_path, model64):
@@ -129,11 +143,17 @@ def test_md_trajectory_is_the_same_on_1_and_2_ranks(tmp_path, model64):
     atoms = water_box(4, seed=6)
     data = write_data(tmp_path / "system.data", atoms)
     finals = {}
-    for runner, extra in (("in-process", ""), ("mpiexec -np 2", ""), ("mpiexec -np 3", ""),
-                          ("mpiexec -np 2", "exchange no")):
+    for runner, extra in (
+        ("in-process", ""),
+        ("mpiexec -np 2", ""),
+        ("mpiexec -np 3", ""),
+        ("mpiexec -np 2", "exchange no"),
+    ):
         out = tmp_path / f"{runner.replace(' ', '_')}{extra.replace(' ', '-')}"
         out.mkdir()
-        script = water_setup(model64, data, pair_extra=extra) + f"""
+        script = (
+            water_setup(model64, data, pair_extra=extra)
+            + f"""
 neighbor 0.3 bin
 neigh_modify every 1 delay 0 check no
 velocity all create 600 4928459 mom yes rot yes loop geom
@@ -144,6 +164,7 @@ run 40
 write_dump all custom {out}/final.dump id x y z fx fy fz modify sort id format float %.17g
 print "$(pe:%.17g) $(etotal:%.17g)" file {out}/energy.txt
 """
+        )
         stdout = run(runner, script, out)
         if runner != "in-process":
             assert ("message exchange between ranks" in stdout) == (extra == "")
@@ -158,13 +179,16 @@ print "$(pe:%.17g) $(etotal:%.17g)" file {out}/energy.txt
 def test_npt_runs_on_the_model_virial(tmp_path, model64):
     atoms = water_box(2, seed=8, cell_tilt=0.4)
     data = write_data(tmp_path / "system.data", atoms)
-    script = water_setup(model64, data) + f"""
+    script = (
+        water_setup(model64, data)
+        + f"""
 velocity all create 300 4928459 mom yes rot yes loop geom
 fix 1 all npt temp 300 300 0.05 tri 1000 1000 0.5
 thermo 10
 run 30
 print "$(vol:%.17g) $(press:%.17g)" file {tmp_path}/final.txt
 """
+    )
     run_inprocess(script)
     volume, pressure = map(float, (tmp_path / "final.txt").read_text().split())
     assert np.isfinite(pressure) and abs(volume - atoms.get_volume()) > 1e-6 * atoms.get_volume()
@@ -172,12 +196,13 @@ print "$(vol:%.17g) $(press:%.17g)" file {tmp_path}/final.txt
 
 # --- bad input: every mistake ends LAMMPS with a message that names it ---------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def bad_models(tmp_path_factory, model64):
     folder = tmp_path_factory.mktemp("bad-models")
     (folder / "notes.txt").write_text("not a model\n")
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(folder / "plain.pt"))
-    with_metadata(model64, folder / "future.pt", format_version=2)
+    with_metadata(model64, folder / "future.pt", format_version=3)
     return folder
 
 
@@ -189,19 +214,23 @@ BAD_INPUTS = {
     "missing file": ({"model": "missing.pt"}, "model file 'missing.pt' does not exist"),
     "not torchscript": ({"model": "{bad}/notes.txt"}, "is not a TorchScript model file"),
     "not petmd": ({"model": "{bad}/plain.pt"}, "is a TorchScript file but not a petmd model"),
-    "future format": ({"model": "{bad}/future.pt"}, "model format version 2; this petmd reads version 1"),
+    "future format": ({"model": "{bad}/future.pt"}, "model format version 3, newer than this plugin reads"),
     "unknown keyword": ({"extra": "colour blue"}, "unknown keyword 'colour'"),
     "zero threads": ({"extra": "threads 0"}, "threads must be at least 1"),
     "bad device": ({"extra": "device gpu"}, "unknown device 'gpu': use cpu, cuda or cuda:N"),
-    "bad symmetrize": ({"extra": "symmetrize twice"}, "unknown symmetrize mode 'twice'"),
+    "bad symmetrize": ({"extra": "symmetrize twice"}, "unknown symmetrization 'twice': use none, random, grid:G"),
     "bad grid": ({"extra": "symmetrize grid 3x"}, "unknown rotation grid '3x'"),
     "negative chunk": ({"extra": "chunk -5"}, "chunk must be at least 0 atoms"),
     "bad exchange": ({"extra": "exchange maybe"}, "Expected boolean parameter instead of 'maybe'"),
     "tf32 on a cpu": ({"extra": "device cpu tf32 yes"}, "tf32 speeds up float32 matrix products on CUDA devices"),
-    "exchange with ecse": ({"extra": "exchange yes symmetrize ecse"},
-                           "exchange yes cannot be combined with symmetrize ecse .*: use exchange no"),
-    "per-atom virial": ({"after": "compute s all stress/atom NULL\ncompute p all reduce sum c_s[1]\nthermo_style custom step c_p"},
-                        "does not compute per-atom virials"),
+    "exchange with ecse": (
+        {"extra": "exchange yes symmetrize ecse"},
+        "exchange yes cannot be combined with symmetrize ecse .*: use exchange no",
+    ),
+    "per-atom virial": (
+        {"after": "compute s all stress/atom NULL\ncompute p all reduce sum c_s[1]\nthermo_style custom step c_p"},
+        "does not compute per-atom virials",
+    ),
 }
 if not torch.cuda.is_available():
     BAD_INPUTS["no cuda"] = ({"extra": "device cuda"}, "sees no CUDA device .*: use device cpu")
@@ -239,7 +268,9 @@ def test_nve_water_conserves_energy(tmp_path, scan_data_path):
     atoms = find_structure(scan_data_path, n_atoms=192, config_type="multithermal")
     data = write_data(tmp_path / "water.data", atoms, ids=np.arange(len(atoms)) + 1)
     steps, every = 4000, 20
-    script = water_setup(TRAINED_MODEL, data, threads=2) + f"""
+    script = (
+        water_setup(TRAINED_MODEL, data, threads=2)
+        + f"""
 velocity all create 300.0 87287 mom yes rot yes
 timestep 0.0005
 fix md all nve
@@ -247,25 +278,29 @@ thermo 500
 fix log all print {every} "$(time:%.10g) $(etotal:%.17g) $(temp:%.10g)" file {tmp_path}/nve.txt screen no
 run {steps}
 """
+    )
     run_inprocess(script)
     time_ps, etotal, temp = np.loadtxt(tmp_path / "nve.txt", unpack=True)
     assert len(time_ps) == steps // every + 1 and time_ps[-1] == pytest.approx(2.0)
     slope = np.polyfit(time_ps, etotal, 1)[0]
     drift = slope / len(atoms) * 1e3  # meV/atom/ps
     spread = (etotal.max() - etotal.min()) / len(atoms) * 1e3  # meV/atom
-    print(f"NVE 192 water, 2 ps at 0.5 fs: drift {drift:+.4f} meV/atom/ps, E_tot range {spread:.4f} meV/atom, "
-          f"T {temp.mean():.0f} ± {temp.std():.0f} K")
+    print(
+        f"NVE 192 water, 2 ps at 0.5 fs: drift {drift:+.4f} meV/atom/ps, E_tot range {spread:.4f} meV/atom, "
+        f"T {temp.mean():.0f} ± {temp.std():.0f} K"
+    )
     assert np.all(np.isfinite(etotal)) and 100 < temp.mean() < 600
     assert abs(drift) < 0.05 and spread < 0.5
 
 
 # --- symmetrization modes chosen in the input ------------------------------------------------------------------------
 
+
 def test_symmetrize_keyword_overrides_the_file(tmp_path, model64):
     """`symmetrize grid 2i` and `symmetrize ecse` on a plain file = the file in that mode (Python), on 1 and 2
     ranks (ECSE frames of ghost atoms come from their own neighbours); `symmetrize random` uses one rotation per step,
     the same on every rank."""
-    from petmd.export import load_model as load
+    from petmd.loading import load_model as load
 
     atoms = water_box(2, seed=4, cell_tilt=0.3)
     data = write_data(tmp_path / "system.data", atoms)
@@ -273,8 +308,12 @@ def test_symmetrize_keyword_overrides_the_file(tmp_path, model64):
         reference_model = load(model64)
         reference_model.module.set_symmetrization(mode)
         ref = reference_model(frame_from_atoms(atoms, 4.0))
-        want = {"energy": float(ref["energy"].detach()), "forces": ref["forces"].numpy(),
-                "energies": ref["energies"].detach().numpy(), "virial": ref["virial"].detach().numpy()}
+        want = {
+            "energy": float(ref["energy"].detach()),
+            "forces": ref["forces"].numpy(),
+            "energies": ref["energies"].detach().numpy(),
+            "virial": ref["virial"].detach().numpy(),
+        }
         for runner in ("in-process", "mpiexec -np 2"):
             out = tmp_path / f"{keyword.replace(' ', '')}-{runner.replace(' ', '_')}"
             out.mkdir()
@@ -292,13 +331,18 @@ def test_symmetrize_keyword_overrides_the_file(tmp_path, model64):
         random[runner] = read_single_point(out)
         assert ("message exchange between ranks" in stdout) == (runner != "in-process")
     first = random["in-process"]
-    compare(random["mpiexec -np 2"], {k: getattr(first, k) for k in ("energy", "forces", "energies", "virial")},
-            1e-10, "symmetrize random on 1 and 2 ranks")
+    compare(
+        random["mpiexec -np 2"],
+        {k: getattr(first, k) for k in ("energy", "forces", "energies", "virial")},
+        1e-10,
+        "symmetrize random on 1 and 2 ranks",
+    )
     plain = reference(model64, atoms)
     assert abs(first.energy - plain["energy"]) > 1e-9  # it did rotate (a random-weight model is not invariant)
 
 
 # --- on-the-fly symmetry diagnostics -------------------------------------------------------------------------------
+
 
 def test_compute_pet_symmetry_matches_petmd_symmetry(tmp_path, model64):
     """compute pet/symmetry on a configuration = petmd symmetry on the same configuration, on 1, 2 and 4 ranks
@@ -307,8 +351,10 @@ def test_compute_pet_symmetry_matches_petmd_symmetry(tmp_path, model64):
 
     from petmd.symmetry import symmetry_error
 
-    cases = {"water": (water_box(2, seed=11, cell_tilt=0.5), "p p p", None),
-             "molecule": (molecule(), "f f f", ((-10, -10, -10), (10, 10, 10)))}
+    cases = {
+        "water": (water_box(2, seed=11, cell_tilt=0.5), "p p p", None),
+        "molecule": (molecule(), "f f f", ((-10, -10, -10), (10, 10, 10))),
+    }
     for name, (atoms, boundary, box) in cases.items():
         ase.io.write(tmp_path / f"{name}.xyz", atoms, format="extxyz")
         want = symmetry_error(model64, tmp_path / f"{name}.xyz", grid="2i", progress=False)
@@ -316,24 +362,33 @@ def test_compute_pet_symmetry_matches_petmd_symmetry(tmp_path, model64):
         for runner in ("in-process", "mpiexec -np 2", "mpiexec -np 4"):
             out = tmp_path / f"{name}-{runner.replace(' ', '_')}"
             out.mkdir()
-            script = water_setup(model64, data, boundary) + f"""
+            script = (
+                water_setup(model64, data, boundary)
+                + f"""
 compute sym all pet/symmetry 5 2i
 thermo_style custom step pe c_sym[1] c_sym[2] c_sym[3] c_sym[4]
 run 0
 print "$(c_sym[1]:%.17g) $(c_sym[2]:%.17g) $(c_sym[3]:%.17g) $(c_sym[4]:%.17g)" file {out}/sym.txt
 """
+            )
             stdout = run(runner, script, out)
             assert ("message exchange between ranks" in stdout) == (runner != "in-process")
             got = np.array((out / "sym.txt").read_text().split(), dtype=float) * 1e3  # eV → meV
-            expected = [want["energy_mae_mev_per_atom"], want["force_mae_mev_per_A"], want["force_max_mev_per_A"],
-                        want["energy_std_mev_per_atom"]]
+            expected = [
+                want["energy_mae_mev_per_atom"],
+                want["force_mae_mev_per_A"],
+                want["force_max_mev_per_A"],
+                want["energy_std_mev_per_atom"],
+            ]
             np.testing.assert_allclose(got, expected, rtol=1e-7, atol=1e-9, err_msg=f"{name}, {runner}")
             assert got[1] > 0
 
 
 def test_compute_pet_symmetry_costs_nothing_between_its_steps(tmp_path, model64):
     data = write_data(tmp_path / "system.data", water_box(2, seed=11))
-    script = water_setup(model64, data) + f"""
+    script = (
+        water_setup(model64, data)
+        + f"""
 velocity all create 300 1 loop geom
 fix md all nve
 timestep 0.0005
@@ -341,6 +396,7 @@ compute sym all pet/symmetry 4 2
 fix log all print 1 "$(step) $(c_sym[2]:%.17g)" file {tmp_path}/sym.txt screen no
 run 9
 """
+    )
     run_inprocess(script)
     step, force_mae = np.loadtxt(tmp_path / "sym.txt", unpack=True)
     for s, value in zip(step, force_mae):

@@ -9,7 +9,7 @@ from ase import Atoms
 
 from conftest import CUTOFF, frame, rotated, small_pet, water_box
 from petmd.batch import collate, make_frame, random_rotations
-from petmd.model.pet import receptive_sets
+from petmd.model.graph import receptive_sets
 
 
 def evaluate(model, frames, virial=False):
@@ -132,16 +132,16 @@ def test_energy_smooth_when_neighbour_crosses_cutoff():
 
 
 def test_batch_equals_one_by_one(model):
-    systems = [water_box(2, seed=s) for s in range(2)] + [Atoms("OHH", positions=[[0, 0, 0], [0.96, 0, 0],
-                                                                                   [-0.24, 0.93, 0]])]
+    systems = [water_box(2, seed=s) for s in range(2)] + [
+        Atoms("OHH", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    ]
     frames = [frame(a) for a in systems]
     together = evaluate(model, frames, virial=True)
     offset = 0
     for k, f in enumerate(frames):
         alone = evaluate(model, [f], virial=True)
         torch.testing.assert_close(together["energy"][k], alone["energy"][0], rtol=1e-12, atol=0)
-        torch.testing.assert_close(together["forces"][offset:offset + f.n_atoms], alone["forces"],
-                                   rtol=0, atol=1e-10)
+        torch.testing.assert_close(together["forces"][offset : offset + f.n_atoms], alone["forces"], rtol=0, atol=1e-10)
         torch.testing.assert_close(together["virial"][k], alone["virial"][0], rtol=0, atol=1e-9)
         offset += f.n_atoms
 

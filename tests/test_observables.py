@@ -68,8 +68,10 @@ def write_dump(path: Path, frames, steps, types=("O", "H"), images=True) -> Path
         lines += [f"0 {x:.10f}" for x in length]
         lines.append("ITEM: ATOMS id type x y z ix iy iz" if images else "ITEM: ATOMS id type x y z")
         for k, (s, r, n) in enumerate(zip(atoms.get_chemical_symbols(), wrapped, image)):
-            lines.append(f"{k + 1} {types.index(s) + 1} {r[0]:.10f} {r[1]:.10f} {r[2]:.10f}"
-                         + (f" {n[0]} {n[1]} {n[2]}" if images else ""))
+            lines.append(
+                f"{k + 1} {types.index(s) + 1} {r[0]:.10f} {r[1]:.10f} {r[2]:.10f}"
+                + (f" {n[0]} {n[1]} {n[2]}" if images else "")
+            )
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -84,16 +86,18 @@ def fcc_centers(n: int, a: float) -> np.ndarray:
 
 def test_ideal_gas_rdfs_are_one_within_error(tmp_path):
     rng = np.random.default_rng(3)
-    frames = [Atoms("O100H200", positions=rng.uniform(0, 14.0, (300, 3)), cell=np.eye(3) * 14.0, pbc=True)
-              for _ in range(40)]
-    result = analyze([str(write_extxyz(tmp_path / "gas.extxyz", frames))],
-                     Options(r_max=6.0, rdf_bins=12, progress=False))
+    frames = [
+        Atoms("O100H200", positions=rng.uniform(0, 14.0, (300, 3)), cell=np.eye(3) * 14.0, pbc=True) for _ in range(40)
+    ]
+    result = analyze(
+        [str(write_extxyz(tmp_path / "gas.extxyz", frames))], Options(r_max=6.0, rdf_bins=12, progress=False)
+    )
     for key in ("g_OO", "g_OH", "g_HH"):
         g, err = result[key]["g"][2:], result[key]["err"][2:]
         assert np.all(np.abs(g - 1.0) < 0.08), key
         assert np.all(np.abs(g - 1.0) / err < 5.0), key
         assert np.sqrt(np.mean(((g - 1.0) / err) ** 2)) < 2.0, key  # errors the right size, not inflated
-    assert result["g_OH"]["coordination"][-1] == pytest.approx(200 / 14.0 ** 3 * 4 / 3 * np.pi * 6.0 ** 3, rel=0.05)
+    assert result["g_OH"]["coordination"][-1] == pytest.approx(200 / 14.0**3 * 4 / 3 * np.pi * 6.0**3, rel=0.05)
 
 
 def test_fcc_crystal_of_aligned_molecules(tmp_path):
@@ -102,8 +106,10 @@ def test_fcc_crystal_of_aligned_molecules(tmp_path):
     a = 5.0
     centers = fcc_centers(2, a)
     crystal = water(centers, np.eye(3) * 2 * a, directions=[[0.3, -0.5, 0.8]] * len(centers))
-    result = analyze([str(write_extxyz(tmp_path / "fcc.extxyz", [crystal]))],
-                     Options(r_max=5.4, rdf_bins=540, dipole_bins=54, progress=False))
+    result = analyze(
+        [str(write_extxyz(tmp_path / "fcc.extxyz", [crystal]))],
+        Options(r_max=5.4, rdf_bins=540, dipole_bins=54, progress=False),
+    )
     g = result["g_OO"]
     r = g["r"]
     assert g["g"][r < a / np.sqrt(2) - 0.02].max() == 0.0
@@ -121,8 +127,10 @@ def test_random_dipoles_are_uncorrelated_and_isotropic(tmp_path):
     rng = np.random.default_rng(7)
     grid = np.array(list(np.ndindex(5, 5, 5))) * 3.0
     frames = [water(grid + rng.normal(0, 0.1, grid.shape), np.eye(3) * 15.0, rng=rng) for _ in range(60)]
-    result = analyze([str(write_extxyz(tmp_path / "iso.extxyz", frames))],
-                     Options(r_max=6.0, dipole_bins=6, orientation_bins=(4, 8), n_blocks=10, progress=False))
+    result = analyze(
+        [str(write_extxyz(tmp_path / "iso.extxyz", frames))],
+        Options(r_max=6.0, dipole_bins=6, orientation_bins=(4, 8), n_blocks=10, progress=False),
+    )
     # errors from 10 blocks: z follows Student's t with 9 degrees of freedom, |t| > 5.5 has p ≈ 4e-4
     for key in ("c_L", "c_T"):
         c, err = result[key]["c"][2:], result[key]["err"][2:]
@@ -130,7 +138,7 @@ def test_random_dipoles_are_uncorrelated_and_isotropic(tmp_path):
     f, err = result["orientation_F"]["F"], result["orientation_F"]["err"]
     z = f / err
     assert np.all(np.abs(f) < 0.3) and np.all(np.abs(z) < 5.5)  # ~230 samples a bin: ±7 % each
-    assert np.mean(z ** 2) < 2.5
+    assert np.mean(z**2) < 2.5
 
 
 def test_rotating_the_trajectory_rotates_the_orientation_free_energy(tmp_path):
@@ -160,11 +168,12 @@ def test_rdf_of_a_water_frame_matches_ase(tmp_path):
     counts the N_A(N_A − 1) distinct pairs (so that g → 1 at large r, as the ideal-gas test checks)."""
     from ase.geometry.rdf import get_rdf
 
-    from petmd.structures import liquid_water
+    from petmd.helpers.structures import liquid_water
 
     atoms = liquid_water()
-    result = analyze([str(write_extxyz(tmp_path / "frame.extxyz", [atoms]))],
-                     Options(r_max=6.0, rdf_bins=60, progress=False))
+    result = analyze(
+        [str(write_extxyz(tmp_path / "frame.extxyz", [atoms]))], Options(r_max=6.0, rdf_bins=60, progress=False)
+    )
     counts = {"O": 64, "H": 128}
     for a, b in (("O", "O"), ("O", "H"), ("H", "H")):
         reference, r = get_rdf(atoms, 6.0, 60, elements=(a, b))
@@ -191,7 +200,7 @@ def test_random_walk_diffusion_is_recovered(tmp_path):
     dump = write_dump(tmp_path / "walk.dump", frames, steps=np.arange(n_frames) * every)
     result = analyze([str(dump)], Options(types=["O", "H"], timestep=timestep, progress=False, rdf_bins=10))
     dt = every * timestep
-    expected = sigma ** 2 / (2 * dt) * (1 - 1 / n)  # the centre-of-mass motion is taken out
+    expected = sigma**2 / (2 * dt) * (1 - 1 / n)  # the centre-of-mass motion is taken out
     d = result["diffusion_O"]
     assert d["err"] < 0.05 * expected
     assert abs(d["value"] - expected) < 4 * d["err"], d
@@ -208,8 +217,11 @@ def test_orientation_autocorrelation_of_frozen_and_random_molecules(tmp_path):
     centers = rng.uniform(0, 12.0, (30, 3))
     frozen = [water(centers, np.eye(3) * 12.0, rng=np.random.default_rng(9)) for _ in range(12)]
     shaken = [frozen[0]] + [water(centers, np.eye(3) * 12.0, rng=rng) for _ in range(11)]
-    options = Options(frame_interval=0.01, progress=False, blocks=3) if False else \
-        Options(frame_interval=0.01, progress=False, n_blocks=3)
+    options = (
+        Options(frame_interval=0.01, progress=False, blocks=3)
+        if False
+        else Options(frame_interval=0.01, progress=False, n_blocks=3)
+    )
     c_frozen = analyze([str(write_extxyz(tmp_path / "frozen.extxyz", frozen))], options)["c_uu"]
     c_shaken = analyze([str(write_extxyz(tmp_path / "shaken.extxyz", shaken))], options)["c_uu"]
     assert np.allclose(c_frozen["c"], 1.0)
@@ -228,13 +240,15 @@ def test_single_molecule_angular_momentum_and_torque(tmp_path):
         r = base @ rz.T
         atoms = Atoms("OH2", positions=r + 5.0)
         from ase.units import fs
+
         atoms.set_velocities(np.cross(omega, r) / (1000 * fs))
         from ase.calculators.singlepoint import SinglePointCalculator
-        atoms.calc = SinglePointCalculator(atoms, forces=masses[:, None] * np.cross(omega, np.cross(omega, r)),
-                                           energy=-14.0)
+
+        atoms.calc = SinglePointCalculator(
+            atoms, forces=masses[:, None] * np.cross(omega, np.cross(omega, r)), energy=-14.0
+        )
         frames.append(atoms)
-    result = analyze([str(write_extxyz(tmp_path / "spin.extxyz", frames, interval=0.01))],
-                     Options(progress=False))
+    result = analyze([str(write_extxyz(tmp_path / "spin.extxyz", frames, interval=0.01))], Options(progress=False))
     a = result["angular_momentum"]
     inertia = float(np.sum(masses * (base[:, 0] ** 2 + base[:, 1] ** 2)))
     np.testing.assert_allclose(a["L"], np.tile([0, 0, inertia * 2.0], (10, 1)), atol=1e-6)
@@ -285,12 +299,15 @@ def test_triclinic_dump_box(tmp_path):
     cell = np.array([[10.0, 0, 0], [2.0, 9.0, 0], [-1.5, 1.0, 8.0]])
     xy, xz, yz = 2.0, -1.5, 1.0
     lo = np.zeros(3)
-    bounds = [(lo[0] + min(0, xy, xz, xy + xz), lo[0] + 10.0 + max(0, xy, xz, xy + xz), xy),
-              (lo[1] + min(0, yz), lo[1] + 9.0 + max(0, yz), xz), (0.0, 8.0, yz)]
+    bounds = [
+        (lo[0] + min(0, xy, xz, xy + xz), lo[0] + 10.0 + max(0, xy, xz, xy + xz), xy),
+        (lo[1] + min(0, yz), lo[1] + 9.0 + max(0, yz), xz),
+        (0.0, 8.0, yz),
+    ]
     text = ["ITEM: TIMESTEP", "0", "ITEM: NUMBER OF ATOMS", "1", "ITEM: BOX BOUNDS xy xz yz pp pp ff"]
     text += [f"{a} {b} {t}" for a, b, t in bounds] + ["ITEM: ATOMS id element xs ys zs", "1 O 0.5 0.5 0.5"]
     (tmp_path / "tri.dump").write_text("\n".join(text) + "\n")
-    frame, = read_lammps_dump(tmp_path / "tri.dump")
+    (frame,) = read_lammps_dump(tmp_path / "tri.dump")
     np.testing.assert_allclose(frame.cell, cell)
     np.testing.assert_allclose(frame.positions[0], 0.5 * cell.sum(0))
     assert frame.pbc.tolist() == [True, True, False] and frame.symbols.tolist() == ["O"]
@@ -298,8 +315,9 @@ def test_triclinic_dump_box(tmp_path):
 
 def test_log_targets_minimization_and_drift(tmp_path):
     log = tmp_path / "log.lammps"
-    rows = "\n".join(f"{s} {s * 0.0005:.4f} {300 + (s % 7)} {-10 + 1e-4 * s} {-9.0 + 2e-5 * s}"
-                     for s in range(0, 220, 20))
+    rows = "\n".join(
+        f"{s} {s * 0.0005:.4f} {300 + (s % 7)} {-10 + 1e-4 * s} {-9.0 + 2e-5 * s}" for s in range(0, 220, 20)
+    )
     log.write_text(f"""LAMMPS (22 Jul 2025 - Update 4)
 units metal
 variable temp index 300
@@ -368,8 +386,8 @@ def test_compare_refuses_different_conditions_unless_forced(tmp_path):
 @pytest.fixture(scope="module")
 def two_seeds(tmp_path_factory):
     """The liquid-water example's NVT input, 64 molecules, 300 K, two thermostat/velocity seeds, 0.2 ps each."""
-    from petmd.lammps_run import run_lammps
-    from petmd.structures import liquid_water, write_lammps_data
+    from petmd.helpers.lammps_run import run_lammps
+    from petmd.helpers.structures import liquid_water, write_lammps_data
 
     root = tmp_path_factory.mktemp("seeds")
     runs = []
@@ -377,9 +395,20 @@ def two_seeds(tmp_path_factory):
         out = root / f"seed{seed}"
         out.mkdir()
         write_lammps_data(liquid_water(), out / "water.data")
-        run_lammps(REPO / "examples/liquid-water/nvt.lammps", out,
-                   {"model": REPO / "models/pet-water-small.pt", "data": "water.data", "steps": 400, "seed": seed,
-                    "symevery": 100000, "dumpevery": 10, "thermoevery": 10}, log="nvt.log")
+        run_lammps(
+            REPO / "examples/liquid-water/nvt.lammps",
+            out,
+            {
+                "model": REPO / "models/pet-water-small.pt",
+                "data": "water.data",
+                "steps": 400,
+                "seed": seed,
+                "symevery": 100000,
+                "dumpevery": 10,
+                "thermoevery": 10,
+            },
+            log="nvt.log",
+        )
         runs.append(out)
     return runs
 
@@ -407,13 +436,35 @@ def test_two_seeds_consistent_and_shifted_rdf_differs(two_seeds, tmp_path):
     dirs = []
     for run in two_seeds:
         out = tmp_path / run.name
-        assert main(["observables", str(run / "nvt.dump"), str(run / "nvt.log"), "-o", str(out), "--json",
-                     "--discard", "0.05"]) == 0  # the first 0.05 ps: cooling from the 300 K start
+        assert (
+            main(
+                [
+                    "observables",
+                    str(run / "nvt.dump"),
+                    str(run / "nvt.log"),
+                    "-o",
+                    str(out),
+                    "--json",
+                    "--discard",
+                    "0.05",
+                ]
+            )
+            == 0
+        )  # the first 0.05 ps: cooling from the 300 K start
         dirs.append(out)
     observables = json.loads((dirs[0] / "observables.json").read_text())
     assert observables["system"]["target_temperature_K"] == 300.0 and observables["system"]["constant_volume"]
-    assert {"g_OO", "g_OH", "g_HH", "diffusion_O", "c_L", "c_T", "orientation_F", "c_uu", "conserved_drift"} \
-        <= observables.keys()
+    assert {
+        "g_OO",
+        "g_OH",
+        "g_HH",
+        "diffusion_O",
+        "c_L",
+        "c_T",
+        "orientation_F",
+        "c_uu",
+        "conserved_drift",
+    } <= observables.keys()
     same = compare_runs(dirs)
     rows = same["json"]["comparisons"][0]["rows"]
     assert len(rows) >= 10 and all(row["verdict"] == "consistent" for row in rows), same["text"]

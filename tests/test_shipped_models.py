@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import frame, water_box
 from petmd.checkpoint import load_checkpoint
 from petmd.config import config_from_dict, load_config
-from petmd.export import load_model
-
-from conftest import frame, water_box
+from petmd.loading import load_model
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 

@@ -1,5 +1,5 @@
 """Starting structures (SCAN liquid, GenIce2 ice Ih, LAMMPS data files), g(r) with block errors, and running LAMMPS
-from scripts (petmd.lammps_run)."""
+from scripts (petmd.helpers.lammps_run)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from ase import Atoms
 
 from petmd.errors import PetmdError
-from petmd.lammps_run import read_thermo, run_lammps
+from petmd.helpers.lammps_run import read_thermo, run_lammps
+from petmd.helpers.structures import ice_ih, liquid_water, parse_genice_exyz, write_lammps_data
 from petmd.observables.lammps_dump import read_lammps_dump
-from petmd.structures import ice_ih, liquid_water, parse_genice_exyz, write_lammps_data
 
 
 def _nearest_o(atoms: Atoms) -> np.ndarray:

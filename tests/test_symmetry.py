@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 
 import ase.io
-from ase.calculators.singlepoint import SinglePointCalculator
 import numpy as np
 import pytest
+from ase.calculators.singlepoint import SinglePointCalculator
 from scipy.special import eval_legendre
 
 from conftest import frame, rotated, run_petmd, small_pet, water_box, write_checkpoint
 from petmd.batch import collate
 from petmd.errors import PetmdError
-from petmd.export import export_checkpoint, load_model
+from petmd.export import export_checkpoint
+from petmd.loading import load_model
 from petmd.symmetry import evaluate_on_grid, frame_metrics, rotation_grid
 
 
@@ -22,8 +23,21 @@ def unit_vectors(n, seed):
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("name,size", [("0", 1), ("i", 2), ("1", 1), ("2", 18), ("2i", 36), ("3", 75),
-                                       ("3i", 150), ("4", 196), ("4i", 392), ("random:7", 7)])
+@pytest.mark.parametrize(
+    "name,size",
+    [
+        ("0", 1),
+        ("i", 2),
+        ("1", 1),
+        ("2", 18),
+        ("2i", 36),
+        ("3", 75),
+        ("3i", 150),
+        ("4", 196),
+        ("4i", 392),
+        ("random:7", 7),
+    ],
+)
 def test_grid_sizes_weights_and_orthogonality(name, size):
     grid = rotation_grid(name)
     assert grid.size == size and grid.matrices.shape == (size, 3, 3)
@@ -57,11 +71,11 @@ def test_product_grid_integrates_wigner_d_exactly_up_to_its_degree(degree):
     u, v = unit_vectors(6, seed=degree), unit_vectors(6, seed=100 + degree)
     cosines = np.einsum("pa,kab,pb->pk", u, grid.matrices, v)  # [pairs, K]
 
-    def grid_average(l):
-        return np.abs(eval_legendre(l, cosines) @ grid.weights).max()
+    def grid_average(degree_l):
+        return np.abs(eval_legendre(degree_l, cosines) @ grid.weights).max()
 
-    for l in range(1, 2 * degree - 1):
-        assert grid_average(l) < 1e-12, l
+    for degree_l in range(1, 2 * degree - 1):
+        assert grid_average(degree_l) < 1e-12, degree_l
     assert max(grid_average(2 * degree - 1), grid_average(2 * degree)) > 1e-4  # the degree is tight
 
 
@@ -69,8 +83,8 @@ def test_inversion_grids_also_cancel_odd_degrees():
     grid = rotation_grid("2i")
     u, v = unit_vectors(4, 1), unit_vectors(4, 2)
     cosines = np.einsum("pa,kab,pb->pk", u, grid.matrices, v)
-    for l in (1, 3, 5, 7, 9):
-        assert np.abs(eval_legendre(l, cosines) @ grid.weights).max() < 1e-12
+    for degree_l in (1, 3, 5, 7, 9):
+        assert np.abs(eval_legendre(degree_l, cosines) @ grid.weights).max() < 1e-12
 
 
 @pytest.mark.parametrize("bad", ["", "x", "0i", "-2", "2j", "random:", "random:0", "random:abc", "2.5"])
@@ -108,25 +122,42 @@ def test_symmetry_cli(tmp_path):
         atoms.info["config_type"] = "liquid" if k else "other"
         structures.append(atoms)
     ase.io.write(tmp_path / "frames.xyz", structures, format="extxyz")  # no energies or forces: not needed
-    result = run_petmd("symmetry", tmp_path / "m.pt", tmp_path / "frames.xyz", "--grid", "2", "--json",
-                       "-o", tmp_path / "report", check=True)
+    result = run_petmd(
+        "symmetry",
+        tmp_path / "m.pt",
+        tmp_path / "frames.xyz",
+        "--grid",
+        "2",
+        "--json",
+        "-o",
+        tmp_path / "report",
+        check=True,
+    )
     figures = json.loads(result.stdout)
-    for key in ("grid", "energy_mae_mev_per_structure", "energy_mae_mev_per_atom", "force_mae_mev_per_A",
-                "force_max_mev_per_A", "energy_std_mev_per_atom"):
+    for key in (
+        "grid",
+        "energy_mae_mev_per_structure",
+        "energy_mae_mev_per_atom",
+        "force_mae_mev_per_A",
+        "force_max_mev_per_A",
+        "energy_std_mev_per_atom",
+    ):
         assert key in figures
     assert figures["grid"] == "2" and figures["grid_size"] == 18 and figures["n_frames"] == 3
     assert figures["by_group"]["config_type=liquid"]["n_frames"] == 2
     assert figures["energy_mae_mev_per_atom"] * 24 == pytest.approx(figures["energy_mae_mev_per_structure"])
     for name in ("symmetry.json", "frames.csv", "symmetry-histogram.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
-    table = run_petmd("symmetry", tmp_path / "m.pt", tmp_path / "frames.xyz", "--grid", "i", "--max-frames", "1",
-                      check=True).stdout
+    table = run_petmd(
+        "symmetry", tmp_path / "m.pt", tmp_path / "frames.xyz", "--grid", "i", "--max-frames", "1", check=True
+    ).stdout
     assert "(mode none)" in table and "model vs grid i (2 elements)" in table
     bad = run_petmd("symmetry", tmp_path / "m.pt", tmp_path / "frames.xyz", "--grid", "3x")
     assert bad.returncode == 2 and "unknown rotation grid '3x'" in bad.stderr
 
 
 # --- symmetrized exported models ------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def pet_checkpoint(tmp_path_factory):
@@ -241,8 +272,9 @@ def test_ecse_export_and_its_measured_symmetry_error(tmp_path, pet_checkpoint):
     atoms = water_box(1, seed=3)
     atoms.calc = SinglePointCalculator(atoms, energy=-470.0, forces=np.zeros((len(atoms), 3)))
     ase.io.write(tmp_path / "one.xyz", atoms, format="extxyz")
-    result = run_petmd("export", pet_checkpoint, "-o", tmp_path / "e.pt", "--dtype", "float64", "--symmetrize", "ecse",
-                       "--json")
+    result = run_petmd(
+        "export", pet_checkpoint, "-o", tmp_path / "e.pt", "--dtype", "float64", "--symmetrize", "ecse", "--json"
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["symmetrize"] == "ecse"
     exact = symmetry_error(tmp_path / "e.pt", tmp_path / "one.xyz", grid="4i", progress=False)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 import signal
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import run_petmd, write_config, write_labelled_data
 from petmd.batch import random_rotations
 from petmd.checkpoint import load_checkpoint, save_checkpoint, without_optimizer_weights
-
-import numpy as np
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +120,7 @@ def test_json_summary_gives_the_rates_and_sizes_that_size_a_run(tmp_path, refere
     import ase.io
 
     cfg, _ = reference_run
-    result = run_petmd("train", cfg, "-o", tmp_path / "run", "--no-progress", "--max-steps", "2", "--json",
-                       check=True)
+    result = run_petmd("train", cfg, "-o", tmp_path / "run", "--no-progress", "--max-steps", "2", "--json", check=True)
     summary = json.loads(result.stdout)
     state = final_state(tmp_path / "run")
     sizes = [len(atoms) for atoms in ase.io.read(data, ":")]
@@ -229,7 +227,7 @@ def test_random_rotations_cover_o3():
     # uniform (Haar) rotations: the rotated z axis has mean ~0 and <z_i²> = 1/3
     z = q[:, :, 2] * det[:, None]
     assert np.abs(z.mean(0)).max() < 0.05
-    np.testing.assert_allclose((z ** 2).mean(0), 1 / 3, atol=0.03)
+    np.testing.assert_allclose((z**2).mean(0), 1 / 3, atol=0.03)
 
 
 def test_validation_split_by_fraction_or_list():
@@ -277,8 +275,14 @@ def test_rotational_variance_penalty_removes_the_variance_it_measures():
 def test_training_with_the_penalty_adds_it_to_the_loss(tmp_path, data):
     losses = {}
     for weight in (0.0, 1e4):
-        cfg = write_config(tmp_path / f"w{weight:g}.yaml", data, epochs=1, variance_copies=2,
-                           variance_weight=weight, atoms_per_batch=96)
+        cfg = write_config(
+            tmp_path / f"w{weight:g}.yaml",
+            data,
+            epochs=1,
+            variance_copies=2,
+            variance_weight=weight,
+            atoms_per_batch=96,
+        )
         run_petmd("train", cfg, "-o", tmp_path / f"w{weight:g}", "--no-progress", check=True)
         with open(tmp_path / f"w{weight:g}" / "metrics.csv") as fh:
             losses[weight] = float(next(csv.DictReader(fh))["train_loss"])
@@ -286,9 +290,11 @@ def test_training_with_the_penalty_adds_it_to_the_loss(tmp_path, data):
 
 
 def test_variance_penalty_settings_are_checked(tmp_path, data):
-    for settings, message in [({"variance_copies": 0}, "variance_copies must be at least 1"),
-                              ({"variance_weight": 1.0}, "needs training.variance_copies >= 2"),
-                              ({"variance_weight": -1.0, "variance_copies": 2}, "must not be negative")]:
+    for settings, message in [
+        ({"variance_copies": 0}, "variance_copies must be at least 1"),
+        ({"variance_weight": 1.0}, "needs training.variance_copies >= 2"),
+        ({"variance_weight": -1.0, "variance_copies": 2}, "must not be negative"),
+    ]:
         cfg = write_config(tmp_path / "bad.yaml", data, **settings)
         result = run_petmd("train", cfg, "-o", tmp_path / "bad")
         assert result.returncode == 2 and message in result.stderr, result.stderr
@@ -312,8 +318,9 @@ def test_moving_average_of_the_weights_is_what_is_validated_shipped_and_resumed(
     figure = evaluate(ref / "last.ckpt", data, indices=split["validation"], progress=False)
     assert figure["force_mae_mev_per_A"] == pytest.approx(state["history"][-1]["val_force_mae_mev_per_A"], rel=1e-9)
     # shipped: the weights-only checkpoint holds the averaged weights and no optimizer-side copy
-    run_petmd("export", ref / "last.ckpt", "-o", tmp_path / "m.pt", "--weights-checkpoint", tmp_path / "w.ckpt",
-              check=True)
+    run_petmd(
+        "export", ref / "last.ckpt", "-o", tmp_path / "m.pt", "--weights-checkpoint", tmp_path / "w.ckpt", check=True
+    )
     shipped = load_checkpoint(tmp_path / "w.ckpt")
     assert "training_model_state" not in shipped
     for key, value in averaged.items():

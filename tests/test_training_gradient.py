@@ -17,8 +17,11 @@ from petmd.train import rotational_variance, training_loss
 def gradients(model, inputs, loss_fn, chunk):
     model.zero_grad(set_to_none=True)
     loss, out = loss_and_gradient(model, inputs, loss_fn, chunk)
-    return loss, out, {name: (torch.zeros_like(p) if p.grad is None else p.grad.clone())
-                       for name, p in model.named_parameters()}
+    return (
+        loss,
+        out,
+        {name: (torch.zeros_like(p) if p.grad is None else p.grad.clone()) for name, p in model.named_parameters()},
+    )
 
 
 def assert_same_gradients(got, ref, tol):
@@ -41,15 +44,20 @@ def test_chunked_gradient_equals_double_backward(dtype):
     forces_ref = torch.from_numpy(rng.normal(size=(n_atoms, 3)))
 
     def loss_fn(out):
-        return (3.0 * ((out["energy"] - energy_ref) ** 2).mean() + ((out["forces"] - forces_ref) ** 2).mean()
-                + (out["forces"][:5] ** 4).sum())
+        return (
+            3.0 * ((out["energy"] - energy_ref) ** 2).mean()
+            + ((out["forces"] - forces_ref) ** 2).mean()
+            + (out["forces"][:5] ** 4).sum()
+        )
 
     loss_ref, out_ref, ref = gradients(model, inputs, loss_fn, 0)
     tol = 1e-10 if dtype == torch.float64 else 1e-4
     for chunk in (7, n_atoms - 1):
         loss, out, got = gradients(model, inputs, loss_fn, chunk)
         assert float(loss) == pytest.approx(float(loss_ref), rel=tol)
-        torch.testing.assert_close(out["forces"], out_ref["forces"], rtol=0, atol=tol * float(out_ref["forces"].abs().max()))
+        torch.testing.assert_close(
+            out["forces"], out_ref["forces"], rtol=0, atol=tol * float(out_ref["forces"].abs().max())
+        )
         assert_same_gradients(got, ref, tol)
 
 

@@ -13,21 +13,22 @@ import argparse
 import importlib.util
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from petmd.lammps_run import read_thermo
-from petmd.report import plot_thermo
+from petmd.helpers.lammps_run import read_thermo
+from petmd.helpers.report import plot_thermo
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
 
 def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(f"example_{name.replace('-', '_')}", ROOT / "examples" / name / "run.py")
+    spec = importlib.util.spec_from_file_location(
+        f"example_{name.replace('-', '_')}", ROOT / "examples" / name / "run.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -38,12 +39,19 @@ def symmetry_series(out: Path, every: int) -> dict:
     run = read_thermo(out / "nvt.log")[-1]
     keep = (run["Step"] % every) == 0
     sampled = {k: v[keep] for k, v in run.items()}
-    plot_thermo(sampled, ["c_sym[1]", "c_sym[2]", "c_sym[3]"],
-                ["|E−E_grid| (eV/atom)", "mean |F−F_grid| (eV/Å)", "max |F−F_grid| (eV/Å)"],
-                out / "symmetry-error.png", "symmetry error of the model along the NVT trajectory")
-    return {"time_ps": sampled["Time"].tolist(), "energy_meV_per_atom": (1e3 * sampled["c_sym[1]"]).tolist(),
-            "force_mean_meV_per_A": (1e3 * sampled["c_sym[2]"]).tolist(),
-            "force_max_meV_per_A": (1e3 * sampled["c_sym[3]"]).tolist()}
+    plot_thermo(
+        sampled,
+        ["c_sym[1]", "c_sym[2]", "c_sym[3]"],
+        ["|E−E_grid| (eV/atom)", "mean |F−F_grid| (eV/Å)", "max |F−F_grid| (eV/Å)"],
+        out / "symmetry-error.png",
+        "symmetry error of the model along the NVT trajectory",
+    )
+    return {
+        "time_ps": sampled["Time"].tolist(),
+        "energy_meV_per_atom": (1e3 * sampled["c_sym[1]"]).tolist(),
+        "force_mean_meV_per_A": (1e3 * sampled["c_sym[2]"]).tolist(),
+        "force_max_meV_per_A": (1e3 * sampled["c_sym[3]"]).tolist(),
+    }
 
 
 def markdown_cell(text: str) -> str:
@@ -53,13 +61,15 @@ def markdown_cell(text: str) -> str:
 def write_report(out: Path, result: dict, model: Path, grid: str, every: int, sym: dict, minutes: float) -> Path:
     nvt = result["nvt"]
     g = nvt["g_OO"]
-    rows = "\n".join(f"| {markdown_cell(k)} | {v['mean']:.6g} | {v['err']:.2g} | {v['unit']} |"
-                     for k, v in nvt["thermo"].items())
+    rows = "\n".join(
+        f"| {markdown_cell(k)} | {v['mean']:.6g} | {v['err']:.2g} | {v['unit']} |" for k, v in nvt["thermo"].items()
+    )
     lines = [
         "# petmd demo: liquid water with the shipped PET model",
         "",
         f"Model `{model.relative_to(ROOT) if model.is_relative_to(ROOT) else model}`; {nvt['n_atoms']} atoms "
-        f"(64 molecules, SCAN liquid frame), NVT 300 K (CSVR), 0.5 fs, {result['steps']} steps = {nvt['time_ps']:.2f} ps; "
+        f"(64 molecules, SCAN liquid frame), NVT 300 K (CSVR), 0.5 fs, {result['steps']} steps = "
+        f"{nvt['time_ps']:.2f} ps; "
         f"LAMMPS (pair_style pet) {result['nvt_wall_s']:.0f} s; whole demo {minutes:.1f} min. The first "
         f"{100 * nvt['discarded_fraction']:.0f} % of the run is discarded; ± is the standard error of 5 block means.",
         "",
@@ -126,8 +136,9 @@ def main() -> None:
     liquid = load_example("liquid-water")
     liquid.prepare(out)
     result = {"model": str(args.model), "steps": args.steps}
-    result["nvt_wall_s"] = liquid.run_nvt(out, args.model, args.steps, symgrid=args.grid, symevery=args.sym_every,
-                                          dumpevery=10)
+    result["nvt_wall_s"] = liquid.run_nvt(
+        out, args.model, args.steps, symgrid=args.grid, symevery=args.sym_every, dumpevery=10
+    )
     result["nvt"] = liquid.analyse_nvt(out)
     sym = symmetry_series(out, args.sym_every)
     result["symmetry"] = sym
@@ -136,8 +147,10 @@ def main() -> None:
     report = write_report(out, result, args.model.resolve(), args.grid, args.sym_every, sym, minutes)
     print()
     print(liquid.summary_text(result))
-    print(f"  symmetry error vs grid {args.grid}: |E − E_grid| {np.mean(sym['energy_meV_per_atom']):.3g} meV/atom, "
-          f"mean |F − F_grid| {np.mean(sym['force_mean_meV_per_A']):.3g} meV/Å")
+    print(
+        f"  symmetry error vs grid {args.grid}: |E − E_grid| {np.mean(sym['energy_meV_per_atom']):.3g} meV/atom, "
+        f"mean |F − F_grid| {np.mean(sym['force_mean_meV_per_A']):.3g} meV/Å"
+    )
     print(f"demo finished in {minutes:.1f} min; report: {report}")
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from petmd.example_cli import example_parser, parse_example_args
-from petmd.lammps_run import read_thermo, run_lammps
+from petmd.helpers.example_cli import example_parser, parse_example_args
+from petmd.helpers.lammps_run import read_thermo, run_lammps
 from petmd.tables import Column, column_table
 
 HERE = Path(__file__).resolve().parent
@@ -31,15 +31,23 @@ def run_mode(out: Path, model: Path, mode: str, steps: int) -> dict:
     folder = out / mode.replace(" ", "-")
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(HERE / "water-molecule.data", folder)
-    wall = run_lammps(HERE / "molecule.lammps", folder, {"model": model.resolve(), "mode": mode, "steps": steps},
-                      quiet=True)
+    wall = run_lammps(
+        HERE / "molecule.lammps", folder, {"model": model.resolve(), "mode": mode, "steps": steps}, quiet=True
+    )
     run = read_thermo(folder / "log.lammps")[-1]
-    return {"mode": mode, "wall_s": wall, "time_ps": run["Time"].tolist(), "L": run["v_L"].tolist(),
-            "torque": run["v_tau"].tolist(), "etotal": run["TotEng"].tolist(),
-            "L_final": float(run["v_L"][-1]), "L_max": float(run["v_L"].max()),
-            "torque_max_eV": float(run["v_tau"].max()),
-            "energy_drift_meV": float(1e3 * (run["TotEng"][-1] - run["TotEng"][0])),
-            "sym_force_err_mean_meV_per_A": float(1e3 * run["c_sym[2]"].mean())}
+    return {
+        "mode": mode,
+        "wall_s": wall,
+        "time_ps": run["Time"].tolist(),
+        "L": run["v_L"].tolist(),
+        "torque": run["v_tau"].tolist(),
+        "etotal": run["TotEng"].tolist(),
+        "L_final": float(run["v_L"][-1]),
+        "L_max": float(run["v_L"].max()),
+        "torque_max_eV": float(run["v_tau"].max()),
+        "energy_drift_meV": float(1e3 * (run["TotEng"][-1] - run["TotEng"][0])),
+        "sym_force_err_mean_meV_per_A": float(1e3 * run["c_sym[2]"].mean()),
+    }
 
 
 def plot(results, png: Path) -> None:
@@ -65,13 +73,15 @@ def plot(results, png: Path) -> None:
     plt.close(fig)
 
 
-TABLE = [Column("mode", "", 8, "", "mode"),
-         Column("|L| end", "amu Å²/ps", 10, ".3g", "L_final"),
-         Column("|L| max", "amu Å²/ps", 10, ".3g", "L_max"),
-         Column("max torque", "eV", 11, ".3g", "torque_max_eV"),
-         Column("ΔE_tot", "meV", 10, ".3g", "energy_drift_meV"),
-         Column("sym. err. F", "meV/Å", 12, ".3g", "sym_force_err_mean_meV_per_A"),
-         Column("wall", "s", 7, ".1f", "wall_s")]
+TABLE = [
+    Column("mode", "", 8, "", "mode"),
+    Column("|L| end", "amu Å²/ps", 10, ".3g", "L_final"),
+    Column("|L| max", "amu Å²/ps", 10, ".3g", "L_max"),
+    Column("max torque", "eV", 11, ".3g", "torque_max_eV"),
+    Column("ΔE_tot", "meV", 10, ".3g", "energy_drift_meV"),
+    Column("sym. err. F", "meV/Å", 12, ".3g", "sym_force_err_mean_meV_per_A"),
+    Column("wall", "s", 7, ".1f", "wall_s"),
+]
 
 
 def main(argv=None) -> dict:
@@ -85,14 +95,21 @@ def main(argv=None) -> dict:
     results = [run_mode(args.output, args.model, mode, steps) for mode in args.modes]
     plot(results, args.output / "angmom.png")
     t = np.array(results[0]["time_ps"])
-    np.savetxt(args.output / "angmom.csv", np.column_stack([t] + [r["L"] for r in results]), delimiter=",",
-               header=",".join(["time_ps"] + [f"L_{r['mode'].replace(' ', '')}" for r in results]), comments="")
+    np.savetxt(
+        args.output / "angmom.csv",
+        np.column_stack([t] + [r["L"] for r in results]),
+        delimiter=",",
+        header=",".join(["time_ps"] + [f"L_{r['mode'].replace(' ', '')}" for r in results]),
+        comments="",
+    )
     summary = {"model": str(args.model), "steps": steps, "results": results, "wall_s": time.monotonic() - start}
     (args.output / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"one water molecule, NVE {steps} steps of 0.5 fs from zero angular momentum; {args.model.name}")
     print(column_table(TABLE, results))
-    print(f"symmetry error: mean |F - F_2i| of the network as trained (compute pet/symmetry); "
-          f"plots and summary.json in {args.output}")
+    print(
+        f"symmetry error: mean |F - F_2i| of the network as trained (compute pet/symmetry); "
+        f"plots and summary.json in {args.output}"
+    )
     return summary
 
 

@@ -19,21 +19,30 @@ from pathlib import Path
 
 import numpy as np
 
-from petmd.example_cli import example_parser, parse_example_args
-from petmd.lammps_run import read_thermo, run_lammps
-from petmd.report import format_rows, plot_thermo, summary_rows
-from petmd.structures import ice_ih, write_lammps_data
+from petmd.helpers.example_cli import example_parser, parse_example_args
+from petmd.helpers.lammps_run import read_thermo, run_lammps
+from petmd.helpers.report import format_rows, plot_thermo, summary_rows
+from petmd.helpers.structures import ice_ih, write_lammps_data
 from petmd.tables import Column, column_table
 
 HERE = Path(__file__).resolve().parent
 # (GenIce repetitions of the 16-molecule orthorhombic cell, proton-order seeds)
 SHORT_CELLS = [((2, 1, 1), (1, 2, 3))]
-LONG_CELLS = [((2, 1, 1), (1, 2, 3, 4)), ((2, 2, 1), (1, 2, 3, 4)), ((2, 2, 2), (1, 2, 3, 4)),
-              ((3, 2, 2), (1, 2, 3, 4))]
+LONG_CELLS = [
+    ((2, 1, 1), (1, 2, 3, 4)),
+    ((2, 2, 1), (1, 2, 3, 4)),
+    ((2, 2, 2), (1, 2, 3, 4)),
+    ((3, 2, 2), (1, 2, 3, 4)),
+]
 SHORT_NPT, LONG_NPT = 400, 20000
-NPT_COLUMNS = {"Temp": ("temperature", 1.0, "K"), "Press": ("pressure", 1e-3, "kbar"),
-               "v_density": ("density", 1.0, "g/cm³"), "Lx": ("Lx", 1.0, "Å"), "Ly": ("Ly", 1.0, "Å"),
-               "Lz": ("Lz", 1.0, "Å")}
+NPT_COLUMNS = {
+    "Temp": ("temperature", 1.0, "K"),
+    "Press": ("pressure", 1e-3, "kbar"),
+    "v_density": ("density", 1.0, "g/cm³"),
+    "Lx": ("Lx", 1.0, "Å"),
+    "Ly": ("Ly", 1.0, "Å"),
+    "Lz": ("Lz", 1.0, "Å"),
+}
 
 
 def relax(out: Path, model: Path, replicate, seed: int, grid_iterations: int) -> dict:
@@ -42,17 +51,28 @@ def relax(out: Path, model: Path, replicate, seed: int, grid_iterations: int) ->
     atoms = ice_ih(replicate, seed)
     write_lammps_data(atoms, folder / "ice.data")
     n_mol = len(atoms) // 3
-    wall = run_lammps(HERE / "relax.lammps", folder, {"model": model.resolve(), "data": "ice.data",
-                                                      "iter_grid": grid_iterations}, quiet=True)
+    wall = run_lammps(
+        HERE / "relax.lammps",
+        folder,
+        {"model": model.resolve(), "data": "ice.data", "iter_grid": grid_iterations},
+        quiet=True,
+    )
     plain, grid = read_thermo(folder / "log.lammps")[-2:]
-    return {"cell": name, "replicate": list(replicate), "seed": seed, "molecules": n_mol, "wall_s": wall,
-            "E_plain_eV_per_mol": float(plain["PotEng"][-1] / n_mol),
-            "E_grid2i_eV_per_mol": float(grid["PotEng"][-1] / n_mol),
-            "fmax_plain": float(plain["Fmax"][-1]), "fmax_grid2i": float(grid["Fmax"][-1]),
-            "grid_iterations": int(grid["Step"][-1] - grid["Step"][0]),
-            # |E - E_2i| of the network at the plain minimum, per molecule (compute pet/symmetry gives it per atom)
-            "sym_err_meV_per_mol": float(1e3 * 3 * plain["c_sym[1]"][-1]),
-            "sym_force_err_meV_per_A": float(1e3 * plain["c_sym[2]"][-1])}
+    return {
+        "cell": name,
+        "replicate": list(replicate),
+        "seed": seed,
+        "molecules": n_mol,
+        "wall_s": wall,
+        "E_plain_eV_per_mol": float(plain["PotEng"][-1] / n_mol),
+        "E_grid2i_eV_per_mol": float(grid["PotEng"][-1] / n_mol),
+        "fmax_plain": float(plain["Fmax"][-1]),
+        "fmax_grid2i": float(grid["Fmax"][-1]),
+        "grid_iterations": int(grid["Step"][-1] - grid["Step"][0]),
+        # |E - E_2i| of the network at the plain minimum, per molecule (compute pet/symmetry gives it per atom)
+        "sym_err_meV_per_mol": float(1e3 * 3 * plain["c_sym[1]"][-1]),
+        "sym_force_err_meV_per_A": float(1e3 * plain["c_sym[2]"][-1]),
+    }
 
 
 def analyse(cells) -> dict:
@@ -66,12 +86,18 @@ def analyse(cells) -> dict:
         plain = np.array([c["E_plain_eV_per_mol"] for c in group]) * 1e3
         grid = np.array([c["E_grid2i_eV_per_mol"] for c in group]) * 1e3
         same_order = bool(np.array_equal(np.argsort(plain), np.argsort(grid)))
-        sizes.append({"molecules": n_mol, "cells": len(group),
-                      "spread_plain_meV_per_mol": float(np.ptp(plain)), "std_plain_meV_per_mol": float(np.std(plain)),
-                      "spread_grid2i_meV_per_mol": float(np.ptp(grid)),
-                      "mean_abs_grid_minus_plain_meV_per_mol": float(np.mean(np.abs(grid - plain))),
-                      "mean_sym_err_meV_per_mol": float(np.mean([c["sym_err_meV_per_mol"] for c in group])),
-                      "same_energy_order": same_order})
+        sizes.append(
+            {
+                "molecules": n_mol,
+                "cells": len(group),
+                "spread_plain_meV_per_mol": float(np.ptp(plain)),
+                "std_plain_meV_per_mol": float(np.std(plain)),
+                "spread_grid2i_meV_per_mol": float(np.ptp(grid)),
+                "mean_abs_grid_minus_plain_meV_per_mol": float(np.mean(np.abs(grid - plain))),
+                "mean_sym_err_meV_per_mol": float(np.mean([c["sym_err_meV_per_mol"] for c in group])),
+                "same_energy_order": same_order,
+            }
+        )
     return {"sizes": sizes}
 
 
@@ -98,35 +124,45 @@ def plot(cells, png: Path) -> None:
     plt.close(fig)
 
 
-CELL_TABLE = [Column("cell", "", 20, "", "cell"),
-              Column("mol", "", 4, "d", "molecules"),
-              Column("E plain", "eV/mol", 14, ".6f", "E_plain_eV_per_mol"),
-              Column("E grid 2i", "eV/mol", 14, ".6f", "E_grid2i_eV_per_mol"),
-              Column("2i − plain", "meV/mol", 11, ".3f",
-                     lambda c: 1e3 * (c["E_grid2i_eV_per_mol"] - c["E_plain_eV_per_mol"])),
-              Column("|E − E_2i|", "meV/mol", 11, ".3f", "sym_err_meV_per_mol"),
-              Column("fmax", "eV/Å", 7, ".4f", "fmax_grid2i")]
-SIZE_TABLE = [Column("mol", "", 4, "d", "molecules"),
-              Column("cells", "", 5, "d", "cells"),
-              Column("spread plain", "meV/mol", 13, ".3f", "spread_plain_meV_per_mol"),
-              Column("spread 2i", "meV/mol", 10, ".3f", "spread_grid2i_meV_per_mol"),
-              Column("sym. err.", "meV/mol", 10, ".3f", "mean_sym_err_meV_per_mol"),
-              Column("same order", "", 10, "", lambda s: str(s["same_energy_order"]))]
+CELL_TABLE = [
+    Column("cell", "", 20, "", "cell"),
+    Column("mol", "", 4, "d", "molecules"),
+    Column("E plain", "eV/mol", 14, ".6f", "E_plain_eV_per_mol"),
+    Column("E grid 2i", "eV/mol", 14, ".6f", "E_grid2i_eV_per_mol"),
+    Column("2i − plain", "meV/mol", 11, ".3f", lambda c: 1e3 * (c["E_grid2i_eV_per_mol"] - c["E_plain_eV_per_mol"])),
+    Column("|E − E_2i|", "meV/mol", 11, ".3f", "sym_err_meV_per_mol"),
+    Column("fmax", "eV/Å", 7, ".4f", "fmax_grid2i"),
+]
+SIZE_TABLE = [
+    Column("mol", "", 4, "d", "molecules"),
+    Column("cells", "", 5, "d", "cells"),
+    Column("spread plain", "meV/mol", 13, ".3f", "spread_plain_meV_per_mol"),
+    Column("spread 2i", "meV/mol", 10, ".3f", "spread_grid2i_meV_per_mol"),
+    Column("sym. err.", "meV/mol", 10, ".3f", "mean_sym_err_meV_per_mol"),
+    Column("same order", "", 10, "", lambda s: str(s["same_energy_order"])),
+]
 
 
 def main(argv=None) -> dict:
     parser = example_parser(__doc__, HERE)
     parser.add_argument("--long", action="store_true", help="4 sizes × 4 proton orders, 20,000 NPT steps")
     parser.add_argument("--npt-steps", type=int, help=f"NPT steps (default {SHORT_NPT}, --long {LONG_NPT})")
-    parser.add_argument("--grid-iterations", type=int, default=None,
-                        help="most FIRE iterations of the grid-2i relaxation (default 60, --long 400)")
+    parser.add_argument(
+        "--grid-iterations",
+        type=int,
+        default=None,
+        help="most FIRE iterations of the grid-2i relaxation (default 60, --long 400)",
+    )
     parser.add_argument("--ranks", type=int, default=1, help="MPI ranks of the NPT run")
     args = parse_example_args(parser, argv)
     out = args.output
     start = time.monotonic()
     grid_iterations = args.grid_iterations or (400 if args.long else 60)
-    cells = [relax(out, args.model, replicate, seed, grid_iterations)
-             for replicate, seeds in (LONG_CELLS if args.long else SHORT_CELLS) for seed in seeds]
+    cells = [
+        relax(out, args.model, replicate, seed, grid_iterations)
+        for replicate, seeds in (LONG_CELLS if args.long else SHORT_CELLS)
+        for seed in seeds
+    ]
     analysis = analyse(cells)
     plot(cells, out / "ice.png")
     with open(out / "ice-energies.csv", "w") as fh:
@@ -139,27 +175,49 @@ def main(argv=None) -> dict:
     largest = max(cells, key=lambda c: (c["molecules"], -c["seed"]))
     npt_dir = out / largest["cell"]
     npt_steps = args.npt_steps or (LONG_NPT if args.long else SHORT_NPT)
-    npt_wall = run_lammps(HERE / "npt.lammps", npt_dir, {"model": args.model.resolve(), "data": "relaxed-plain.data",
-                                                         "steps": npt_steps}, ranks=args.ranks, log="npt.log",
-                          quiet=True)
+    npt_wall = run_lammps(
+        HERE / "npt.lammps",
+        npt_dir,
+        {"model": args.model.resolve(), "data": "relaxed-plain.data", "steps": npt_steps},
+        ranks=args.ranks,
+        log="npt.log",
+        quiet=True,
+    )
     npt = read_thermo(npt_dir / "npt.log")[-1]
     npt_rows = summary_rows(npt, NPT_COLUMNS)
-    plot_thermo(npt, ["Temp", "Press", "v_density"], ["T (K)", "P (bar)", "ρ (g/cm³)"], out / "npt-thermo.png",
-                f"ice Ih {largest['cell']}, NPT 250 K, 1 bar")
-    summary = {"model": str(args.model), "cells": cells, **analysis,
-               "npt": {"cell": largest["cell"], "steps": npt_steps, "wall_s": npt_wall,
-                       "thermo": {label: {"mean": m, "err": e, "unit": u} for label, m, e, u in npt_rows}},
-               "wall_s": time.monotonic() - start}
+    plot_thermo(
+        npt,
+        ["Temp", "Press", "v_density"],
+        ["T (K)", "P (bar)", "ρ (g/cm³)"],
+        out / "npt-thermo.png",
+        f"ice Ih {largest['cell']}, NPT 250 K, 1 bar",
+    )
+    summary = {
+        "model": str(args.model),
+        "cells": cells,
+        **analysis,
+        "npt": {
+            "cell": largest["cell"],
+            "steps": npt_steps,
+            "wall_s": npt_wall,
+            "thermo": {label: {"mean": m, "err": e, "unit": u} for label, m, e, u in npt_rows},
+        },
+        "wall_s": time.monotonic() - start,
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"ice Ih, {len(cells)} proton-disordered cells relaxed (fixed cell) with {args.model.name}")
     print(column_table(CELL_TABLE, cells))
-    print("\nper size: spread (max − min) of relaxed energies over proton orders vs the symmetry error |E − E_2i| "
-          "at the plain minimum")
+    print(
+        "\nper size: spread (max − min) of relaxed energies over proton orders vs the symmetry error |E − E_2i| "
+        "at the plain minimum"
+    )
     print(column_table(SIZE_TABLE, analysis["sizes"]))
     print(f"\nNPT 250 K, 1 bar, {largest['cell']}, {npt_steps} steps (first 20 % discarded):")
     print(format_rows(npt_rows))
-    print(f"finished in {summary['wall_s'] / 60:.1f} min; ice-energies.csv, ice.png, npt-thermo.png, summary.json in "
-          f"{out}")
+    print(
+        f"finished in {summary['wall_s'] / 60:.1f} min; ice-energies.csv, ice.png, npt-thermo.png, summary.json in "
+        f"{out}"
+    )
     return summary
 
 

@@ -16,22 +16,30 @@ import sys
 import time
 from pathlib import Path
 
-from petmd.example_cli import example_parser, parse_example_args
-from petmd.lammps_run import read_thermo, run_lammps
+from petmd.helpers.example_cli import example_parser, parse_example_args
+from petmd.helpers.lammps_run import read_thermo, run_lammps
+from petmd.helpers.report import format_rows, plot_thermo, summary_rows
+from petmd.helpers.structures import liquid_water, write_lammps_data
 from petmd.observables.analyze import Options, analyze
 from petmd.observables.output import write_outputs
 from petmd.observables.structure import first_shell
-from petmd.report import format_rows, plot_thermo, summary_rows
-from petmd.structures import liquid_water, write_lammps_data
 
 HERE = Path(__file__).resolve().parent
 SHORT_STEPS, LONG_STEPS = 400, 20000
 
-NVT_COLUMNS = {"Temp": ("temperature", 1.0, "K"), "PotEng": ("potential energy", 1.0, "eV"),
-               "Press": ("pressure", 1e-3, "kbar"), "c_sym[1]": ("symmetry error |E-E_grid|", 1e3, "meV/atom"),
-               "c_sym[2]": ("symmetry error mean |F-F_grid|", 1e3, "meV/Å")}
-NPT_COLUMNS = {"Temp": ("temperature", 1.0, "K"), "Press": ("pressure", 1e-3, "kbar"),
-               "v_density": ("density", 1.0, "g/cm³"), "Volume": ("volume", 1.0, "Å³")}
+NVT_COLUMNS = {
+    "Temp": ("temperature", 1.0, "K"),
+    "PotEng": ("potential energy", 1.0, "eV"),
+    "Press": ("pressure", 1e-3, "kbar"),
+    "c_sym[1]": ("symmetry error |E-E_grid|", 1e3, "meV/atom"),
+    "c_sym[2]": ("symmetry error mean |F-F_grid|", 1e3, "meV/Å"),
+}
+NPT_COLUMNS = {
+    "Temp": ("temperature", 1.0, "K"),
+    "Press": ("pressure", 1e-3, "kbar"),
+    "v_density": ("density", 1.0, "g/cm³"),
+    "Volume": ("volume", 1.0, "Å³"),
+}
 
 
 def prepare(out: Path, replicate=(1, 1, 1)) -> Path:
@@ -40,16 +48,41 @@ def prepare(out: Path, replicate=(1, 1, 1)) -> Path:
     return write_lammps_data(atoms, out / "water.data")
 
 
-def run_nvt(out: Path, model: Path, steps: int, mode: str = "none", ranks: int = 1, symgrid: str = "2",
-            symevery: int = 100, dumpevery: int = 20) -> float:
-    return run_lammps(HERE / "nvt.lammps", out, {"model": model.resolve(), "data": "water.data", "steps": steps,
-                                                 "mode": mode, "symgrid": symgrid, "symevery": symevery,
-                                                 "dumpevery": dumpevery}, ranks=ranks, log="nvt.log")
+def run_nvt(
+    out: Path,
+    model: Path,
+    steps: int,
+    mode: str = "none",
+    ranks: int = 1,
+    symgrid: str = "2",
+    symevery: int = 100,
+    dumpevery: int = 20,
+) -> float:
+    return run_lammps(
+        HERE / "nvt.lammps",
+        out,
+        {
+            "model": model.resolve(),
+            "data": "water.data",
+            "steps": steps,
+            "mode": mode,
+            "symgrid": symgrid,
+            "symevery": symevery,
+            "dumpevery": dumpevery,
+        },
+        ranks=ranks,
+        log="nvt.log",
+    )
 
 
 def run_npt(out: Path, model: Path, steps: int, mode: str = "none", ranks: int = 1) -> float:
-    return run_lammps(HERE / "npt.lammps", out, {"model": model.resolve(), "data": "water.data", "steps": steps,
-                                                 "mode": mode}, ranks=ranks, log="npt.log")
+    return run_lammps(
+        HERE / "npt.lammps",
+        out,
+        {"model": model.resolve(), "data": "water.data", "steps": steps, "mode": mode},
+        ranks=ranks,
+        log="npt.log",
+    )
 
 
 def analyse_nvt(out: Path, discard: float = 0.2) -> dict:
@@ -57,46 +90,74 @@ def analyse_nvt(out: Path, discard: float = 0.2) -> dict:
     (the same as `petmd observables nvt.dump nvt.log -o OUT --discard ...`), written into ``out``."""
     run = read_thermo(out / "nvt.log")[-1]
     rows = summary_rows(run, NVT_COLUMNS, discard)
-    observables = analyze([str(out / "nvt.dump"), str(out / "nvt.log")],
-                          Options(discard=discard * float(run["Time"][-1]), progress=False))
+    observables = analyze(
+        [str(out / "nvt.dump"), str(out / "nvt.log")], Options(discard=discard * float(run["Time"][-1]), progress=False)
+    )
     write_outputs(observables, out)
     n_atoms = observables["system"]["n_atoms"]
     g_oo = observables["g_OO"]
     peak, minimum, n_oo = first_shell(g_oo, after=2.0)
-    plot_thermo(run, ["Temp", "PotEng", "Econserve", "Press", "c_sym[2]"],
-                ["T (K)", "PE (eV)", "E_cons (eV)", "P (bar)", "sym. err. F (eV/Å)"], out / "nvt-thermo.png",
-                f"NVT, {n_atoms} atoms")
-    return {"n_atoms": n_atoms, "time_ps": float(run["Time"][-1]), "discarded_fraction": discard,
-            "thermo": {label: {"mean": mean, "err": err, "unit": unit} for label, mean, err, unit in rows},
-            "conserved_energy_drift_meV_per_atom_ps": observables["conserved_drift"]["value"],
-            "g_OO": {"first_peak_A": peak, "first_peak_height": float(g_oo["g"][g_oo["r"] == peak][0]),
-                     "first_minimum_A": minimum, "coordination": n_oo, "frames": observables["system"]["n_frames"],
-                     "blocks": g_oo["n_blocks"]},
-            "files": {"thermo_png": "nvt-thermo.png", "observables": "observables.json", "rdf_png": "rdf.png",
-                      "rdf_csv": "rdf.csv", "dump": "nvt.dump", "log": "nvt.log"}}
+    plot_thermo(
+        run,
+        ["Temp", "PotEng", "Econserve", "Press", "c_sym[2]"],
+        ["T (K)", "PE (eV)", "E_cons (eV)", "P (bar)", "sym. err. F (eV/Å)"],
+        out / "nvt-thermo.png",
+        f"NVT, {n_atoms} atoms",
+    )
+    return {
+        "n_atoms": n_atoms,
+        "time_ps": float(run["Time"][-1]),
+        "discarded_fraction": discard,
+        "thermo": {label: {"mean": mean, "err": err, "unit": unit} for label, mean, err, unit in rows},
+        "conserved_energy_drift_meV_per_atom_ps": observables["conserved_drift"]["value"],
+        "g_OO": {
+            "first_peak_A": peak,
+            "first_peak_height": float(g_oo["g"][g_oo["r"] == peak][0]),
+            "first_minimum_A": minimum,
+            "coordination": n_oo,
+            "frames": observables["system"]["n_frames"],
+            "blocks": g_oo["n_blocks"],
+        },
+        "files": {
+            "thermo_png": "nvt-thermo.png",
+            "observables": "observables.json",
+            "rdf_png": "rdf.png",
+            "rdf_csv": "rdf.csv",
+            "dump": "nvt.dump",
+            "log": "nvt.log",
+        },
+    }
 
 
 def analyse_npt(out: Path, discard: float = 0.2) -> dict:
     run = read_thermo(out / "npt.log")[-1]
     rows = summary_rows(run, NPT_COLUMNS, discard)
-    plot_thermo(run, ["Temp", "Press", "v_density"], ["T (K)", "P (bar)", "ρ (g/cm³)"], out / "npt-thermo.png",
-                "NPT, 1 bar")
-    return {"time_ps": float(run["Time"][-1]),
-            "thermo": {label: {"mean": mean, "err": err, "unit": unit} for label, mean, err, unit in rows},
-            "files": {"thermo_png": "npt-thermo.png", "dump": "npt.dump", "log": "npt.log"}}
+    plot_thermo(
+        run, ["Temp", "Press", "v_density"], ["T (K)", "P (bar)", "ρ (g/cm³)"], out / "npt-thermo.png", "NPT, 1 bar"
+    )
+    return {
+        "time_ps": float(run["Time"][-1]),
+        "thermo": {label: {"mean": mean, "err": err, "unit": unit} for label, mean, err, unit in rows},
+        "files": {"thermo_png": "npt-thermo.png", "dump": "npt.dump", "log": "npt.log"},
+    }
 
 
 def summary_text(result: dict) -> str:
     nvt = result["nvt"]
-    lines = [f"NVT {nvt['time_ps']:.2f} ps, {nvt['n_atoms']} atoms (first {100 * nvt['discarded_fraction']:.0f} % "
-             f"discarded; ± = standard error of 5 block means)"]
+    lines = [
+        f"NVT {nvt['time_ps']:.2f} ps, {nvt['n_atoms']} atoms (first {100 * nvt['discarded_fraction']:.0f} % "
+        f"discarded; ± = standard error of 5 block means)"
+    ]
     lines.append(format_rows([(k, v["mean"], v["err"], v["unit"]) for k, v in nvt["thermo"].items()]))
-    lines.append(f"  drift of the conserved energy     {nvt['conserved_energy_drift_meV_per_atom_ps']:14.4g} "
-                 "meV/atom/ps")
+    lines.append(
+        f"  drift of the conserved energy     {nvt['conserved_energy_drift_meV_per_atom_ps']:14.4g} meV/atom/ps"
+    )
     g = nvt["g_OO"]
-    lines.append(f"  g_OO first peak {g['first_peak_height']:.2f} at {g['first_peak_A']:.2f} Å, first minimum at "
-                 f"{g['first_minimum_A']:.2f} Å, O–O coordination {g['coordination']:.2f} "
-                 f"({g['frames']} frames)")
+    lines.append(
+        f"  g_OO first peak {g['first_peak_height']:.2f} at {g['first_peak_A']:.2f} Å, first minimum at "
+        f"{g['first_minimum_A']:.2f} Å, O–O coordination {g['coordination']:.2f} "
+        f"({g['frames']} frames)"
+    )
     if "npt" in result:
         npt = result["npt"]
         lines.append(f"NPT {npt['time_ps']:.2f} ps")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
 from .neighbors import neighbor_graph, reverse_edge_index
+from .rotations import rotate
 
 
 @dataclass
@@ -69,32 +70,40 @@ class Batch:
     forces: Optional[torch.Tensor]  # [N, 3] reference, eV/Å
 
     def to(self, device) -> "Batch":
-        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        moved: Dict[str, Any] = {
+            k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()
+        }
         return Batch(**moved)
 
     def model_inputs(self) -> dict:
-        return dict(positions=self.positions, atomic_numbers=self.numbers, edge_index=self.edge_index,
-                    shift_vectors=self.shift_vectors, reverse=self.reverse, structure=self.structure,
-                    n_structures=self.n_structures)
+        return dict(
+            positions=self.positions,
+            atomic_numbers=self.numbers,
+            edge_index=self.edge_index,
+            shift_vectors=self.shift_vectors,
+            reverse=self.reverse,
+            structure=self.structure,
+            n_structures=self.n_structures,
+        )
 
 
 def collate(frames: Sequence[Frame], rotations: Optional[np.ndarray] = None) -> Batch:
-    """Concatenate frames into one disconnected graph (float64 positions). ``rotations`` [B, 3, 3] (orthogonal, det ±1) are applied to
-    positions, cells and reference forces (row vectors: x → x Qᵀ)."""
+    """Concatenate frames into one disconnected graph (float64 positions). ``rotations`` [B, 3, 3] (orthogonal,
+    det ±1) are applied to positions, cells and reference forces (row vectors: x → x Qᵀ)."""
     positions, shift_vectors, forces = [], [], []
     edges, reverse, structure = [], [], []
     atom_offset = edge_offset = 0
     for k, f in enumerate(frames):
         q = None if rotations is None else rotations[k]
-        pos = f.positions if q is None else f.positions @ q.T
-        cell = f.cell if q is None else f.cell @ q.T
+        pos = f.positions if q is None else rotate(f.positions, q)
+        cell = f.cell if q is None else rotate(f.cell, q)
         positions.append(pos)
         shift_vectors.append(f.cell_shifts @ cell)
         edges.append(f.edge_index + atom_offset)
         reverse.append(f.reverse + edge_offset)
         structure.append(np.full(f.n_atoms, k, dtype=np.int64))
         if f.forces is not None:
-            forces.append(f.forces if q is None else f.forces @ q.T)
+            forces.append(f.forces if q is None else rotate(f.forces, q))
         atom_offset += f.n_atoms
         edge_offset += f.edge_index.shape[1]
     labelled = all(f.energy is not None for f in frames)

@@ -7,7 +7,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from .batch import frame_from_atoms
 from .data import check_species
-from .export import load_model
+from .loading import load_model
 
 
 class PETCalculator(Calculator):
@@ -42,4 +42,3 @@ class PETCalculator(Calculator):
             self.results["stress"] = full_3x3_to_voigt_6_stress(stress)
         elif "stress" in properties:
             raise PropertyNotImplementedError("stress needs a fully periodic cell")
-

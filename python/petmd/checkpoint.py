@@ -37,9 +37,21 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
 
 
 # what a model needs to be exported, evaluated or used to start a new training (no optimizer moments, RNG state)
-WEIGHTS_ONLY_KEYS = ("petmd_version", "config", "atomic_numbers", "model_state", "sigma_e", "sigma_f", "epoch",
-                     "global_step", "best_val_force_mae", "history", "elapsed_s", "validation_indices",
-                     "initialized_from")
+WEIGHTS_ONLY_KEYS = (
+    "petmd_version",
+    "config",
+    "atomic_numbers",
+    "model_state",
+    "sigma_e",
+    "sigma_f",
+    "epoch",
+    "global_step",
+    "best_val_force_mae",
+    "history",
+    "elapsed_s",
+    "validation_indices",
+    "initialized_from",
+)
 
 
 # a run with a moving average of the weights keeps the optimizer's own weights beside the averaged ones (model_state)
@@ -69,8 +81,9 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise PetmdError(f"{path} is not a readable petmd checkpoint (corrupted or wrong format: "
-                         f"{type(err).__name__})") from None
+        raise PetmdError(
+            f"{path} is not a readable petmd checkpoint (corrupted or wrong format: {type(err).__name__})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise PetmdError(f"{path} is not a petmd checkpoint (no '{FORMAT}' format marker)")
     if state.get("version") != VERSION:
@@ -81,26 +94,17 @@ def load_checkpoint(path: str | Path) -> dict:
 def is_exported_model(path: str | Path) -> bool:
     try:
         with zipfile.ZipFile(path) as zf:
-            return any(name.endswith("constants.pkl") or name.endswith("code/__torch__.py") or "/code/" in name
-                       for name in zf.namelist())
+            return any(
+                name.endswith("constants.pkl") or name.endswith("code/__torch__.py") or "/code/" in name
+                for name in zf.namelist()
+            )
     except (zipfile.BadZipFile, OSError):
         return False
 
 
 def build_model(model_config: dict, atomic_numbers) -> PET:
-    cfg = ModelConfig(**model_config)
-    return PET(
-        atomic_numbers,
-        cutoff=cfg.cutoff,
-        cutoff_width=cfg.cutoff_width,
-        d_model=cfg.d_model,
-        n_heads=cfg.n_heads,
-        d_ff=cfg.d_ff,
-        n_gnn_layers=cfg.n_gnn_layers,
-        n_transformer_layers=cfg.n_transformer_layers,
-        head_hidden=cfg.head_hidden,
-        neighbor_species_every_layer=cfg.neighbor_species_every_layer,
-    )
+    """PET from a config's model section (a dict, as checkpoints store it)."""
+    return PET(atomic_numbers, ModelConfig(**model_config))
 
 
 def model_from_checkpoint(state: dict, source: str = "checkpoint") -> PET:

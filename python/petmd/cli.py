@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .errors import PetmdError
+from .precision import DTYPE_NAMES
 
 
 def _train(args) -> int:
@@ -15,8 +16,15 @@ def _train(args) -> int:
 
     if args.max_steps is not None and args.max_steps < 1:
         raise PetmdError(f"--max-steps {args.max_steps}: give a number of optimizer steps of at least 1")
-    result = train_from_config(args.config, args.output, resume=args.resume, max_time=args.max_time,
-                               progress=not args.no_progress, init=args.init, max_steps=args.max_steps)
+    result = train_from_config(
+        args.config,
+        args.output,
+        resume=args.resume,
+        max_time=args.max_time,
+        progress=not args.no_progress,
+        init=args.init,
+        max_steps=args.max_steps,
+    )
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "history"} | {"history": result["history"]}))
     else:
@@ -42,26 +50,28 @@ def _eval(args) -> int:
     from .evaluate import evaluate, format_table
 
     indices = _read_indices(args.indices) if args.indices else None
-    result = evaluate(args.model, args.data, args.energy_key, args.forces_key, indices=indices,
-                      progress=not args.json)
+    result = evaluate(args.model, args.data, args.energy_key, args.forces_key, indices=indices, progress=not args.json)
     print(json.dumps(result, indent=1) if args.json else format_table(result))
     return 0
 
 
 def _export(args) -> int:
+    from .checkpoint import load_checkpoint, save_weights_only
     from .export import export_checkpoint
 
+    # read first, so that nothing is written when the source has no training record to ship (an exported file)
+    state = load_checkpoint(args.checkpoint) if args.weights_checkpoint else None
     meta = export_checkpoint(args.checkpoint, args.output, dtype=args.dtype, symmetrize=args.symmetrize)
-    if args.weights_checkpoint:
-        from .checkpoint import load_checkpoint, save_weights_only
-
-        save_weights_only(load_checkpoint(args.checkpoint), args.weights_checkpoint)
+    if state is not None:
+        save_weights_only(state, args.weights_checkpoint)
     if args.json:
         print(json.dumps(meta))
     else:
-        print(f"exported {args.checkpoint} → {args.output} ({meta['dtype']}, species {' '.join(meta['species'])}, "
-              f"cutoff {meta['cutoff']} Å, interaction range {meta['interaction_range']} Å, "
-              f"symmetrize {meta['symmetrize']})")
+        print(
+            f"exported {args.checkpoint} → {args.output} ({meta['dtype']}, species {' '.join(meta['species'])}, "
+            f"cutoff {meta['cutoff']} Å, interaction range {meta['interaction_range']} Å, "
+            f"symmetrize {meta['symmetrize']})"
+        )
     return 0
 
 
@@ -71,9 +81,18 @@ def _symmetry(args) -> int:
     indices = _read_indices(args.indices) if args.indices else None
     if args.stride < 1:
         raise PetmdError(f"--stride must be at least 1, got {args.stride}")
-    result = symmetry_error(args.model, args.data, grid=args.grid, indices=indices, stride=args.stride,
-                            max_frames=args.max_frames, atoms_per_batch=args.atoms_per_batch, seed=args.seed,
-                            progress=not args.json, symmetrize=args.symmetrize)
+    result = symmetry_error(
+        args.model,
+        args.data,
+        grid=args.grid,
+        indices=indices,
+        stride=args.stride,
+        max_frames=args.max_frames,
+        atoms_per_batch=args.atoms_per_batch,
+        seed=args.seed,
+        progress=not args.json,
+        symmetrize=args.symmetrize,
+    )
     written = write_report(result, args.output) if args.output else []
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "frames"}, indent=1))
@@ -88,10 +107,20 @@ def _observables(args) -> int:
     from .observables.analyze import Options, analyze
     from .observables.output import summary, write_outputs
 
-    options = Options(types=args.types, timestep=args.timestep, frame_interval=args.frame_interval, r_max=args.r_max,
-                      rdf_bins=args.rdf_bins, dipole_bins=args.dipole_bins, orientation_bins=tuple(args.orientation_bins),
-                      n_blocks=args.blocks, max_lag=args.max_lag, fit_window=tuple(args.fit) if args.fit else None,
-                      discard=args.discard, progress=not args.json)
+    options = Options(
+        types=args.types,
+        timestep=args.timestep,
+        frame_interval=args.frame_interval,
+        r_max=args.r_max,
+        rdf_bins=args.rdf_bins,
+        dipole_bins=args.dipole_bins,
+        orientation_bins=tuple(args.orientation_bins),
+        n_blocks=args.blocks,
+        max_lag=args.max_lag,
+        fit_window=tuple(args.fit) if args.fit else None,
+        discard=args.discard,
+        progress=not args.json,
+    )
     _check_options(options)
     result = analyze(args.inputs, options)
     written = write_outputs(result, args.output)
@@ -132,25 +161,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="petmd", description="Train, evaluate and export PET potentials.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a PET model from a YAML config",
-                       description="Train PET on energies and forces (extxyz) with random O(3) augmentation.")
+    p = sub.add_parser(
+        "train",
+        help="train a PET model from a YAML config",
+        description="Train PET on energies and forces (extxyz) with random O(3) augmentation.",
+    )
     p.add_argument("config", help="YAML config (sections model, data, training)")
     p.add_argument("-o", "--output", default="run", help="output directory (checkpoints, metrics.csv)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.ckpt")
-    p.add_argument("--init", metavar="CHECKPOINT",
-                   help="start a new run from this checkpoint's weights (training or weights-only .ckpt; same model "
-                        "section): fresh optimizer and learning-rate schedule, e.g. to continue with a new recipe")
-    p.add_argument("--max-time", type=float, default=None, metavar="SECONDS",
-                   help="stop cleanly (checkpoint written) after this many seconds")
-    p.add_argument("--max-steps", type=int, default=None, metavar="N",
-                   help="stop cleanly (checkpoint written) once the run has taken N optimizer steps in all, counting "
-                        "those before a --resume: a stop that reruns reproduce, unlike --max-time")
+    p.add_argument(
+        "--init",
+        metavar="CHECKPOINT",
+        help="start a new run from this checkpoint's weights (training or weights-only .ckpt; same model "
+        "section): fresh optimizer and learning-rate schedule, e.g. to continue with a new recipe",
+    )
+    p.add_argument(
+        "--max-time",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop cleanly (checkpoint written) after this many seconds",
+    )
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop cleanly (checkpoint written) once the run has taken N optimizer steps in all, counting "
+        "those before a --resume: a stop that reruns reproduce, unlike --max-time",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("eval", help="energy/force errors of a model on a data file",
-                       description="Energy (meV/atom) and force (meV/Å) errors, overall and by config_type/phase.")
+    p = sub.add_parser(
+        "eval",
+        help="energy/force errors of a model on a data file",
+        description="Energy (meV/atom) and force (meV/Å) errors, overall and by config_type/phase.",
+    )
     p.add_argument("model", help="checkpoint (.ckpt) or exported model (.pt)")
     p.add_argument("data", help="labelled structures (extxyz or any ASE format)")
     p.add_argument("--energy-key", default="energy")
@@ -159,88 +207,154 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=_eval)
 
-    p = sub.add_parser("symmetry", help="symmetry error: plain model vs its average over a rotation grid",
-                       description="How far a model is from rotation invariant: per frame, the plain energy and "
-                                   "forces against their average over a rotation grid (forces rotated back), and "
-                                   "the spread over the grid; summarised by config_type/phase.")
+    p = sub.add_parser(
+        "symmetry",
+        help="symmetry error: plain model vs its average over a rotation grid",
+        description="How far a model is from rotation invariant: per frame, the plain energy and "
+        "forces against their average over a rotation grid (forces rotated back), and "
+        "the spread over the grid; summarised by config_type/phase.",
+    )
     p.add_argument("model", help="checkpoint (.ckpt) or exported model (.pt)")
     p.add_argument("data", help="structures (extxyz or any ASE format; labels not needed)")
     p.add_argument("--grid", default="3i", help="0, i, L or Li (L >= 1, e.g. 2, 2i, 3i) or random:K (default 3i)")
     p.add_argument("--indices", help="JSON list of frame indices to use, or a training run's split.json")
     p.add_argument("--stride", type=int, default=1, help="use every N-th frame (default 1)")
     p.add_argument("--max-frames", type=int, default=None, help="use at most this many frames")
-    p.add_argument("--atoms-per-batch", type=int, default=2000,
-                   help="atoms per model call: rotated copies of a frame are batched up to this; memory grows with "
-                        "it (study-size model: ~3 MiB/atom) (default 2000)")
+    p.add_argument(
+        "--atoms-per-batch",
+        type=int,
+        default=2000,
+        help="atoms per model call: rotated copies of a frame are batched up to this; memory grows with "
+        "it (study-size model: ~3 MiB/atom) (default 2000)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of random:K grids")
-    p.add_argument("--symmetrize", default=None, metavar="MODE",
-                   help="evaluate the model in this mode (none, random, grid:G, ecse) instead of the one stored in it")
+    p.add_argument(
+        "--symmetrize",
+        default=None,
+        metavar="MODE",
+        help="evaluate the model in this mode (none, random, grid:G, ecse) instead of the one stored in it",
+    )
     p.add_argument("-o", "--output", help="folder for symmetry.json, frames.csv and symmetry-histogram.png")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=_symmetry)
 
-    p = sub.add_parser("export", help="export a checkpoint to TorchScript",
-                       description="Write a self-contained TorchScript model (see docs/model-interface.md).")
-    p.add_argument("checkpoint")
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint to TorchScript",
+        description="Write a self-contained TorchScript model (see docs/model-interface.md) from a training "
+        "checkpoint, or re-export an exported file of any format version in this petmd's format.",
+    )
+    p.add_argument("checkpoint", help="a training checkpoint, or an exported model to re-export")
     p.add_argument("-o", "--output", required=True, help="output file, e.g. model.pt")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--symmetrize", default="none", metavar="MODE",
-                   help="what the model returns by default: none (as trained), random (a random O(3) rotation per "
-                        "call), grid:G (average over rotation grid G, e.g. grid:2i) or ecse (exact symmetrization in "
-                        "local frames, docs/symmetry.md); pair_style pet can override it (default none)")
-    p.add_argument("--weights-checkpoint", metavar="PATH",
-                   help="also write the checkpoint's weights, config and history without optimizer state to PATH "
-                        "(what models/ ships next to an exported model)")
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32")
+    p.add_argument(
+        "--symmetrize",
+        default="none",
+        metavar="MODE",
+        help="what the model returns by default: none (as trained), random (a random O(3) rotation per "
+        "call), grid:G (average over rotation grid G, e.g. grid:2i) or ecse (exact symmetrization in "
+        "local frames, docs/symmetry.md); pair_style pet can override it (default none)",
+    )
+    p.add_argument(
+        "--weights-checkpoint",
+        metavar="PATH",
+        help="also write the checkpoint's weights, config and history without optimizer state to PATH "
+        "(what models/ ships next to an exported model)",
+    )
     p.add_argument("--json", action="store_true", help="print the metadata as JSON")
     p.set_defaults(func=_export)
 
-    p = sub.add_parser("observables", help="observables of a water/ice run with block-average errors",
-                       description="Radial distribution functions, dipole correlations c_L(r), c_T(r), lab-frame "
-                                   "orientation free energy, oxygen MSD and diffusion, orientation autocorrelation, "
-                                   "density, energies, conserved-quantity drift, angular momentum of a single "
-                                   "molecule: each with a standard error from block averaging. Reads LAMMPS text "
-                                   "dumps (id type|element x y z with image flags, or xu/xs columns; any box), "
-                                   "LAMMPS logs (thermo, timestep, thermostat targets, pair_coeff elements), extxyz "
-                                   "and ASE trajectories. Several trajectory files are consecutive parts of one run.")
+    p = sub.add_parser(
+        "observables",
+        help="observables of a water/ice run with block-average errors",
+        description="Radial distribution functions, dipole correlations c_L(r), c_T(r), lab-frame "
+        "orientation free energy, oxygen MSD and diffusion, orientation autocorrelation, "
+        "density, energies, conserved-quantity drift, angular momentum of a single "
+        "molecule: each with a standard error from block averaging. Reads LAMMPS text "
+        "dumps (id type|element x y z with image flags, or xu/xs columns; any box), "
+        "LAMMPS logs (thermo, timestep, thermostat targets, pair_coeff elements), extxyz "
+        "and ASE trajectories. Several trajectory files are consecutive parts of one run.",
+    )
     p.add_argument("inputs", nargs="+", metavar="TRAJ", help="trajectory files and LAMMPS logs of one run")
     p.add_argument("-o", "--output", required=True, help="folder for observables.json, CSV files and PNG plots")
-    p.add_argument("--types", nargs="+", metavar="ELEMENT",
-                   help="element of each LAMMPS atom type in type order, e.g. O H (default: the dump's element "
-                        "column, else the log's 'pair_coeff * * ...' line)")
-    p.add_argument("--timestep", type=float, metavar="PS",
-                   help="MD timestep in ps: dump time = step × timestep (default: the log's timestep command)")
-    p.add_argument("--frame-interval", type=float, metavar="PS",
-                   help="ps between frames of extxyz/ASE files whose frames carry no 'time' or 'step'")
+    p.add_argument(
+        "--types",
+        nargs="+",
+        metavar="ELEMENT",
+        help="element of each LAMMPS atom type in type order, e.g. O H (default: the dump's element "
+        "column, else the log's 'pair_coeff * * ...' line)",
+    )
+    p.add_argument(
+        "--timestep",
+        type=float,
+        metavar="PS",
+        help="MD timestep in ps: dump time = step × timestep (default: the log's timestep command)",
+    )
+    p.add_argument(
+        "--frame-interval",
+        type=float,
+        metavar="PS",
+        help="ps between frames of extxyz/ASE files whose frames carry no 'time' or 'step'",
+    )
     p.add_argument("--blocks", type=int, default=5, help="blocks for the statistical errors (default 5)")
-    p.add_argument("--discard", type=float, default=0.0, metavar="PS",
-                   help="leave out the first PS ps of frames and thermo rows (equilibration; default 0)")
+    p.add_argument(
+        "--discard",
+        type=float,
+        default=0.0,
+        metavar="PS",
+        help="leave out the first PS ps of frames and thermo rows (equilibration; default 0)",
+    )
     p.add_argument("--r-max", type=float, default=6.0, help="largest r of g(r) and c(r), Å (default 6)")
     p.add_argument("--rdf-bins", type=int, default=120, help="bins of g(r) (default 120)")
     p.add_argument("--dipole-bins", type=int, default=30, help="bins of c_L(r), c_T(r) (default 30)")
-    p.add_argument("--orientation-bins", type=int, nargs=2, default=(8, 16), metavar=("NCOS", "NPHI"),
-                   help="bins of F(cos θ, φ) (default 8 16)")
-    p.add_argument("--max-lag", type=float, default=10.0, metavar="PS",
-                   help="longest lag of the MSD and c_uu (default 10 ps)")
-    p.add_argument("--fit", type=float, nargs=2, metavar=("START", "END"),
-                   help="MSD lag range fitted for D, ps (default: 20%%–100%% of the block length or of the largest "
-                        "lag)")
+    p.add_argument(
+        "--orientation-bins",
+        type=int,
+        nargs=2,
+        default=(8, 16),
+        metavar=("NCOS", "NPHI"),
+        help="bins of F(cos θ, φ) (default 8 16)",
+    )
+    p.add_argument(
+        "--max-lag", type=float, default=10.0, metavar="PS", help="longest lag of the MSD and c_uu (default 10 ps)"
+    )
+    p.add_argument(
+        "--fit",
+        type=float,
+        nargs=2,
+        metavar=("START", "END"),
+        help="MSD lag range fitted for D, ps (default: 20%%–100%% of the block length or of the largest lag)",
+    )
     p.add_argument("--json", action="store_true", help="print observables.json instead of the summary")
     p.set_defaults(func=_observables)
 
-    p = sub.add_parser("compare", help="compare observables of several runs with statistical errors",
-                       description="Compare the observables of runs (folders written by `petmd observables`): "
-                                   "for each observable all runs have, the difference to the first run, the "
-                                   "combined error, a z-score and a verdict, overlay plots and one Markdown report. "
-                                   "Runs of different temperature, density or composition are refused unless "
-                                   "--force.")
-    p.add_argument("runs", nargs="+", metavar="DIR", help="folders holding observables.json (the first is the "
-                                                          "reference)")
-    p.add_argument("-o", "--output", required=True, metavar="REPORT",
-                   help="folder for report.md, compare.json and the overlay PNGs (or a path ending in .md)")
+    p = sub.add_parser(
+        "compare",
+        help="compare observables of several runs with statistical errors",
+        description="Compare the observables of runs (folders written by `petmd observables`): "
+        "for each observable all runs have, the difference to the first run, the "
+        "combined error, a z-score and a verdict, overlay plots and one Markdown report. "
+        "Runs of different temperature, density or composition are refused unless "
+        "--force.",
+    )
+    p.add_argument(
+        "runs", nargs="+", metavar="DIR", help="folders holding observables.json (the first is the reference)"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="REPORT",
+        help="folder for report.md, compare.json and the overlay PNGs (or a path ending in .md)",
+    )
     p.add_argument("--names", nargs="+", help="labels of the runs in the report (default: folder names)")
-    p.add_argument("--threshold", type=float, default=3.0,
-                   help="verdict 'differs' when the difference is beyond this many standard errors, i.e. p below "
-                        "the two-sided normal tail at that z (default 3: p < 0.0027)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=3.0,
+        help="verdict 'differs' when the difference is beyond this many standard errors, i.e. p below "
+        "the two-sided normal tail at that z (default 3: p < 0.0027)",
+    )
     p.add_argument("--force", action="store_true", help="compare runs even if their conditions differ")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p.set_defaults(func=_compare)

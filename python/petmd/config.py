@@ -14,20 +14,31 @@ from typing import Any
 import yaml
 
 from .errors import PetmdError
+from .precision import DTYPE_NAMES
 
 
 @dataclass
 class ModelConfig:
-    cutoff: float = 4.0  # R_c, Å
-    cutoff_width: float = 0.2  # Δ, Å
+    """PET's hyper-parameters: the one source of their defaults (petmd.model.PET is built from this)."""
+
+    cutoff: float = 4.0
+    """R_c (Å): atoms closer than this are neighbours; one message-passing layer sees this far."""
+    cutoff_width: float = 0.2
+    """Δ (Å): the cutoff function falls smoothly from 1 to 0 over (R_c − Δ, R_c)."""
     d_model: int = 128
+    """Width of every token (edge and central) and of the messages passed between layers."""
     n_heads: int = 4
+    """Attention heads of the per-atom transformer; d_model must be divisible by it."""
     d_ff: int = 512
+    """Hidden width of the transformer's feed-forward network."""
     n_gnn_layers: int = 4
+    """Message-passing layers: the interaction range is n_gnn_layers × R_c."""
     n_transformer_layers: int = 2
+    """Transformer layers inside each message-passing layer."""
     head_hidden: int = 128
-    # concatenate the neighbour-species embedding into the edge token at every layer, not only the first
+    """Hidden width of the energy heads (central and bond)."""
     neighbor_species_every_layer: bool = True
+    """Concatenate the neighbour-species embedding into the edge token at every layer, not only the first."""
 
 
 @dataclass
@@ -63,8 +74,8 @@ class TrainingConfig:
     ema_decay: float = 0.0
     # loss = energy_weight·MSE(E/atom) + force_weight·MSE(F), both in units of σ_F² (the force RMS of the data).
     # The original PET's w_E·MSE_E/σ_E² is energy_weight = w_E·σ_F²/σ_E²: for the SCAN water set (σ_E 12.7 meV/atom,
-    # σ_F 0.76 eV/Å) its w_E 0.01-0.1 is 36-360. From scratch that stalls the forces; 1 there, then a later stage at
-    # ~100 brought the small water model's energies from 1.13 to 0.79 meV/atom (models/README.md)
+    # σ_F 0.76 eV/Å) its w_E 0.01-0.1 is 36-360. From scratch that stalls the forces: start at 1 and raise it in a
+    # later stage (models/README.md has the shipped models' stages)
     energy_weight: float = 1.0
     force_weight: float = 1.0
     augment_rotations: bool = True
@@ -105,9 +116,7 @@ def _section(cls, values: Any, where: str):
     names = {f.name for f in dataclasses.fields(cls)}
     for key in values:
         if key not in names:
-            raise PetmdError(
-                f"unknown config key '{where}.{key}'; valid keys in '{where}': {', '.join(sorted(names))}"
-            )
+            raise PetmdError(f"unknown config key '{where}.{key}'; valid keys in '{where}': {', '.join(sorted(names))}")
     types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
     return cls(**{key: _coerce(value, types[key], f"{where}.{key}") for key, value in values.items()})
 
@@ -167,8 +176,8 @@ def _validate(cfg: Config, source: str) -> None:
         raise PetmdError(f"{source}: model.cutoff_width must be in (0, cutoff)")
     if m.d_model % m.n_heads:
         raise PetmdError(f"{source}: model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})")
-    if t.dtype not in ("float32", "float64"):
-        raise PetmdError(f"{source}: training.dtype must be float32 or float64, got '{t.dtype}'")
+    if t.dtype not in DTYPE_NAMES:
+        raise PetmdError(f"{source}: training.dtype must be {' or '.join(DTYPE_NAMES)}, got '{t.dtype}'")
     if t.schedule not in ("cosine", "step", "constant"):
         raise PetmdError(f"{source}: training.schedule must be cosine, step or constant, got '{t.schedule}'")
     if t.optimizer not in ("adam", "adamw"):
@@ -176,16 +185,22 @@ def _validate(cfg: Config, source: str) -> None:
     if t.variance_copies < 1:
         raise PetmdError(f"{source}: training.variance_copies must be at least 1, got {t.variance_copies}")
     if t.chunk_atoms < -1:
-        raise PetmdError(f"{source}: training.chunk_atoms must be a number of atoms, 0 (no chunks) or -1 (the "
-                         f"device's default), got {t.chunk_atoms}")
+        raise PetmdError(
+            f"{source}: training.chunk_atoms must be a number of atoms, 0 (no chunks) or -1 (the "
+            f"device's default), got {t.chunk_atoms}"
+        )
     if t.variance_weight < 0:
         raise PetmdError(f"{source}: training.variance_weight must not be negative, got {t.variance_weight}")
     if t.variance_weight > 0 and (t.variance_copies < 2 or not t.augment_rotations):
-        raise PetmdError(f"{source}: training.variance_weight > 0 needs training.variance_copies >= 2 and "
-                         "augment_rotations: true (the penalty compares differently rotated copies)")
+        raise PetmdError(
+            f"{source}: training.variance_weight > 0 needs training.variance_copies >= 2 and "
+            "augment_rotations: true (the penalty compares differently rotated copies)"
+        )
     if not 0.0 <= t.ema_decay < 1.0:
-        raise PetmdError(f"{source}: training.ema_decay must be in [0, 1) (0: no averaging; 0.99 averages about 100 "
-                         f"steps), got {t.ema_decay}")
+        raise PetmdError(
+            f"{source}: training.ema_decay must be in [0, 1) (0: no averaging; 0.99 averages about 100 "
+            f"steps), got {t.ema_decay}"
+        )
     if not 0.0 <= cfg.data.validation_fraction < 1.0:
         raise PetmdError(f"{source}: data.validation_fraction must be in [0, 1)")
 

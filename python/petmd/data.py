@@ -75,8 +75,9 @@ def _check_path(path) -> Path:
 
 
 def _readable(path: Path):
-    """(source, format or None) for ase.io.read. A compressed file is decompressed into memory first: ASE seeks backwards
-    while indexing frames, which on a gzip stream restarts decompression each time (minutes instead of seconds)."""
+    """(source, format or None) for ase.io.read. A compressed file is decompressed into memory first: ASE seeks
+    backwards while indexing frames, which on a gzip stream restarts decompression each time (minutes instead of
+    seconds)."""
     from ase.io.formats import filetype
 
     opener = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}.get(path.suffix)
@@ -111,8 +112,9 @@ def _forces(atoms, key: str) -> Optional[np.ndarray]:
     return None
 
 
-def labels(structures, path, energy_key: str, forces_key: str,
-           frame_numbers: Optional[Sequence[int]] = None) -> Tuple[List[float], List[np.ndarray]]:
+def labels(
+    structures, path, energy_key: str, forces_key: str, frame_numbers: Optional[Sequence[int]] = None
+) -> Tuple[List[float], List[np.ndarray]]:
     energies, forces = [], []
     for n, atoms in enumerate(structures):
         k = frame_numbers[n] if frame_numbers is not None else n
@@ -143,9 +145,18 @@ def _symbol(z: int) -> str:
     return chemical_symbols[z] if 0 < z < len(chemical_symbols) else f"Z={z}"
 
 
-def load_frames(path, cutoff: float, energy_key: str = "energy", forces_key: str = "forces",
-                stride: int = 1, max_frames: Optional[int] = None, model_numbers: Optional[Sequence[int]] = None,
-                labelled: bool = True, progress: bool = True, indices: Optional[Sequence[int]] = None) -> List[Frame]:
+def load_frames(
+    path,
+    cutoff: float,
+    energy_key: str = "energy",
+    forces_key: str = "forces",
+    stride: int = 1,
+    max_frames: Optional[int] = None,
+    model_numbers: Optional[Sequence[int]] = None,
+    labelled: bool = True,
+    progress: bool = True,
+    indices: Optional[Sequence[int]] = None,
+) -> List[Frame]:
     """Read, check and neighbour-list a data file. Frame k of the result is frame k·stride of the file, or
     frame indices[k] when ``indices`` (file frame numbers) are given."""
     structures = read_structures(path)
@@ -157,6 +168,8 @@ def load_frames(path, cutoff: float, energy_key: str = "energy", forces_key: str
     if max_frames is not None:
         indices = indices[:max_frames]
     structures = [structures[i] for i in indices]
+    energies: Sequence[Optional[float]]
+    forces: Sequence[Optional[np.ndarray]]
     if labelled:
         energies, forces = labels(structures, path, energy_key, forces_key, indices)
     else:
@@ -165,15 +178,17 @@ def load_frames(path, cutoff: float, energy_key: str = "energy", forces_key: str
         for k, atoms in enumerate(structures):
             check_species(atoms.numbers, model_numbers, f"{path}: frame {indices[k]}")
     frames = []
-    for atoms, e, f in tqdm(list(zip(structures, energies, forces)), desc="neighbour lists", unit="frame",
-                            disable=not progress, leave=False):
+    for atoms, e, f in tqdm(
+        list(zip(structures, energies, forces)), desc="neighbour lists", unit="frame", disable=not progress, leave=False
+    ):
         info = {key: str(atoms.info[key]) for key in INFO_GROUP_KEYS if key in atoms.info}
         frames.append(frame_from_atoms(atoms, cutoff, energy=e, forces=f, info=info))
     return frames
 
 
-def split_indices(n_frames: int, validation_fraction: float, seed: int,
-                  validation_indices: Optional[Sequence[int]] = None) -> Tuple[np.ndarray, np.ndarray]:
+def split_indices(
+    n_frames: int, validation_fraction: float, seed: int, validation_indices: Optional[Sequence[int]] = None
+) -> Tuple[np.ndarray, np.ndarray]:
     """(train, validation) frame indices: an explicit validation list, or a seeded random fraction."""
     if validation_indices is not None:
         val = np.array(sorted(set(int(i) for i in validation_indices)), dtype=np.int64)

@@ -4,38 +4,52 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from .batch import batches_by_atom_budget, collate
 from .data import INFO_GROUP_KEYS, load_frames
-from .export import load_model
+from .loading import load_model
 from .tables import group_table
 
 
-def _summary(e_err: List[float], f_err: List[np.ndarray]) -> Dict[str, float]:
+def _summary(e_err: List[float], f_err: List[np.ndarray]) -> Dict[str, Any]:
     signed = np.asarray(e_err)
     e = np.abs(signed)
     f = np.abs(np.concatenate([x.ravel() for x in f_err])) if f_err else np.zeros(0)
     return {
         "n_frames": int(len(e)),
         "energy_mae_mev_per_atom": 1e3 * float(e.mean()) if len(e) else math.nan,
-        "energy_rmse_mev_per_atom": 1e3 * float(np.sqrt((e ** 2).mean())) if len(e) else math.nan,
+        "energy_rmse_mev_per_atom": 1e3 * float(np.sqrt((e**2).mean())) if len(e) else math.nan,
         # model minus reference: an offset common to a group (which no force or relative energy feels) shows here
         # and not in the spread that MAE and RMSE mix it with
         "energy_mean_error_mev_per_atom": 1e3 * float(signed.mean()) if len(e) else math.nan,
         "force_mae_mev_per_A": 1e3 * float(f.mean()) if len(f) else math.nan,
-        "force_rmse_mev_per_A": 1e3 * float(np.sqrt((f ** 2).mean())) if len(f) else math.nan,
+        "force_rmse_mev_per_A": 1e3 * float(np.sqrt((f**2).mean())) if len(f) else math.nan,
     }
 
 
-def evaluate(model_path, data_path, energy_key="energy", forces_key="forces",
-             indices: Optional[Sequence[int]] = None, atoms_per_batch: int = 4000, progress: bool = True) -> dict:
+def evaluate(
+    model_path,
+    data_path,
+    energy_key="energy",
+    forces_key="forces",
+    indices: Optional[Sequence[int]] = None,
+    atoms_per_batch: int = 4000,
+    progress: bool = True,
+) -> dict:
     model = load_model(model_path)
-    frames = load_frames(data_path, model.cutoff, energy_key, forces_key, model_numbers=model.atomic_numbers,
-                         progress=progress, indices=indices)
+    frames = load_frames(
+        data_path,
+        model.cutoff,
+        energy_key,
+        forces_key,
+        model_numbers=model.atomic_numbers,
+        progress=progress,
+        indices=indices,
+    )
     e_err: List[float] = []
     f_err: List[np.ndarray] = []
     groups: Dict[str, List[int]] = defaultdict(list)
@@ -49,14 +63,16 @@ def evaluate(model_path, data_path, energy_key="energy", forces_key="forces",
         for k, idx in enumerate(group):
             f = frames[idx]
             e_err.append((energy[k] - f.energy) / f.n_atoms)
-            f_err.append(forces[offset:offset + f.n_atoms] - f.forces)
+            f_err.append(forces[offset : offset + f.n_atoms] - f.forces)
             offset += f.n_atoms
             for key in INFO_GROUP_KEYS:
                 if key in f.info:
                     groups[f"{key}={f.info[key]}"].append(len(e_err) - 1)
     result = _summary(e_err, f_err)
-    result["by_group"] = {name: _summary([e_err[i] for i in members], [f_err[i] for i in members])
-                          for name, members in sorted(groups.items())}
+    result["by_group"] = {
+        name: _summary([e_err[i] for i in members], [f_err[i] for i in members])
+        for name, members in sorted(groups.items())
+    }
     result["model"] = str(model_path)
     result["data"] = str(data_path)
     return result
@@ -64,10 +80,15 @@ def evaluate(model_path, data_path, energy_key="energy", forces_key="forces",
 
 def format_table(result: dict) -> str:
     return group_table(
-        [f"model {result['model']} on {result['data']}",
-         "energies in meV/atom (E mean: model minus reference, signed), forces in meV/Å (per component)"],
+        [
+            f"model {result['model']} on {result['data']}",
+            "energies in meV/atom (E mean: model minus reference, signed), forces in meV/Å (per component)",
+        ],
         [f"{'E MAE':>8}", f"{'E RMSE':>8}", f"{'E mean':>8}", f"{'F MAE':>8}", f"{'F RMSE':>8}"],
-        lambda r: (f"{r['energy_mae_mev_per_atom']:>8.3f} {r['energy_rmse_mev_per_atom']:>8.3f} "
-                   f"{r['energy_mean_error_mev_per_atom']:>+8.3f} "
-                   f"{r['force_mae_mev_per_A']:>8.1f} {r['force_rmse_mev_per_A']:>8.1f}"),
-        result)
+        lambda r: (
+            f"{r['energy_mae_mev_per_atom']:>8.3f} {r['energy_rmse_mev_per_atom']:>8.3f} "
+            f"{r['energy_mean_error_mev_per_atom']:>+8.3f} "
+            f"{r['force_mae_mev_per_A']:>8.1f} {r['force_rmse_mev_per_A']:>8.1f}"
+        ),
+        result,
+    )

@@ -1,262 +1,32 @@
-"""`petmd export`: a self-contained TorchScript file with the LAMMPS-friendly interface of docs/model-interface.md,
-and `load_model`, which opens either an exported file or a training checkpoint behind that same interface."""
+"""`petmd export`: a trained model (a checkpoint, or an exported file of any format version) written as an exported
+file of this petmd's format (petmd.exported)."""
 
 from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
 
 import torch
-from ase.data import chemical_symbols
-from torch import nn
 
-from . import __version__
-from .batch import Batch, Frame
-from .checkpoint import is_exported_model, load_checkpoint, model_from_checkpoint
 from .errors import PetmdError
-from .model import PET
-from .neighbors import reverse_edge_index
-from .rotations import named_grid, random_o3
-
-FORMAT = "petmd-model"
-FORMAT_VERSION = 1
-METADATA_FILE = "petmd.json"
-# rotated copies evaluated per network call (grid modes, evaluate_grid): at most this many nodes, at least one copy
-COPY_NODES_PER_CALL = 2048
+from .exported import METADATA_FILE, ExportedPET
+from .loading import load_weights
+from .precision import torch_dtype
 
 
-class ExportedPET(nn.Module):
-    """The exported interface: one system (local atoms and any ghosts) with an explicit edge list.
-
-    ``symmetrize`` picks what forward returns: ``none`` (the network as trained), ``grid:G`` (the weighted average over
-    the rotation grid G, forces and virial rotated back; all grid elements in one batched call), ``random`` (the
-    network on the system rotated by a fresh random O(3) element each call, outputs rotated back; torch's global
-    generator, so ``torch.manual_seed`` makes it reproducible) or ``ecse`` (exact symmetrization in each atom's local
-    frames, model/ecse.py). ``set_symmetrization`` changes it at run time."""
-
-    def __init__(self, pet: PET, symmetrize: str = "none"):
-        super().__init__()
-        self.pet = pet
-        self.symmetrize = "none"
-        self.copy_nodes_per_call = COPY_NODES_PER_CALL
-        self.register_buffer("grid_rotations", torch.eye(3, dtype=torch.float64).unsqueeze(0))
-        self.register_buffer("grid_weights", torch.ones(1, dtype=torch.float64))
-        self.set_symmetrization(symmetrize)
-
-    @torch.jit.export
-    def set_symmetrization(self, mode: str) -> None:
-        if mode.startswith("grid:"):
-            rotations, weights = named_grid(mode[5:])
-            self.grid_rotations = rotations.to(self.grid_rotations.device)
-            self.grid_weights = weights.to(self.grid_weights.device)
-        elif mode != "none" and mode != "random" and mode != "ecse":
-            raise RuntimeError("unknown symmetrization '" + mode + "': use none, random, grid:G (e.g. grid:2i) "
-                               "or ecse")
-        self.symmetrize = mode
-
-    @torch.jit.export
-    def set_chunk_atoms(self, n: int) -> None:
-        """Evaluate systems of more than ``n`` atoms in chunks of ``n`` with recomputation (memory bounded by the
-        chunk; one more forward pass of compute); 0 = never, -1 = the default of the device (CPU 128, GPU 4096)."""
-        if n < -1:
-            raise RuntimeError("the chunk size must be at least 0 atoms (0: never chunk; -1: the device's "
-                               "default), got " + str(n))
-        self.pet.chunk_atoms = n
-
-    def forward(
-        self,
-        positions: torch.Tensor,  # [n, 3] float64, Å: all atoms the edges refer to (local + ghosts)
-        atomic_numbers: torch.Tensor,  # [n] int64
-        cell: torch.Tensor,  # [3, 3] float64, rows = cell vectors (zeros when there are no periodic shifts)
-        edge_index: torch.Tensor,  # [2, E] int64: full, symmetric list of pairs i→j within the cutoff
-        cell_shifts: torch.Tensor,  # [E, 3] int64: x_ij = r_j − r_i + S·cell
-        energy_mask: torch.Tensor,  # [n] bool: atoms whose energies are summed (LAMMPS: local atoms)
-    ) -> Dict[str, torch.Tensor]:
-        positions = positions.to(torch.float64)
-        rotations, weights = self._mode_rotations()
-        return self._average(positions, atomic_numbers, cell, edge_index, cell_shifts, energy_mask, rotations,
-                             weights, self.symmetrize == "ecse")[0]
-
-    @torch.jit.export
-    def evaluate_grid(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, cell: torch.Tensor,
-                      edge_index: torch.Tensor, cell_shifts: torch.Tensor, energy_mask: torch.Tensor,
-                      grid: str) -> Dict[str, torch.Tensor]:
-        """The network as trained against its average over ``grid`` (for on-the-fly symmetry diagnostics):
-        ``energy``/``forces`` of the plain network, ``grid_energies`` [K] (masked energy of each rotated copy),
-        ``grid_weights`` [K], ``grid_forces`` [n, 3] (weighted mean of the back-rotated forces)."""
-        positions = positions.to(torch.float64)
-        rotations, weights = named_grid(grid)
-        rotations, weights = rotations.to(positions.device), weights.to(positions.device)
-        identity, one = _identity(positions.device)
-        plain = self._average(positions, atomic_numbers, cell, edge_index, cell_shifts, energy_mask, identity, one,
-                              False)[0]
-        averaged, grid_energies = self._average(positions, atomic_numbers, cell, edge_index, cell_shifts,
-                                                energy_mask, rotations, weights, False)
-        return {"energy": plain["energy"].detach(), "forces": plain["forces"],
-                "grid_energies": grid_energies.detach(), "grid_weights": weights, "grid_forces": averaged["forces"]}
-
-    def _average(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, cell: torch.Tensor,
-                 edge_index: torch.Tensor, cell_shifts: torch.Tensor, energy_mask: torch.Tensor,
-                 rotations: torch.Tensor, weights: torch.Tensor,
-                 ecse: bool) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
-        """Weighted average over copies of the system rotated by ``rotations`` (row vectors: x → x Qᵀ), outputs
-        rotated back; and the energy of each copy. Copies are batched up to copy_nodes_per_call nodes per network
-        call: one call over all copies of a large system costs ~2.5× more than the same work in small calls
-        (measured on 768 atoms × 18 copies, CPU), from fresh large allocations."""
-        n_atoms = positions.shape[0]
-        n_edges = edge_index.shape[1]
-        reverse = reverse_edge_index(edge_index, cell_shifts, n_atoms)
-        shift_vectors = torch.matmul(cell_shifts.to(torch.float64), cell.to(torch.float64))
-        n_copies = rotations.shape[0]
-        per_call = max(1, self.copy_nodes_per_call // max(n_atoms, 1))
-        energy = torch.zeros((), dtype=torch.float64, device=positions.device)
-        energies = torch.zeros(n_atoms, dtype=torch.float64, device=positions.device)
-        forces = torch.zeros(n_atoms, 3, dtype=torch.float64, device=positions.device)
-        virial = torch.zeros(3, 3, dtype=torch.float64, device=positions.device)
-        copy_energies: List[torch.Tensor] = []
-        for first in range(0, n_copies, per_call):
-            rot = rotations[first:first + per_call]
-            w = weights[first:first + per_call]
-            k = rot.shape[0]
-            copies = torch.arange(k, device=positions.device)
-            out = self.pet(
-                torch.einsum("kab,nb->kna", rot, positions).reshape(-1, 3),
-                atomic_numbers.repeat(k),
-                (edge_index.unsqueeze(1) + (copies * n_atoms).view(1, k, 1)).reshape(2, -1),
-                torch.einsum("kab,eb->kea", rot, shift_vectors).reshape(-1, 3),
-                (reverse.unsqueeze(0) + (copies * n_edges).view(k, 1)).reshape(-1),
-                copies.repeat_interleave(n_atoms),
-                k,
-                energy_mask.repeat(k),
-                True, True, False, ecse)
-            back = torch.einsum("kna,kab->knb", out["forces"].view(k, n_atoms, 3), rot)
-            energy = energy + (w * out["energy"]).sum()
-            energies = energies + (w.unsqueeze(1) * out["energies"].view(k, n_atoms)).sum(0)
-            forces = forces + (w.view(k, 1, 1) * back).sum(0)
-            virial = virial + (w.view(k, 1, 1) * torch.einsum("kab,kac,kcd->kbd", rot, out["virial"], rot)).sum(0)
-            copy_energies.append(out["energy"])
-        return ({"energy": energy, "energies": energies, "forces": forces, "virial": virial},
-                torch.cat(copy_energies))
-
-    # --- message exchange across MPI ranks: the layer-by-layer interface of docs/model-interface.md §14 ---------
-
-    @torch.jit.export
-    def message_width(self) -> int:
-        """d: the width of the edge tokens that ranks exchange between layers."""
-        return self.pet.neighbor_embedding.weight.shape[1]
-
-    @torch.jit.export
-    def message_rotations(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The rotated copies the current mode averages over ([K, 3, 3] acting on row vectors as x Qᵀ, weights [K]):
-        the identity for none, one fresh random O(3) element for random (torch's global generator: seed it the same
-        on every rank), the grid for grid:G. ECSE works inside each layer and cannot be run layer by layer here."""
-        if self.symmetrize == "ecse":
-            raise RuntimeError("symmetrize ecse cannot exchange messages between ranks layer by layer")
-        return self._mode_rotations()
-
-    def _mode_rotations(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Rotations [K, 3, 3] and weights [K] of the current mode: the identity (exact in floating point) for none
-        and ecse (which symmetrizes inside the network), a fresh random O(3) element for random, the grid for
-        grid:G."""
-        device = self.grid_weights.device
-        if self.symmetrize == "none" or self.symmetrize == "ecse":
-            return _identity(device)
-        if self.symmetrize == "random":
-            return (random_o3(torch.float64, device).unsqueeze(0),
-                    torch.ones(1, dtype=torch.float64, device=device))
-        return self.grid_rotations, self.grid_weights
-
-    @torch.jit.export
-    def message_grid(self, grid: str) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Rotations and weights of the named grid (for on-the-fly symmetry diagnostics)."""
-        rotations, weights = named_grid(grid)
-        return rotations.to(self.grid_weights.device), weights.to(self.grid_weights.device)
-
-    @torch.jit.export
-    def message_layer(self, layer: int, atomic_numbers: torch.Tensor, neighbor_numbers: torch.Tensor,
-                      edge_i: torch.Tensor, edge_vectors: torch.Tensor,
-                      messages: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The network as trained, one layer (rotated copies: rotate edge_vectors, see message_rotations)."""
-        return self.pet.message_layer(layer, atomic_numbers, neighbor_numbers, edge_i, edge_vectors, messages)
-
-    @torch.jit.export
-    def message_layer_backward(self, layer: int, atomic_numbers: torch.Tensor, neighbor_numbers: torch.Tensor,
-                               edge_i: torch.Tensor, edge_vectors: torch.Tensor, messages: torch.Tensor,
-                               output_adjoint: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # gradient recording must be on (§7)
-        return self.pet.message_layer_backward(layer, atomic_numbers, neighbor_numbers, edge_i, edge_vectors,
-                                               messages, output_adjoint)
-
-    @torch.jit.export
-    def message_result(self, atomic_numbers: torch.Tensor, layer_energies: torch.Tensor, edge_index: torch.Tensor,
-                       edge_vectors: torch.Tensor, gradient: torch.Tensor, n_all: int) -> Dict[str, torch.Tensor]:
-        return self.pet.message_result(atomic_numbers, layer_energies, edge_index, edge_vectors, gradient, n_all)
-
-    @torch.jit.export
-    def batched(
-        self,
-        positions: torch.Tensor,
-        atomic_numbers: torch.Tensor,
-        edge_index: torch.Tensor,
-        shift_vectors: torch.Tensor,
-        reverse: torch.Tensor,
-        structure: torch.Tensor,
-        n_structures: int,
-        compute_virial: bool,
-    ) -> Dict[str, torch.Tensor]:
-        """Several disconnected structures at once (Python-side evaluation; see petmd.batch.collate): the network,
-        with ECSE when that is the mode (it acts per atom), without the rotation averaging of grid:G and random."""
-        return self.pet(positions, atomic_numbers, edge_index, shift_vectors, reverse, structure, n_structures,
-                        None, True, compute_virial, False, self.symmetrize == "ecse")
-
-
-def _identity(device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
-    return (torch.eye(3, dtype=torch.float64, device=device).unsqueeze(0),
-            torch.ones(1, dtype=torch.float64, device=device))
-
-
-def build_metadata(pet: PET, config: dict, dtype: str, extra: Optional[dict] = None,
-                   symmetrize: str = "none") -> dict:
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "species": [chemical_symbols[z] for z in pet.atomic_numbers],
-        "atomic_numbers": list(pet.atomic_numbers),
-        "cutoff": pet.cutoff,
-        "cutoff_width": pet.cutoff_width,
-        "interaction_range": pet.n_gnn_layers * pet.cutoff,
-        "n_gnn_layers": pet.n_gnn_layers,
-        "dtype": dtype,
-        "units": "metal",
-        "symmetrize": symmetrize,
-        "hyperparameters": config["model"],
-        "petmd_version": __version__,
-        "torch_version": torch.__version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "citation": "Pozdnyakov & Ceriotti, NeurIPS 2023 (PET); petmd",
-        **(extra or {}),
-    }
-
-
-def export_checkpoint(checkpoint: str | Path, output: str | Path, dtype: str = "float32",
-                      symmetrize: str = "none") -> dict:
-    state = load_checkpoint(checkpoint)
-    pet = model_from_checkpoint(state, str(checkpoint))
-    pet = pet.to(torch.float64 if dtype == "float64" else torch.float32).eval()
+def export_checkpoint(source: str | Path, output: str | Path, dtype: str = "float32", symmetrize: str = "none") -> dict:
+    """Writes ``source``'s weights to ``output`` in ``dtype`` with default mode ``symmetrize``, atomically; returns
+    the metadata written."""
+    weights = load_weights(source)
+    pet = weights.pet.to(torch_dtype(dtype)).eval()
     for p in pet.parameters():
         p.requires_grad_(False)
-    history = state.get("history") or []
-    training = {"epochs": state.get("epoch"), "checkpoint": Path(checkpoint).name}
-    if history:
-        training["last_validation"] = {k: v for k, v in history[-1].items() if k.startswith("val_")}
     try:
         wrapped = ExportedPET(pet, symmetrize).eval()
     except RuntimeError as err:
         raise PetmdError(f"--symmetrize: {err}") from None
-    metadata = build_metadata(pet, state["config"], dtype, {"training": training}, symmetrize)
+    metadata = weights.metadata(dtype, symmetrize)
     try:
         scripted = torch.jit.script(wrapped)
     except Exception as err:  # a TorchScript failure is a petmd bug, but say where it came from
@@ -267,93 +37,3 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, dtype: str = "
     torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata)})
     os.replace(tmp, output)
     return metadata
-
-
-class LoadedModel:
-    """An exported file or a checkpoint, with its metadata, behind the exported interface."""
-
-    def __init__(self, module: nn.Module, metadata: dict, source: str):
-        self.module = module
-        self.metadata = metadata
-        self.source = source
-        self.atomic_numbers = list(metadata["atomic_numbers"])
-        self.cutoff = float(metadata["cutoff"])
-
-    @property
-    def symmetrize(self) -> str:
-        """The mode forward runs in (none, random, grid:G, ecse)."""
-        return str(getattr(self.module, "symmetrize", "none"))
-
-    def set_symmetrization(self, mode: str) -> None:
-        try:
-            self._run_setter("set_symmetrization", mode, "switch symmetrization")
-        except PetmdError as err:
-            if mode == "ecse" and "unknown symmetrization" in str(err):
-                raise PetmdError(f"{self.source} was exported (petmd {self.metadata.get('petmd_version', '?')}) "
-                                 "before ECSE existed: re-export it with `petmd export` to run it with ecse") from None
-            raise
-
-    def set_chunk_atoms(self, n: int) -> None:
-        self._run_setter("set_chunk_atoms", n, "evaluate in chunks")
-
-    def _run_setter(self, method: str, value, what: str) -> None:
-        """Call a run-time setting method of the module; a file exported before it existed gets a re-export hint."""
-        if not hasattr(self.module, method):
-            raise PetmdError(f"{self.source} cannot {what} (exported before this was possible): "
-                             "re-export it with `petmd export`")
-        try:
-            getattr(self.module, method)(value)
-        except Exception as err:  # torch.jit.Error from TorchScript, RuntimeError in Python
-            raise PetmdError(str(err).strip().splitlines()[-1].replace("builtins.RuntimeError: ", "")) from None
-
-    def __call__(self, frame: Frame) -> Dict[str, torch.Tensor]:
-        """Energy, per-atom energies, forces and virial of one structure through the exported forward."""
-        n = frame.n_atoms
-        with _plain_interpreter():
-            return self.module(
-                torch.from_numpy(frame.positions),
-                torch.from_numpy(frame.numbers),
-                torch.from_numpy(frame.cell),
-                torch.from_numpy(frame.edge_index),
-                torch.from_numpy(frame.cell_shifts),
-                torch.ones(n, dtype=torch.bool),
-            )
-
-    def batched(self, batch: Batch, compute_virial: bool = False) -> Dict[str, torch.Tensor]:
-        with _plain_interpreter():
-            return self.module.batched(batch.positions, batch.numbers, batch.edge_index, batch.shift_vectors,
-                                       batch.reverse, batch.structure, batch.n_structures, compute_virial)
-
-
-def _plain_interpreter():
-    """TorchScript's profiling executor re-specialises on every new input shape (every structure, every MD step) and
-    its optimised graphs ran 1.5-4x slower than the plain interpreter here (1536 water atoms: 5-14 s against 3.3-4.5
-    s per call); the C++ bridge does the same (cpp/model.cpp)."""
-    return torch.jit.optimized_execution(False)
-
-
-def load_model(path: str | Path) -> LoadedModel:
-    path = Path(path)
-    if not path.exists():
-        raise PetmdError(f"model file {path} does not exist")
-    if is_exported_model(path):
-        extra = {METADATA_FILE: ""}
-        try:
-            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-        except Exception as err:
-            raise PetmdError(f"{path}: cannot load the TorchScript file ({type(err).__name__}: "
-                             f"{str(err).splitlines()[0] if str(err) else ''})") from None
-        if not extra[METADATA_FILE]:
-            raise PetmdError(f"{path} is a TorchScript file but not a petmd model (no {METADATA_FILE} metadata)")
-        metadata = json.loads(extra[METADATA_FILE])
-        if metadata.get("format") != FORMAT:
-            raise PetmdError(f"{path} is not a petmd model (format {metadata.get('format')!r})")
-        if metadata.get("format_version") != FORMAT_VERSION:
-            raise PetmdError(f"{path} has model format version {metadata.get('format_version')}; this petmd reads "
-                             f"version {FORMAT_VERSION}: re-export it with this petmd")
-        return LoadedModel(module, metadata, str(path))
-    state = load_checkpoint(path)
-    pet = model_from_checkpoint(state, str(path)).eval()
-    dtype = "float64" if state["config"]["training"].get("dtype") == "float64" else "float32"
-    return LoadedModel(ExportedPET(pet), build_metadata(pet, state["config"], dtype), str(path))
-

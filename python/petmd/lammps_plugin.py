@@ -22,8 +22,10 @@ def plugin_dir() -> str:
 def plugin_path() -> Path:
     path = Path(plugin_dir()) / "petplugin.so"
     if not path.exists():
-        raise PetmdError(f"{path} is missing: the petmd package was installed without its C++ parts "
-                         "(reinstall with `pip install .` from the petmd source tree)")
+        raise PetmdError(
+            f"{path} is missing: the petmd package was installed without its C++ parts "
+            "(reinstall with `pip install .` from the petmd source tree)"
+        )
     return path
 
 

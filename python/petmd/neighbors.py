@@ -13,7 +13,6 @@ import torch
 import vesin
 
 
-
 def neighbor_graph(positions, cell, pbc, cutoff: float) -> Tuple[np.ndarray, np.ndarray]:
     """Full neighbour list within ``cutoff``: returns (edge_index [2, E] int64, cell_shifts [E, 3] int64).
 

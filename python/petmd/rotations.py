@@ -69,6 +69,18 @@ def named_grid(name: str) -> Tuple[torch.Tensor, torch.Tensor]:
     return rotations, weights
 
 
+def rotate(rows, rotations):
+    """Row vectors (positions, forces: [..., n, 3]) rotated by ``rotations`` [..., 3, 3]: x → x Qᵀ, the convention of
+    every rotated copy in petmd. numpy arrays and torch tensors alike (TorchScript too)."""
+    return rows @ rotations.swapaxes(-1, -2)
+
+
+def rotate_back(rows, rotations):
+    """The inverse of ``rotate`` for orthogonal Q (x Qᵀ → x): forces and gradients of a rotated copy, back in the
+    frame of the input structure."""
+    return rows @ rotations
+
+
 def random_o3(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """One Haar-random rotation, inverted with probability ½, from torch's global generator ([3, 3])."""
     q, r = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -25,8 +25,8 @@ from tqdm import tqdm
 from .batch import Frame, collate, random_rotations
 from .data import INFO_GROUP_KEYS, load_frames
 from .errors import PetmdError
-from .export import LoadedModel, load_model
-from .rotations import named_grid
+from .loading import LoadedModel, load_model
+from .rotations import named_grid, rotate, rotate_back
 from .tables import group_table
 
 
@@ -75,8 +75,9 @@ class GridEvaluation:
         return np.einsum("k,kia->ia", self.weights, self.forces)
 
 
-def evaluate_on_grid(model: LoadedModel, frame: Frame, grid: RotationGrid,
-                     atoms_per_batch: int = 2000) -> GridEvaluation:
+def evaluate_on_grid(
+    model: LoadedModel, frame: Frame, grid: RotationGrid, atoms_per_batch: int = 2000
+) -> GridEvaluation:
     """All grid elements of ``frame`` (plus the plain structure), batched: as many rotated copies per model call
     as ``atoms_per_batch`` allows (all of them when it allows). A model in a symmetrized mode (grid:G, random, ecse)
     is evaluated as such, one rotated copy per call (a grid:G call batches its own grid; an ecse call already holds
@@ -85,24 +86,23 @@ def evaluate_on_grid(model: LoadedModel, frame: Frame, grid: RotationGrid,
     if model.symmetrize != "none":
         return _evaluate_one_by_one(model, frame, grid, rotations)
     per_call = max(1, atoms_per_batch // max(frame.n_atoms, 1))
-    energies, forces = [], []
+    energy_parts, force_parts = [], []
     for start in range(0, len(rotations), per_call):
-        chunk = rotations[start:start + per_call]
+        chunk = rotations[start : start + per_call]
         out = model.batched(collate([frame] * len(chunk), rotations=chunk))
-        energies.append(out["energy"].detach().numpy())
-        f = out["forces"].detach().numpy().reshape(len(chunk), frame.n_atoms, 3)
-        forces.append(np.einsum("kia,kab->kib", f, chunk))  # x Qᵀ rotated back: F' Q
-    energies, forces = np.concatenate(energies), np.concatenate(forces)
+        energy_parts.append(out["energy"].detach().numpy())
+        force_parts.append(rotate_back(out["forces"].detach().numpy().reshape(len(chunk), frame.n_atoms, 3), chunk))
+    energies, forces = np.concatenate(energy_parts), np.concatenate(force_parts)
     return GridEvaluation(energies[1:], forces[1:], grid.weights, float(energies[0]), forces[0])
 
 
 def _evaluate_one_by_one(model: LoadedModel, frame: Frame, grid: RotationGrid, rotations: np.ndarray):
-    energies, forces = [], []
+    energy_parts, force_parts = [], []
     for q in rotations:
-        out = model(replace(frame, positions=frame.positions @ q.T, cell=frame.cell @ q.T))
-        energies.append(float(out["energy"].detach()))
-        forces.append(out["forces"].detach().numpy() @ q)
-    energies, forces = np.array(energies), np.stack(forces)
+        out = model(replace(frame, positions=rotate(frame.positions, q), cell=rotate(frame.cell, q)))
+        energy_parts.append(float(out["energy"].detach()))
+        force_parts.append(rotate_back(out["forces"].detach().numpy(), q))
+    energies, forces = np.array(energy_parts), np.stack(force_parts)
     return GridEvaluation(energies[1:], forces[1:], grid.weights, float(energies[0]), forces[0])
 
 
@@ -123,7 +123,7 @@ def frame_metrics(ev: GridEvaluation, n_atoms: int) -> Dict[str, float]:
     }
 
 
-def _summary(rows: Sequence[Dict[str, float]], n_atoms: Sequence[int]) -> Dict[str, float]:
+def _summary(rows: Sequence[Dict[str, Any]], n_atoms: Sequence[int]) -> Dict[str, Any]:
     if not rows:
         return {"n_frames": 0}
     get = lambda key: np.array([r[key] for r in rows])  # noqa: E731
@@ -140,50 +140,83 @@ def _summary(rows: Sequence[Dict[str, float]], n_atoms: Sequence[int]) -> Dict[s
     }
 
 
-def symmetry_error(model_path, data_path, grid: str = "3i", indices: Optional[Sequence[int]] = None,
-                   stride: int = 1, max_frames: Optional[int] = None, atoms_per_batch: int = 2000,
-                   seed: int = 0, progress: bool = True, symmetrize: Optional[str] = None) -> dict:
+def symmetry_error(
+    model_path,
+    data_path,
+    grid: str = "3i",
+    indices: Optional[Sequence[int]] = None,
+    stride: int = 1,
+    max_frames: Optional[int] = None,
+    atoms_per_batch: int = 2000,
+    seed: int = 0,
+    progress: bool = True,
+    symmetrize: Optional[str] = None,
+) -> dict:
     """`petmd symmetry`: the model (in its symmetrization mode, or ``symmetrize``) against its grid average on every
     selected frame of a data file."""
     model = load_model(model_path)
     if symmetrize is not None:
         model.set_symmetrization(symmetrize)
     rotations = rotation_grid(grid, seed=seed)
-    frames = load_frames(data_path, model.cutoff, stride=stride, max_frames=max_frames, labelled=False,
-                         model_numbers=model.atomic_numbers, progress=progress, indices=indices)
+    frames = load_frames(
+        data_path,
+        model.cutoff,
+        stride=stride,
+        max_frames=max_frames,
+        labelled=False,
+        model_numbers=model.atomic_numbers,
+        progress=progress,
+        indices=indices,
+    )
     file_index = list(indices) if indices is not None else list(range(0, stride * len(frames), stride))
-    rows: List[Dict[str, float]] = []
+    rows: List[Dict[str, Any]] = []
     groups: Dict[str, List[int]] = defaultdict(list)
-    for k, frame in enumerate(tqdm(frames, desc=f"grid {grid} ({rotations.size} elements)", unit="frame",
-                                   disable=not progress, leave=False)):
+    for k, frame in enumerate(
+        tqdm(frames, desc=f"grid {grid} ({rotations.size} elements)", unit="frame", disable=not progress, leave=False)
+    ):
         metrics = frame_metrics(evaluate_on_grid(model, frame, rotations, atoms_per_batch), frame.n_atoms)
-        metrics.update(frame=file_index[k], n_atoms=frame.n_atoms,
-                       **{key: frame.info[key] for key in INFO_GROUP_KEYS if key in frame.info})
+        metrics.update(
+            frame=file_index[k],
+            n_atoms=frame.n_atoms,
+            **{key: frame.info[key] for key in INFO_GROUP_KEYS if key in frame.info},
+        )
         rows.append(metrics)
         for key in INFO_GROUP_KEYS:
             if key in frame.info:
                 groups[f"{key}={frame.info[key]}"].append(k)
     n_atoms = [r["n_atoms"] for r in rows]
-    result = {"grid": grid, "grid_size": rotations.size, "model": str(model_path), "data": str(data_path),
-              "symmetrize": model.symmetrize}
+    result = {
+        "grid": grid,
+        "grid_size": rotations.size,
+        "model": str(model_path),
+        "data": str(data_path),
+        "symmetrize": model.symmetrize,
+    }
     result.update(_summary(rows, n_atoms))
-    result["by_group"] = {name: _summary([rows[i] for i in members], [n_atoms[i] for i in members])
-                          for name, members in sorted(groups.items())}
+    result["by_group"] = {
+        name: _summary([rows[i] for i in members], [n_atoms[i] for i in members])
+        for name, members in sorted(groups.items())
+    }
     result["frames"] = rows
     return result
 
 
 def format_table(result: dict) -> str:
     return group_table(
-        [f"symmetry error of {result['model']} (mode {result['symmetrize']}) on {result['data']}: model vs grid "
-         f"{result['grid']} ({result['grid_size']} elements)",
-         "mean |E - E_grid| per structure and per atom (meV); |F - F_grid| per component (meV/Å); "
-         "std of E over the grid (meV/atom)"],
+        [
+            f"symmetry error of {result['model']} (mode {result['symmetrize']}) on {result['data']}: model vs grid "
+            f"{result['grid']} ({result['grid_size']} elements)",
+            "mean |E - E_grid| per structure and per atom (meV); |F - F_grid| per component (meV/Å); "
+            "std of E over the grid (meV/atom)",
+        ],
         [f"{'E meV/str':>10}", f"{'E meV/atom':>11}", f"{'F MAE':>8}", f"{'F max':>8}", f"{'E std/atom':>11}"],
-        lambda r: (f"{r['energy_mae_mev_per_structure']:>10.4f} {r['energy_mae_mev_per_atom']:>11.5f} "
-                   f"{r['force_mae_mev_per_A']:>8.3f} {r['force_max_mev_per_A']:>8.2f} "
-                   f"{r['energy_std_mev_per_atom']:>11.5f}"),
-        result)
+        lambda r: (
+            f"{r['energy_mae_mev_per_structure']:>10.4f} {r['energy_mae_mev_per_atom']:>11.5f} "
+            f"{r['force_mae_mev_per_A']:>8.3f} {r['force_max_mev_per_A']:>8.2f} "
+            f"{r['energy_std_mev_per_atom']:>11.5f}"
+        ),
+        result,
+    )
 
 
 def write_report(result: dict, folder) -> List[str]:
@@ -200,8 +233,18 @@ def write_report(result: dict, folder) -> List[str]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "symmetry.json").write_text(json.dumps(result, indent=1))
-    columns = ["frame", "n_atoms", *INFO_GROUP_KEYS, "energy_deviation", "energy_deviation_per_atom", "force_mae",
-               "force_max", "energy_std", "energy_std_per_atom", "force_std"]
+    columns = [
+        "frame",
+        "n_atoms",
+        *INFO_GROUP_KEYS,
+        "energy_deviation",
+        "energy_deviation_per_atom",
+        "force_mae",
+        "force_max",
+        "energy_std",
+        "energy_std_per_atom",
+        "force_std",
+    ]
     with open(folder / "frames.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

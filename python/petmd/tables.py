@@ -20,6 +20,7 @@ def group_table(title: Sequence[str], columns: Sequence[str], row: Callable[[dic
 class Column:
     """One column of a fixed-width table: header and unit cells, the value's width and format spec (".3g", "d",
     "" for text), and where the value comes from (a key of the row, or a function of it)."""
+
     header: str
     unit: str
     width: int

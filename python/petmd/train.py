@@ -26,16 +26,29 @@ from tqdm import tqdm
 
 from . import __version__
 from .batch import Batch, Frame, batches_by_atom_budget, collate, random_rotations
-from .checkpoint import _debug_kill, build_model, load_checkpoint, save_checkpoint
+from .checkpoint import _debug_kill, load_checkpoint, save_checkpoint
 from .config import Config, DataConfig, ModelConfig
 from .data import default_data_path, load_frames, split_indices
 from .errors import PetmdError
+from .model import PET
 from .model.composition import fit_composition_energies
 from .model.training_gradient import loss_and_gradient
+from .precision import torch_dtype
+from .rotations import rotate_back
 
-METRIC_FIELDS = ["epoch", "step", "lr", "train_loss", "train_energy_rmse_mev_per_atom", "train_force_rmse_mev_per_A",
-                 "val_energy_mae_mev_per_atom", "val_energy_rmse_mev_per_atom", "val_force_mae_mev_per_A",
-                 "val_force_rmse_mev_per_A", "wall_s"]
+METRIC_FIELDS = [
+    "epoch",
+    "step",
+    "lr",
+    "train_loss",
+    "train_energy_rmse_mev_per_atom",
+    "train_force_rmse_mev_per_A",
+    "val_energy_mae_mev_per_atom",
+    "val_energy_rmse_mev_per_atom",
+    "val_force_mae_mev_per_A",
+    "val_force_rmse_mev_per_A",
+    "wall_s",
+]
 
 
 # Chunk sizes of the training gradient when training.chunk_atoms is -1. CPU, measured on 2 cores (docs/benchmarks.md):
@@ -47,7 +60,7 @@ TRAINING_CHUNK_ATOMS_GPU = 4096
 
 def saved_section(saved_config: dict, section: str) -> dict:
     """A checkpoint's model or data section as this version reads it: a key the checkpoint predates takes its
-    default, as build_model does when it rebuilds the model from the same section."""
+    default, as checkpoint.build_model does when it rebuilds the model from the same section."""
     cls = {"model": ModelConfig, "data": DataConfig}[section]
     return {**asdict(cls()), **(saved_config.get(section) or {})}
 
@@ -64,39 +77,36 @@ def learning_rate(cfg, step: int, total_steps: int) -> float:
     return t.learning_rate * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def dtype_of(name: str) -> torch.dtype:
-    return torch.float64 if name == "float64" else torch.float32
-
-
 def predict(model, frames: List[Frame], device: torch.device):
     batch = collate(frames).to(device)
     return batch, model(**batch.model_inputs(), compute_forces=True)
 
 
-def training_loss(out: Dict[str, torch.Tensor], batch: Batch, sigma_f: float, energy_weight: float,
-                  force_weight: float):
+def training_loss(
+    out: Dict[str, torch.Tensor], batch: Batch, sigma_f: float, energy_weight: float, force_weight: float
+):
     """(loss, per-structure energy error per atom, force errors). Both terms are in the model's own unit σ_F
     (eV/atom and eV/Å alike): normalising the energy by its much smaller residual spread σ_E made it ~10⁴ times
     stiffer, and its gradients kept the forces at zero."""
+    assert batch.energy is not None and batch.forces is not None, "training batches are labelled"
     de = (out["energy"] - batch.energy) / batch.n_atoms
     df = out["forces"] - batch.forces
-    loss = (energy_weight * (de ** 2).mean() + force_weight * (df ** 2).mean()) / sigma_f ** 2
+    loss = (energy_weight * (de**2).mean() + force_weight * (df**2).mean()) / sigma_f**2
     return loss, de, df
 
 
-def rotational_variance(out: Dict[str, torch.Tensor], batch: Batch, rotations: np.ndarray,
-                        copies: int) -> torch.Tensor:
+def rotational_variance(out: Dict[str, torch.Tensor], batch: Batch, rotations: np.ndarray, copies: int) -> torch.Tensor:
     """Mean over structures of the variance over their rotated copies of E/atom, plus the mean over atoms and
     components of the variance of the forces rotated back (eV²/atom², eV²/Å²); structure s's copies are batch
     structures s·copies … s·copies + copies − 1."""
     n_structures = batch.n_structures // copies
     energy = (out["energy"] / batch.n_atoms).view(n_structures, copies)
     q = torch.as_tensor(rotations, dtype=out["forces"].dtype, device=out["forces"].device)
-    back = torch.einsum("na,nab->nb", out["forces"], q[batch.structure])  # x Qᵀ undone: F' Q
+    back = rotate_back(out["forces"].unsqueeze(1), q[batch.structure]).squeeze(1)
     force_terms = []
     start = 0
     for n in batch.n_atoms.view(n_structures, copies)[:, 0].tolist():
-        f = back[start:start + n * copies].view(copies, n, 3)
+        f = back[start : start + n * copies].view(copies, n, 3)
         force_terms.append(f.var(dim=0, unbiased=False).mean())
         start += n * copies
     return energy.var(dim=1, unbiased=False).mean() + torch.stack(force_terms).mean()
@@ -104,39 +114,51 @@ def rotational_variance(out: Dict[str, torch.Tensor], batch: Batch, rotations: n
 
 def error_sums(batch: Batch, out: Dict[str, torch.Tensor]) -> Dict[str, float]:
     """Sums of absolute and squared errors (per-atom energy in eV/atom, force components in eV/Å)."""
+    assert batch.energy is not None and batch.forces is not None, "validation batches are labelled"
     de = ((out["energy"].detach() - batch.energy) / batch.n_atoms).abs()
     df = (out["forces"].detach() - batch.forces).abs()
-    return {"e_abs": float(de.sum()), "e_sq": float((de ** 2).sum()), "n_e": int(de.numel()),
-            "f_abs": float(df.sum()), "f_sq": float((df ** 2).sum()), "n_f": int(df.numel())}
+    return {
+        "e_abs": float(de.sum()),
+        "e_sq": float((de**2).sum()),
+        "n_e": int(de.numel()),
+        "f_abs": float(df.sum()),
+        "f_sq": float((df**2).sum()),
+        "n_f": int(df.numel()),
+    }
 
 
 class Trainer:
-    def __init__(self, cfg: Config, output_dir: Path, resume: bool = False, progress: bool = True,
-                 init: Optional[Path] = None):
+    def __init__(
+        self, cfg: Config, output_dir: Path, resume: bool = False, progress: bool = True, init: Optional[Path] = None
+    ):
         self.cfg = cfg
         self.out = Path(output_dir)
         self.progress = progress
         t = cfg.training
         if t.num_threads:
             torch.set_num_threads(t.num_threads)
-        self.dtype = dtype_of(t.dtype)
+        self.dtype = torch_dtype(t.dtype)
         try:
             self.device = torch.device(t.device)
         except RuntimeError:
             raise PetmdError(f"training.device '{t.device}' is not a device (use cpu, cuda or cuda:N)") from None
-        if self.device.type == "cuda" and (not torch.cuda.is_available()
-                                           or (self.device.index or 0) >= torch.cuda.device_count()):
+        if self.device.type == "cuda" and (
+            not torch.cuda.is_available() or (self.device.index or 0) >= torch.cuda.device_count()
+        ):
             raise PetmdError(f"training.device '{t.device}': no such CUDA device on this machine")
         if t.tf32 and self.device.type != "cuda":
-            raise PetmdError(f"training.tf32: true needs a CUDA device, but training.device is '{t.device}'; "
-                             "set tf32: false (TF32 exists only on CUDA)")
+            raise PetmdError(
+                f"training.tf32: true needs a CUDA device, but training.device is '{t.device}'; "
+                "set tf32: false (TF32 exists only on CUDA)"
+            )
         # per process, like the bridge's set_tf32: the run's own setting, whatever an earlier run here left
         torch.backends.cuda.matmul.allow_tf32 = t.tf32
         last = self.out / "last.ckpt"
         state = None
         if resume and init is not None:
-            raise PetmdError("--init starts a new run from a checkpoint's weights and --resume continues a run; "
-                             "give one of them")
+            raise PetmdError(
+                "--init starts a new run from a checkpoint's weights and --resume continues a run; give one of them"
+            )
         self.init_from = str(init) if init is not None else None
         initial = self._initial_weights(Path(init)) if init is not None else None
         if resume:
@@ -145,8 +167,10 @@ class Trainer:
             state = load_checkpoint(last)
             self._check_resumable(state)
         elif last.exists():
-            raise PetmdError(f"{self.out} already holds a training run (last.ckpt); use --resume to continue it "
-                             "or choose another --output directory")
+            raise PetmdError(
+                f"{self.out} already holds a training run (last.ckpt); use --resume to continue it "
+                "or choose another --output directory"
+            )
         self._load_data()
         self._build(state, initial)
 
@@ -156,8 +180,10 @@ class Trainer:
             saved = saved_section(state["config"], section)
             for key, value in asdict(getattr(self.cfg, section)).items():
                 if key != "path" and saved[key] != value:  # the data may move between machines
-                    raise PetmdError(f"--resume: config key '{section}.{key}' is {value!r} but the checkpoint was "
-                                     f"trained with {saved[key]!r}; restore it or start a new run")
+                    raise PetmdError(
+                        f"--resume: config key '{section}.{key}' is {value!r} but the checkpoint was "
+                        f"trained with {saved[key]!r}; restore it or start a new run"
+                    )
 
     def _initial_weights(self, path: Path) -> dict:
         """The weights, baseline and loss unit of a checkpoint (training or weights-only) to start a new run
@@ -166,16 +192,19 @@ class Trainer:
         saved = saved_section(state["config"], "model")
         for key, value in asdict(self.cfg.model).items():
             if saved[key] != value:
-                raise PetmdError(f"--init {path}: config key 'model.{key}' is {value!r} but the checkpoint's model "
-                                 f"has {saved[key]!r}; use the checkpoint's model section")
+                raise PetmdError(
+                    f"--init {path}: config key 'model.{key}' is {value!r} but the checkpoint's model "
+                    f"has {saved[key]!r}; use the checkpoint's model section"
+                )
         return state
 
     def _load_data(self) -> None:
         d = self.cfg.data
         if not d.path:
             d.path = str(default_data_path())
-        frames = load_frames(d.path, self.cfg.model.cutoff, d.energy_key, d.forces_key, d.stride, d.max_frames,
-                             progress=self.progress)
+        frames = load_frames(
+            d.path, self.cfg.model.cutoff, d.energy_key, d.forces_key, d.stride, d.max_frames, progress=self.progress
+        )
         train_idx, val_idx = split_indices(len(frames), d.validation_fraction, d.split_seed, d.validation_indices)
         self.frames = frames
         self.train_idx, self.val_idx = train_idx, val_idx
@@ -184,11 +213,13 @@ class Trainer:
     def _build(self, state: Optional[dict], initial: Optional[dict] = None) -> None:
         t = self.cfg.training
         torch.manual_seed(t.seed)
-        self.model = build_model(asdict(self.cfg.model), self.atomic_numbers).to(self.dtype)
+        self.model = PET(self.atomic_numbers, self.cfg.model).to(self.dtype)
         if initial is not None:
             if initial["atomic_numbers"] != self.atomic_numbers:
-                raise PetmdError(f"--init {self.init_from}: the checkpoint's species {initial['atomic_numbers']} "
-                                 f"differ from the data's {self.atomic_numbers}")
+                raise PetmdError(
+                    f"--init {self.init_from}: the checkpoint's species {initial['atomic_numbers']} "
+                    f"differ from the data's {self.atomic_numbers}"
+                )
             # the composition baseline and energy scale come with the weights (buffers): the network was fitted
             # against them, and σ_F keeps the loss in the same unit
             self.model.load_state_dict(initial["model_state"])
@@ -200,10 +231,12 @@ class Trainer:
             data_file = Path(self.cfg.data.path).name
             same_file = Path(initial["config"]["data"].get("path") or "").name == data_file
             if same_file and held_out is not None and sorted(held_out) != sorted(int(i) for i in self.val_idx):
-                print(f"petmd train: warning: --init {self.init_from} was trained on {data_file} "
-                      "with another validation split; its weights may have seen this run's validation frames: "
-                      "keep the checkpoint's data section (validation_fraction, split_seed, validation_indices)",
-                      file=sys.stderr)
+                print(
+                    f"petmd train: warning: --init {self.init_from} was trained on {data_file} "
+                    "with another validation split; its weights may have seen this run's validation frames: "
+                    "keep the checkpoint's data section (validation_fraction, split_seed, validation_indices)",
+                    file=sys.stderr,
+                )
         elif state is None:
             self._fit_baseline()
         params = self.model.parameters()
@@ -234,9 +267,12 @@ class Trainer:
                 self.ema.module.load_state_dict(state["model_state"])
                 self.ema.n_averaged.fill_(state["ema_updates"])
             elif state is not None:
-                print("petmd train: note: the state holds one set of weights (no averaging yet, or packed for "
-                      "travel without the optimizer's copy): training continues from them and the average starts "
-                      "afresh", file=sys.stderr)
+                print(
+                    "petmd train: note: the state holds one set of weights (no averaging yet, or packed for "
+                    "travel without the optimizer's copy): training continues from them and the average starts "
+                    "afresh",
+                    file=sys.stderr,
+                )
         self.chunk_atoms = t.chunk_atoms
         if self.chunk_atoms < 0:
             self.chunk_atoms = TRAINING_CHUNK_ATOMS_CPU if self.device.type == "cpu" else TRAINING_CHUNK_ATOMS_GPU
@@ -264,7 +300,7 @@ class Trainer:
         rng = np.random.default_rng([self.cfg.training.seed, epoch])
         order = self.train_idx[rng.permutation(len(self.train_idx))]
         t = self.cfg.training
-        return batches_by_atom_budget(self.frames, order, max(1, t.atoms_per_batch // t.variance_copies))
+        return batches_by_atom_budget(self.frames, order.tolist(), max(1, t.atoms_per_batch // t.variance_copies))
 
     def _rotations(self, epoch: int, step: int, n: int) -> Optional[np.ndarray]:
         t = self.cfg.training
@@ -311,9 +347,13 @@ class Trainer:
         with open(self.out / "config.yaml", "w") as fh:
             yaml.safe_dump(self.cfg.to_dict(), fh, sort_keys=False)
         d = self.cfg.data
-        split = {"data": d.path, "stride": d.stride, "max_frames": d.max_frames,
-                 "train": [int(i) * d.stride for i in self.train_idx],
-                 "validation": [int(i) * d.stride for i in self.val_idx]}
+        split = {
+            "data": d.path,
+            "stride": d.stride,
+            "max_frames": d.max_frames,
+            "train": [int(i) * d.stride for i in self.train_idx],
+            "validation": [int(i) * d.stride for i in self.val_idx],
+        }
         (self.out / "split.json").write_text(json.dumps(split))
 
     def _write_metrics(self) -> None:
@@ -335,10 +375,12 @@ class Trainer:
             for k, v in error_sums(batch, out).items():
                 total[k] += v
         n_e, n_f = max(total["n_e"], 1), max(total["n_f"], 1)
-        return {"val_energy_mae_mev_per_atom": 1e3 * total["e_abs"] / n_e,
-                "val_energy_rmse_mev_per_atom": 1e3 * math.sqrt(total["e_sq"] / n_e),
-                "val_force_mae_mev_per_A": 1e3 * total["f_abs"] / n_f,
-                "val_force_rmse_mev_per_A": 1e3 * math.sqrt(total["f_sq"] / n_f)}
+        return {
+            "val_energy_mae_mev_per_atom": 1e3 * total["e_abs"] / n_e,
+            "val_energy_rmse_mev_per_atom": 1e3 * math.sqrt(total["e_sq"] / n_e),
+            "val_force_mae_mev_per_A": 1e3 * total["f_abs"] / n_f,
+            "val_force_rmse_mev_per_A": 1e3 * math.sqrt(total["f_sq"] / n_f),
+        }
 
     def train_step(self, group: List[int], rotations) -> Dict[str, float]:
         t = self.cfg.training
@@ -349,7 +391,7 @@ class Trainer:
         def loss_of(out: Dict[str, torch.Tensor]) -> torch.Tensor:
             loss, _, _ = training_loss(out, batch, self.sigma_f, t.energy_weight, t.force_weight)
             if t.variance_weight > 0:
-                loss = loss + t.variance_weight * rotational_variance(out, batch, rotations, copies) / self.sigma_f ** 2
+                loss = loss + t.variance_weight * rotational_variance(out, batch, rotations, copies) / self.sigma_f**2
             return loss
 
         self.optimizer.zero_grad(set_to_none=True)
@@ -360,8 +402,14 @@ class Trainer:
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-        return {"loss": float(loss.detach()), "e_sq": float((de.detach() ** 2).sum()), "n_e": de.numel(),
-                "f_sq": float((df.detach() ** 2).sum()), "n_f": df.numel(), "atoms": int(batch.n_atoms.sum())}
+        return {
+            "loss": float(loss.detach()),
+            "e_sq": float((de.detach() ** 2).sum()),
+            "n_e": de.numel(),
+            "f_sq": float((df.detach() ** 2).sum()),
+            "n_f": df.numel(),
+            "atoms": int(batch.n_atoms.sum()),
+        }
 
     def run(self, max_time: Optional[float] = None, max_steps: Optional[int] = None) -> dict:
         """``max_steps``: stop once the run (counting the steps before a resume) has taken that many optimizer
@@ -380,14 +428,23 @@ class Trainer:
         old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         kill_at = int(os.environ.get("PETMD_DEBUG_KILL_AT_STEP", "-1"))
         atoms_seen, train_time = 0, 0.0
-        steady = [0, 0.0]  # atoms and seconds of this run's steps after its first (kernels compiled, memory pooled)
-        recent = [0, 0.0, 0]  # atoms, training seconds, batches since the last progress line: the rate now
+        steady: List[float] = [
+            0,
+            0.0,
+        ]  # atoms and seconds of this run's steps after its first (kernels compiled, memory pooled)
+        recent: List[float] = [0, 0.0, 0]  # atoms, training seconds, batches since the last progress line: the rate now
         try:
             while self.epoch < t.epochs:
                 groups = self._epoch_batches(self.epoch)
                 sums = {"loss": 0.0, "e_sq": 0.0, "n_e": 0, "f_sq": 0.0, "n_f": 0, "n": 0}
-                bar = tqdm(total=len(groups), initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{t.epochs}",
-                           unit="batch", disable=not self.progress, leave=False)
+                bar = tqdm(
+                    total=len(groups),
+                    initial=self.step_in_epoch,
+                    desc=f"epoch {self.epoch + 1}/{t.epochs}",
+                    unit="batch",
+                    disable=not self.progress,
+                    leave=False,
+                )
                 while self.step_in_epoch < len(groups):
                     if max_steps is not None and self.global_step >= max_steps:
                         stop_reason = "max-steps"
@@ -396,13 +453,14 @@ class Trainer:
                     for g in self.optimizer.param_groups:
                         g["lr"] = learning_rate(self.cfg, self.global_step, self.total_steps)
                     t0 = time.monotonic()
-                    r = self.train_step(group, self._rotations(self.epoch, self.step_in_epoch,
-                                                               len(group) * t.variance_copies))
+                    r = self.train_step(
+                        group, self._rotations(self.epoch, self.step_in_epoch, len(group) * t.variance_copies)
+                    )
                     dt = time.monotonic() - t0
                     if atoms_seen:
                         steady = [steady[0] + r["atoms"], steady[1] + dt]
                     train_time += dt
-                    atoms_seen += r["atoms"]
+                    atoms_seen += int(r["atoms"])
                     recent = [recent[0] + r["atoms"], recent[1] + dt, recent[2] + 1]
                     for k in ("e_sq", "n_e", "f_sq", "n_f"):
                         sums[k] += r[k]
@@ -423,11 +481,15 @@ class Trainer:
                         save_checkpoint(self._state(), self.out / "last.ckpt")
                         last_save = now
                         if not self.progress:  # in place of the bar: a background run's log shows where it is
-                            print(f"epoch {self.epoch + 1}/{t.epochs}: batch {self.step_in_epoch}/{len(groups)}, "
-                                  f"mean loss {sums['loss'] / sums['n']:.4g}, train F RMSE "
-                                  f"{1e3 * math.sqrt(sums['f_sq'] / max(sums['n_f'], 1)):.1f} meV/Å, "
-                                  f"{recent[0] / recent[1]:.1f} atoms/s over the last {recent[2]} batches; "
-                                  "checkpoint written", file=sys.stderr, flush=True)
+                            print(
+                                f"epoch {self.epoch + 1}/{t.epochs}: batch {self.step_in_epoch}/{len(groups)}, "
+                                f"mean loss {sums['loss'] / sums['n']:.4g}, train F RMSE "
+                                f"{1e3 * math.sqrt(sums['f_sq'] / max(sums['n_f'], 1)):.1f} meV/Å, "
+                                f"{recent[0] / recent[1]:.1f} atoms/s over the last {recent[2]} batches; "
+                                "checkpoint written",
+                                file=sys.stderr,
+                                flush=True,
+                            )
                             recent = [0, 0.0, 0]
                 bar.close()
                 if stop_reason != "completed":
@@ -439,26 +501,37 @@ class Trainer:
                 signal.signal(s, h)
         self.elapsed = elapsed_at_start + (time.monotonic() - start)
         save_checkpoint(self._state(), self.out / "last.ckpt")
-        result = {"stop_reason": stop_reason, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-                  "global_step": self.global_step, "best_val_force_mae_mev_per_A": self.best,
-                  "train_atoms_per_s": atoms_seen / train_time if train_time > 0 else float("nan"),
-                  "steady_train_atoms_per_s": steady[0] / steady[1] if steady[1] > 0 else float("nan"),
-                  "train_atoms_per_epoch": sum(self.frames[i].n_atoms for i in self.train_idx),
-                  "validation_atoms": sum(self.frames[i].n_atoms for i in self.val_idx),
-                  "history": self.history, "output_dir": str(self.out), "initialized_from": self.init_from,
-                  "ema_decay": t.ema_decay}
+        result = {
+            "stop_reason": stop_reason,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "best_val_force_mae_mev_per_A": self.best,
+            "train_atoms_per_s": atoms_seen / train_time if train_time > 0 else float("nan"),
+            "steady_train_atoms_per_s": steady[0] / steady[1] if steady[1] > 0 else float("nan"),
+            "train_atoms_per_epoch": sum(self.frames[i].n_atoms for i in self.train_idx),
+            "validation_atoms": sum(self.frames[i].n_atoms for i in self.val_idx),
+            "history": self.history,
+            "output_dir": str(self.out),
+            "initialized_from": self.init_from,
+            "ema_decay": t.ema_decay,
+        }
         if self.device.type == "cuda":
-            result["peak_device_memory_mib"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 20
+            result["peak_device_memory_mib"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         return result
 
     def _end_epoch(self, sums: dict) -> None:
         val = self.validate() if len(self.val_idx) else {}
-        row = {"epoch": self.epoch + 1, "step": self.global_step,
-               "lr": learning_rate(self.cfg, max(self.global_step - 1, 0), self.total_steps),
-               "train_loss": sums["loss"] / max(sums["n"], 1),
-               "train_energy_rmse_mev_per_atom": 1e3 * math.sqrt(sums["e_sq"] / max(sums["n_e"], 1)),
-               "train_force_rmse_mev_per_A": 1e3 * math.sqrt(sums["f_sq"] / max(sums["n_f"], 1)),
-               **val, "wall_s": self.elapsed}
+        row = {
+            "epoch": self.epoch + 1,
+            "step": self.global_step,
+            "lr": learning_rate(self.cfg, max(self.global_step - 1, 0), self.total_steps),
+            "train_loss": sums["loss"] / max(sums["n"], 1),
+            "train_energy_rmse_mev_per_atom": 1e3 * math.sqrt(sums["e_sq"] / max(sums["n_e"], 1)),
+            "train_force_rmse_mev_per_A": 1e3 * math.sqrt(sums["f_sq"] / max(sums["n_f"], 1)),
+            **val,
+            "wall_s": self.elapsed,
+        }
         self.history.append(row)
         self.epoch += 1
         self.step_in_epoch = 0
@@ -473,9 +546,11 @@ class Trainer:
             save_checkpoint(state, self.out / "best.ckpt")
         save_checkpoint(state, self.out / "last.ckpt")
         self._write_metrics()
-        line = (f"epoch {row['epoch']:4d}  loss {row['train_loss']:.4g}  "
-                f"val E {val.get('val_energy_mae_mev_per_atom', float('nan')):.3f} meV/atom  "
-                f"val F {val.get('val_force_mae_mev_per_A', float('nan')):.1f} meV/Å" + ("  *best" if improved else ""))
+        line = (
+            f"epoch {row['epoch']:4d}  loss {row['train_loss']:.4g}  "
+            f"val E {val.get('val_energy_mae_mev_per_atom', float('nan')):.3f} meV/atom  "
+            f"val F {val.get('val_force_mae_mev_per_A', float('nan')):.1f} meV/Å" + ("  *best" if improved else "")
+        )
         if self.progress:
             tqdm.write(line)
         else:  # stdout keeps only the final summary (or its JSON)
@@ -483,36 +558,47 @@ class Trainer:
 
 
 def summary_table(result: dict) -> str:
-    where = (f"in epoch {result['epoch'] + 1} after {result['step_in_epoch']} of its batches"
-             if result["step_in_epoch"] else f"after epoch {result['epoch']}")
-    lines = [f"training stopped ({result['stop_reason']}) {where}, step {result['global_step']}; "
-             f"output in {result['output_dir']}",
-             f"training throughput this run: {result['train_atoms_per_s']:.1f} atoms/s "
-             f"({result['steady_train_atoms_per_s']:.1f} after its first step)"]
+    where = (
+        f"in epoch {result['epoch'] + 1} after {result['step_in_epoch']} of its batches"
+        if result["step_in_epoch"]
+        else f"after epoch {result['epoch']}"
+    )
+    lines = [
+        f"training stopped ({result['stop_reason']}) {where}, step {result['global_step']}; "
+        f"output in {result['output_dir']}",
+        f"training throughput this run: {result['train_atoms_per_s']:.1f} atoms/s "
+        f"({result['steady_train_atoms_per_s']:.1f} after its first step)",
+    ]
     if "peak_device_memory_mib" in result:
         lines.append(f"peak device memory: {result['peak_device_memory_mib']:,.0f} MiB")
     if result.get("initialized_from"):
         lines.insert(1, f"started from the weights of {result['initialized_from']} (--init)")
     if result.get("ema_decay"):
-        lines.append(f"validated, checkpointed and exported: the moving average of the weights (decay "
-                     f"{result['ema_decay']})")
+        lines.append(
+            f"validated, checkpointed and exported: the moving average of the weights (decay {result['ema_decay']})"
+        )
     history = result["history"]
     if history:
-        lines.append(f"{'epoch':>6} {'train F RMSE':>13} {'val E MAE':>10} {'val E RMSE':>11} {'val F MAE':>10} "
-                     f"{'val F RMSE':>11}   (meV/atom, meV/Å)")
+        lines.append(
+            f"{'epoch':>6} {'train F RMSE':>13} {'val E MAE':>10} {'val E RMSE':>11} {'val F MAE':>10} "
+            f"{'val F RMSE':>11}   (meV/atom, meV/Å)"
+        )
         shown = history if len(history) <= 10 else history[:3] + history[-7:]
         for row in shown:
-            lines.append(f"{row['epoch']:>6} {row['train_force_rmse_mev_per_A']:>13.1f} "
-                         f"{row.get('val_energy_mae_mev_per_atom', float('nan')):>10.3f} "
-                         f"{row.get('val_energy_rmse_mev_per_atom', float('nan')):>11.3f} "
-                         f"{row.get('val_force_mae_mev_per_A', float('nan')):>10.1f} "
-                         f"{row.get('val_force_rmse_mev_per_A', float('nan')):>11.1f}")
+            lines.append(
+                f"{row['epoch']:>6} {row['train_force_rmse_mev_per_A']:>13.1f} "
+                f"{row.get('val_energy_mae_mev_per_atom', float('nan')):>10.3f} "
+                f"{row.get('val_energy_rmse_mev_per_atom', float('nan')):>11.3f} "
+                f"{row.get('val_force_mae_mev_per_A', float('nan')):>10.1f} "
+                f"{row.get('val_force_rmse_mev_per_A', float('nan')):>11.1f}"
+            )
         lines.append(f"best validation force MAE: {result['best_val_force_mae_mev_per_A']:.1f} meV/Å (best.ckpt)")
     return "\n".join(lines)
 
 
-def train_from_config(config_path, output_dir, resume=False, max_time=None, progress=True, init=None,
-                      max_steps=None) -> dict:
+def train_from_config(
+    config_path, output_dir, resume=False, max_time=None, progress=True, init=None, max_steps=None
+) -> dict:
     from .config import load_config
 
     trainer = Trainer(load_config(config_path), Path(output_dir), resume=resume, progress=progress, init=init)

@@ -58,10 +58,15 @@ def pack(source: str, target: str) -> None:
     # byte planes per column (sign/exponent bytes apart from mantissa bytes) compress to 16 MB instead of 19
     planes = np.stack(values).view(np.uint8).reshape(-1, 6, 4).transpose(1, 2, 0)
     payload = lzma.compress(np.ascontiguousarray(planes).tobytes(), preset=9)
-    np.savez(target, sha256=digest, counts=np.array(counts, dtype=np.int32),
-             headers=np.frombuffer(lzma.compress("".join(headers).encode(), preset=9), dtype=np.uint8),
-             symbols=np.array(symbols, dtype=np.uint8), symbol_names=np.array(list(symbol_codes)),
-             values=np.frombuffer(payload, dtype=np.uint8))
+    np.savez(
+        target,
+        sha256=digest,
+        counts=np.array(counts, dtype=np.int32),
+        headers=np.frombuffer(lzma.compress("".join(headers).encode(), preset=9), dtype=np.uint8),
+        symbols=np.array(symbols, dtype=np.uint8),
+        symbol_names=np.array(list(symbol_codes)),
+        values=np.frombuffer(payload, dtype=np.uint8),
+    )
     print(f"{source}: {len(counts)} frames, {len(symbols)} atoms → {target}")
 
 

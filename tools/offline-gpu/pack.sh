@@ -31,7 +31,7 @@ if [ "$what" = kit ] || [ "$what" = all ]; then
   ln -s mpiexec.hydra "$stage"/bin/mpiexec
   tar -C "$stage" -cf - . | xz -9 -T2 > .offline/kit/lammps-mpich.tar.xz
   rm -rf "$stage"
-  # the one SCAN frame the benchmarks replicate (petmd.structures.liquid_water), for PETMD_DATA there
+  # the one SCAN frame the benchmarks replicate (petmd.helpers.structures.liquid_water), for PETMD_DATA there
   $venv/bin/python -c "
 import ase.io
 from petmd.data import default_data_path, find_structure

@@ -28,6 +28,7 @@ from typing import Tuple
 import torch
 from torch import nn
 
+
 def smooth_step(t: torch.Tensor) -> torch.Tensor:
     """C∞ step: 0 for t ≤ 0, 1 for t ≥ 1 (ratio of exp(−1/t) bumps); gradients are finite everywhere."""
     ones = torch.ones_like(t)
@@ -77,8 +78,9 @@ class LocalFrames(nn.Module):
         self.prune_on, self.prune_on_width = 0.1, 0.1  # pruning switches on as the largest weight goes 0.1 → 0.2
         self.fallback = 0.5  # fallback weight 1 → 0 as the largest frame weight goes 0 → 0.5
 
-    def forward(self, vectors: torch.Tensor, centre: torch.Tensor,
-                n_atoms: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, vectors: torch.Tensor, centre: torch.Tensor, n_atoms: int
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """vectors [E, 3]: x_e of every edge e, centre [E]: its atom.
 
         Returns (atom [C], rotations [C, 3, 3], weights [C]):
@@ -104,8 +106,11 @@ class LocalFrames(nn.Module):
         ea, eb = torch.exp(self.beta * (ra - top)), torch.exp(self.beta * (rb - top))
         holds = (ra * ea + rb * eb) / (ea + eb) + self.lambert / self.beta
         outer = torch.full_like(ra, self.outer_cutoff)
-        goodness = (switch_off(ra, outer, self.width) * switch_off(rb, outer, self.width)
-                    * smooth_step((s - self.s_select) / self.s_select_width))
+        goodness = (
+            switch_off(ra, outer, self.width)
+            * switch_off(rb, outer, self.width)
+            * smooth_step((s - self.s_select) / self.s_select_width)
+        )
         base = torch.exp(torch.full((n_atoms,), -self.beta * self.outer_cutoff, dtype=r.dtype, device=device))
         boltzmann = goodness * torch.exp(-self.beta * holds)
         numerator = (self.outer_cutoff * base).index_add(0, pair_atom, holds * boltzmann)
@@ -117,8 +122,11 @@ class LocalFrames(nn.Module):
         candidate = torch.nonzero((ra < limit) & (rb < limit) & (s > self.s_frame)).squeeze(1)
         pair_atom, limit = pair_atom[candidate], limit[candidate]
         ra, rb, ua, normal, s = ra[candidate], rb[candidate], ua[candidate], normal[candidate], s[candidate]
-        w = (switch_off(ra, limit, self.width) * switch_off(rb, limit, self.width)
-             * smooth_step((s - self.s_frame) / self.s_frame_width))
+        w = (
+            switch_off(ra, limit, self.width)
+            * switch_off(rb, limit, self.width)
+            * smooth_step((s - self.s_frame) / self.s_frame_width)
+        )
         positive = torch.nonzero(w > 0).squeeze(1)  # a switch can underflow to exactly 0 just inside r_in
         w, pair_atom, ua, normal = w[positive], pair_atom[positive], ua[positive], normal[positive]
 
@@ -144,8 +152,9 @@ class LocalFrames(nn.Module):
         fallback_atoms = torch.nonzero(fallback > 0).squeeze(1)
 
         atom = torch.cat([pair_atom, pair_atom, fallback_atoms])
-        rotations = torch.cat([frames, mirrors, torch.zeros(fallback_atoms.shape[0], 3, 3, dtype=r.dtype,
-                                                            device=device)])
+        rotations = torch.cat(
+            [frames, mirrors, torch.zeros(fallback_atoms.shape[0], 3, 3, dtype=r.dtype, device=device)]
+        )
         weights = torch.cat([w, w, fallback.index_select(0, fallback_atoms)])
         norm = zeros.index_add(0, atom, weights)
         return atom, rotations, weights / norm.index_select(0, atom)

@@ -2,24 +2,35 @@
 
 The memory-bounded training gradient (model/training_gradient.py) needs the derivative of the energies along a
 displacement of the atoms (a forward-mode derivative) and then its gradient with respect to the parameters (reverse
-mode through it). torch's own forward mode (torch.autograd.forward_ad) does this 3.5x slower than the plain layer
-and, in torch 2.13, cannot be differentiated again through softmax (its tangent is formed in place) and is silently
-wrong through layer_norm (pytorch/pytorch#196700). Written out here, each tangent costs about one more forward pass
-and differentiates like any torch code. Every function mirrors a module of model/pet.py on (value, tangent) pairs;
+mode through it). torch's forward mode cannot do it: in torch 2.13 the gradient of a layer_norm tangent with respect
+to the layer's input is silently wrong (pytorch/pytorch#196700), under torch.func.jvp and torch.autograd.forward_ad
+alike (forward_ad also fails outright through softmax, whose tangent it forms in place), and torch.func with
+layer_norm spelled out takes 1.3-1.6x the time and 1.2-2.5x the memory of this file (benchmarks/forward_mode.py;
+docs/benchmarks.md). Written out here, each tangent costs about one more forward pass and differentiates like any
+torch code. Every function mirrors a module of model/pet.py on (value, tangent) pairs;
 tests/test_training_gradient.py checks the whole against the plain double backward.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Tuple, cast
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .pet import (MLP, PET, Attention, GNNLayer, TransformerLayer, attention_mask, edge_rows, padded_layout,
-                  per_atom_layout)
+from .layers import (
+    MLP,
+    Attention,
+    GNNLayer,
+    TransformerLayer,
+    attention_mask,
+    edge_rows,
+    padded_layout,
+    per_atom_layout,
+)
+from .pet import PET
 
 Pair = Tuple[torch.Tensor, torch.Tensor]
 
@@ -45,8 +56,7 @@ def layer_norm(module: nn.LayerNorm, x: torch.Tensor, t: torch.Tensor) -> Pair:
     # pass applied to t: one fused kernel, whose own derivative torch gives correctly (second order).
     shape = list(module.normalized_shape)
     normed, mean, rstd = torch.ops.aten.native_layer_norm(x, shape, None, None, module.eps)
-    normed_t = torch.ops.aten.native_layer_norm_backward(t, x, shape, mean, rstd, None, None,
-                                                         [True, False, False])[0]
+    normed_t = torch.ops.aten.native_layer_norm_backward(t, x, shape, mean, rstd, None, None, [True, False, False])[0]
     return normed * module.weight + module.bias, normed_t * module.weight
 
 
@@ -59,8 +69,9 @@ def attention(module: Attention, x: torch.Tensor, t: torch.Tensor, key_mask: Pai
     scale = 1.0 / math.sqrt(module.d_head)
     mask, mask_t = key_mask
     logits = torch.matmul(q, k.transpose(-1, -2)) * scale + mask[:, None, None, :]
-    logits_t = (torch.matmul(q_t, k.transpose(-1, -2)) + torch.matmul(q, k_t.transpose(-1, -2))) * scale \
-        + mask_t[:, None, None, :]
+    logits_t = (torch.matmul(q_t, k.transpose(-1, -2)) + torch.matmul(q, k_t.transpose(-1, -2))) * scale + mask_t[
+        :, None, None, :
+    ]
     weights = torch.softmax(logits, dim=-1)
     weights_t = weights * (logits_t - (weights * logits_t).sum(dim=-1, keepdim=True))
     y = torch.matmul(weights, v)
@@ -90,16 +101,25 @@ def edge_geometry(model: PET, edge_vectors: torch.Tensor, tangent: torch.Tensor)
     return (vectors, vectors_t), (r, r_t), (fc, fc_t), (log_fc, log_fc_t)
 
 
-def on_atoms(model: PET, layer: GNNLayer, edge_vectors: torch.Tensor, edge_tangent: torch.Tensor, messages: Pair,
-             neighbor_embedding: torch.Tensor, species: torch.Tensor, local_i: torch.Tensor) -> Tuple[Pair, Pair]:
+def on_atoms(
+    model: PET,
+    layer: GNNLayer,
+    edge_vectors: torch.Tensor,
+    edge_tangent: torch.Tensor,
+    messages: Pair,
+    neighbor_embedding: torch.Tensor,
+    species: torch.Tensor,
+    local_i: torch.Tensor,
+) -> Tuple[Pair, Pair]:
     """GNNLayer.on_atoms with tangents: (energies of the chunk's atoms, output edge tokens), each a pair. The
     neighbour embeddings depend on species only: their tangent is zero."""
     (vectors, vectors_t), (r, r_t), (fc, fc_t), (log_fc, log_fc_t) = edge_geometry(model, edge_vectors, edge_tangent)
     n_atoms = species.shape[0]
     pad_index, max_neighbors = padded_layout(local_i, n_atoms)
 
-    geometry = linear(layer.geometry, torch.cat([vectors, r.unsqueeze(1)], dim=1),
-                      torch.cat([vectors_t, r_t.unsqueeze(1)], dim=1))
+    geometry = linear(
+        layer.geometry, torch.cat([vectors, r.unsqueeze(1)], dim=1), torch.cat([vectors_t, r_t.unsqueeze(1)], dim=1)
+    )
     parts, parts_t = [geometry[0], messages[0]], [geometry[1], messages[1]]
     if layer.with_neighbor_species:
         parts.append(neighbor_embedding)
@@ -114,7 +134,7 @@ def on_atoms(model: PET, layer: GNNLayer, edge_vectors: torch.Tensor, edge_tange
     central_t = torch.zeros(n_atoms, 1, dtype=r.dtype, device=r.device)
     mask_t = per_atom_layout(central_t, log_fc_t, pad_index, max_neighbors, 0.0)
     for block in layer.transformer:
-        tokens, tokens_t = transformer_layer(block, tokens, tokens_t, (mask, mask_t))
+        tokens, tokens_t = transformer_layer(cast(TransformerLayer, block), tokens, tokens_t, (mask, mask_t))
 
     edge_out, edge_out_t = edge_rows(tokens, pad_index), edge_rows(tokens_t, pad_index)
     central_e, central_e_t = mlp(layer.central_head, tokens[:, 0], tokens_t[:, 0])

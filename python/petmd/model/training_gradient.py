@@ -25,12 +25,20 @@ from typing import Callable, Dict, List, Tuple
 import torch
 
 from . import tangents
-from .pet import PET, atom_chunks
+from .graph import atom_chunks, message_adjoints, next_messages
+from .pet import PET
 
 
-def accumulate_parameter_gradient(model: PET, species: torch.Tensor, edge_vectors: torch.Tensor,
-                                  edge_index: torch.Tensor, reverse: torch.Tensor, energy_coefficient: torch.Tensor,
-                                  force_coefficient: torch.Tensor, chunk_atoms: int) -> None:
+def accumulate_parameter_gradient(
+    model: PET,
+    species: torch.Tensor,
+    edge_vectors: torch.Tensor,
+    edge_index: torch.Tensor,
+    reverse: torch.Tensor,
+    energy_coefficient: torch.Tensor,
+    force_coefficient: torch.Tensor,
+    chunk_atoms: int,
+) -> None:
     """Adds ∂S/∂θ to the parameters' ``.grad``, S = Σ_i c_i y_i + Σ_i G_i·F_i (y_i: atomic energies).
 
     species [N] (model indices), edge_vectors [E, 3] float64, energy_coefficient c [N] (∂L/∂E of each atom's
@@ -53,9 +61,16 @@ def accumulate_parameter_gradient(model: PET, species: torch.Tensor, edge_vector
     neighbors = neighbors_graph.detach()
 
     def run(layer, atoms, edges, local_i, messages, messages_tangent, neighbors_c):
-        return tangents.on_atoms(model, layer, edge_vectors.index_select(0, edges),
-                                 edge_tangent.index_select(0, edges), (messages, messages_tangent), neighbors_c,
-                                 species.index_select(0, atoms), local_i)
+        return tangents.on_atoms(
+            model,
+            layer,
+            edge_vectors.index_select(0, edges),
+            edge_tangent.index_select(0, edges),
+            (messages, messages_tangent),
+            neighbors_c,
+            species.index_select(0, atoms),
+            local_i,
+        )
 
     # forward: keep each layer's input messages and their tangents [E, d], nothing else; the last layer's outputs
     # are needed only in the reverse pass, which starts with it
@@ -68,12 +83,19 @@ def accumulate_parameter_gradient(model: PET, species: torch.Tensor, edge_vector
                 break
             out, out_tangent = torch.empty_like(messages), torch.empty_like(messages)
             for atoms, edges, local_i in chunks:
-                _, (out_c, out_tangent_c) = run(layer, atoms, edges, local_i, messages.index_select(0, edges),
-                                                messages_tangent.index_select(0, edges), neighbors.index_select(0, edges))
+                _, (out_c, out_tangent_c) = run(
+                    layer,
+                    atoms,
+                    edges,
+                    local_i,
+                    messages.index_select(0, edges),
+                    messages_tangent.index_select(0, edges),
+                    neighbors.index_select(0, edges),
+                )
                 out.index_copy_(0, edges, out_c)
                 out_tangent.index_copy_(0, edges, out_tangent_c)
-            messages = 0.5 * (messages + out.index_select(0, reverse))
-            messages_tangent = 0.5 * (messages_tangent + out_tangent.index_select(0, reverse))
+            messages = next_messages(messages, out, reverse)
+            messages_tangent = next_messages(messages_tangent, out_tangent, reverse)
 
     # reverse: layer by layer, chunk by chunk, re-run with autograd; the adjoints ∂S/∂(messages, tangents) entering
     # layer k + 1 are pulled back to layer k's inputs, and each chunk's parameter gradient accumulates in .grad
@@ -81,31 +103,39 @@ def accumulate_parameter_gradient(model: PET, species: torch.Tensor, edge_vector
     neighbor_adjoint = torch.zeros_like(neighbors)
     for k in range(len(layers) - 1, -1, -1):
         layer = layers[k]
-        out_adjoint = 0.5 * adjoint.index_select(0, reverse)
-        out_adjoint_tangent = 0.5 * adjoint_tangent.index_select(0, reverse)
-        adjoint, adjoint_tangent = 0.5 * adjoint, 0.5 * adjoint_tangent
+        adjoint, out_adjoint = message_adjoints(adjoint, reverse)
+        adjoint_tangent, out_adjoint_tangent = message_adjoints(adjoint_tangent, reverse)
         for atoms, edges, local_i in chunks:
             messages_c = inputs[k][0].index_select(0, edges).requires_grad_(True)
             tangent_c = inputs[k][1].index_select(0, edges).requires_grad_(k > 0)  # zero in the first layer
             neighbors_c = neighbors.index_select(0, edges).requires_grad_(layer.with_neighbor_species)
             leaves = [x for x in (messages_c, tangent_c, neighbors_c) if x.requires_grad]
-            (energies, energies_tangent), (out_c, out_tangent_c) = run(layer, atoms, edges, local_i, messages_c,
-                                                                       tangent_c, neighbors_c)
-            objective = ((energy_weight.index_select(0, atoms) * energies).sum() - scale * energies_tangent.sum()
-                         + (out_c * out_adjoint.index_select(0, edges)).sum()
-                         + (out_tangent_c * out_adjoint_tangent.index_select(0, edges)).sum())
+            (energies, energies_tangent), (out_c, out_tangent_c) = run(
+                layer, atoms, edges, local_i, messages_c, tangent_c, neighbors_c
+            )
+            objective = (
+                (energy_weight.index_select(0, atoms) * energies).sum()
+                - scale * energies_tangent.sum()
+                + (out_c * out_adjoint.index_select(0, edges)).sum()
+                + (out_tangent_c * out_adjoint_tangent.index_select(0, edges)).sum()
+            )
             objective.backward(inputs=list(layer.parameters()) + leaves)
+            assert messages_c.grad is not None  # every layer reads its messages
             adjoint.index_add_(0, edges, messages_c.grad)
-            if tangent_c.requires_grad:
+            if tangent_c.grad is not None:
                 adjoint_tangent.index_add_(0, edges, tangent_c.grad)
-            if neighbors_c.requires_grad:
+            if neighbors_c.grad is not None:
                 neighbor_adjoint.index_add_(0, edges, neighbors_c.grad)
     neighbor_adjoint += adjoint  # the first layer's input messages are the neighbour embeddings
     neighbors_graph.backward(neighbor_adjoint)
 
 
-def loss_and_gradient(model: PET, inputs: Dict[str, torch.Tensor], loss_fn: Callable[[Dict[str, torch.Tensor]],
-                      torch.Tensor], chunk_atoms: int) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+def loss_and_gradient(
+    model: PET,
+    inputs: Dict[str, torch.Tensor],
+    loss_fn: Callable[[Dict[str, torch.Tensor]], torch.Tensor],
+    chunk_atoms: int,
+) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """loss_fn({"energy", "forces"}) and its gradient, added to the parameters' ``.grad``; inputs as ``PET.forward``
     takes them. In chunks of ``chunk_atoms`` when there are more atoms than that, else by the plain double backward
     (chunk_atoms ≤ 0: always). Returns the loss and the model's (detached) energies and forces."""
@@ -126,7 +156,14 @@ def loss_and_gradient(model: PET, inputs: Dict[str, torch.Tensor], loss_fn: Call
     edge_index = inputs["edge_index"]
     edge_vectors = model.edge_vectors(inputs["positions"], edge_index, inputs["shift_vectors"])
     species = model.species_index(inputs["atomic_numbers"])
-    accumulate_parameter_gradient(model, species, edge_vectors, edge_index, inputs["reverse"],
-                                  energy_coefficient.index_select(0, inputs["structure"]), force_coefficient,
-                                  chunk_atoms)
+    accumulate_parameter_gradient(
+        model,
+        species,
+        edge_vectors,
+        edge_index,
+        inputs["reverse"],
+        energy_coefficient.index_select(0, inputs["structure"]),
+        force_coefficient,
+        chunk_atoms,
+    )
     return loss.detach(), {"energy": energy.detach(), "forces": forces.detach()}

@@ -13,8 +13,16 @@ import numpy as np
 
 from ..errors import PetmdError
 from .blocks import mean_estimate, slope_estimate
-from .dynamics import (AngularMomentum, TimeCorrelation, Unwrapper, diffusion_from_msd, kinetic_temperature,
-                       orientation_overlap, squared_displacement, yeh_hummer_note)
+from .dynamics import (
+    AngularMomentum,
+    TimeCorrelation,
+    Unwrapper,
+    diffusion_from_msd,
+    kinetic_temperature,
+    orientation_overlap,
+    squared_displacement,
+    yeh_hummer_note,
+)
 from .frames import Frame
 from .lammps_log import merge_thermo
 from .structure import DipoleCorrelation, OrientationFreeEnergy, Pairs, RDFAccumulator
@@ -47,8 +55,9 @@ class _Dynamics:
         self.options = options
         self.dt: Optional[float] = None
         self.previous_time: Optional[float] = None
-        self.pending = None
-        self.msd = self.cuu = None
+        self.pending: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None
+        self.msd: Optional[TimeCorrelation] = None
+        self.cuu: Optional[TimeCorrelation] = None
         self.stopped: Optional[str] = None
 
     def add(self, k: int, frame: Frame, data_msd, data_u):
@@ -60,25 +69,30 @@ class _Dynamics:
         if k == 0:
             self.pending, self.previous_time = (data_msd, data_u), frame.time
             return
-        interval = frame.time - self.previous_time
+        assert self.previous_time is not None and self.pending is not None or self.dt is not None
+        interval = frame.time - (self.previous_time or 0.0)
         if self.dt is None:
+            assert self.pending is not None
             if interval <= 0:
                 self.stopped = f"{frame.source}: time does not increase ({self.previous_time} → {frame.time} ps)"
                 return
             self.dt = interval
             max_lag = max(1, int(round(self.options.max_lag / self.dt)))
-            self.msd = TimeCorrelation(max_lag, squared_displacement)
-            self.cuu = TimeCorrelation(max_lag, orientation_overlap)
-            self.msd.add(0, self.pending[0])
+            msd = self.msd = TimeCorrelation(max_lag, squared_displacement)
+            cuu = self.cuu = TimeCorrelation(max_lag, orientation_overlap)
+            msd.add(0, self.pending[0])
             if self.pending[1] is not None:
-                self.cuu.add(0, self.pending[1])
+                cuu.add(0, self.pending[1])
             self.pending = None
         elif abs(interval - self.dt) > 1e-6 * self.dt + 1e-9:
-            self.stopped = (f"{frame.source}: frames are not evenly spaced in time ({interval:g} ps after the "
-                            f"previous one, {self.dt:g} ps before): MSD and c_uu need even spacing")
+            self.stopped = (
+                f"{frame.source}: frames are not evenly spaced in time ({interval:g} ps after the "
+                f"previous one, {self.dt:g} ps before): MSD and c_uu need even spacing"
+            )
             self.msd = self.cuu = None
             return
         self.previous_time = frame.time
+        assert self.msd is not None and self.cuu is not None  # set up at the second frame, above
         self.msd.add(k, data_msd)
         if data_u is not None:
             self.cuu.add(k, data_u)
@@ -98,13 +112,15 @@ class _Dynamics:
             window = (0.2 * top, top)
         diffusion = diffusion_from_msd(t, msd, per_block, window)
         if window[1] < 1.0:
-            diffusion["warning"] = (f"the fit ends at {window[1]:.3g} ps: liquid water's MSD is linear (diffusive) "
-                                    f"only beyond ~1 ps, so this D is not a diffusion coefficient; run longer")
+            diffusion["warning"] = (
+                f"the fit ends at {window[1]:.3g} ps: liquid water's MSD is linear (diffusive) "
+                f"only beyond ~1 ps, so this D is not a diffusion coefficient; run longer"
+            )
         diffusion["unit"] = "Å²/ps"
         if box_length:
             diffusion["finite_size"] = yeh_hummer_note(box_length, temperature)
         out["diffusion_O"] = diffusion
-        if self.cuu.series.n_frames:
+        if self.cuu is not None and self.cuu.series.n_frames:
             lags, c, c_err, _ = self.cuu.result(n_blocks)
             out["c_uu"] = {"t": lags * self.dt, "c": c, "err": c_err, "n_blocks": per_block.shape[0]}
         return out
@@ -121,8 +137,13 @@ def _scalar(values, n_blocks: int, unit: str, scale: float = 1.0) -> Optional[di
     if len(values) == 0:
         return None
     mean, err, used = mean_estimate(values, n_blocks)
-    return {"value": mean, "err": err if math.isfinite(err) else None, "unit": unit, "n_blocks": used,
-            "samples": len(values)}
+    return {
+        "value": mean,
+        "err": err if math.isfinite(err) else None,
+        "unit": unit,
+        "n_blocks": used,
+        "samples": len(values),
+    }
 
 
 def _thermo_observables(inputs: Inputs, options: Options, n_atoms: Optional[int], notes: List[str]) -> dict:
@@ -130,6 +151,7 @@ def _thermo_observables(inputs: Inputs, options: Options, n_atoms: Optional[int]
     thermo = merge_thermo([log.thermo for log in inputs.logs])
     if not thermo:
         return {}
+    assert log is not None  # thermo output comes from a log
     time = thermo["Time"] if "Time" in thermo else thermo["Step"] * log.timestep if "Step" in thermo else None
     if time is not None and options.discard:
         keep = time >= time[0] + options.discard
@@ -146,26 +168,40 @@ def _thermo_observables(inputs: Inputs, options: Options, n_atoms: Optional[int]
     if "Density" in thermo:
         out["density"] = _scalar(thermo["Density"], options.n_blocks, "g/cm³")
     thermostatted = log.target_temperature is not None or log.barostat
-    quantity = "Econserve" if "Econserve" in thermo else ("TotEng" if "TotEng" in thermo and not thermostatted
-                                                          else None)
+    quantity = (
+        "Econserve" if "Econserve" in thermo else ("TotEng" if "TotEng" in thermo and not thermostatted else None)
+    )
     if quantity and time is not None and n_atoms and len(time) > 2:
         slope, err = slope_estimate(time, thermo[quantity] * 1e3 / n_atoms, options.n_blocks)
-        out["conserved_drift"] = {"value": slope, "err": err if math.isfinite(err) else None,
-                                  "unit": "meV/atom/ps", "quantity": quantity, "n_blocks": options.n_blocks}
+        out["conserved_drift"] = {
+            "value": slope,
+            "err": err if math.isfinite(err) else None,
+            "unit": "meV/atom/ps",
+            "quantity": quantity,
+            "n_blocks": options.n_blocks,
+        }
     elif thermostatted and "Econserve" not in thermo:
-        notes.append("the run is thermostatted and its thermo output has no econserve column: add econserve to "
-                     "thermo_style to get the drift of the conserved quantity")
+        notes.append(
+            "the run is thermostatted and its thermo output has no econserve column: add econserve to "
+            "thermo_style to get the drift of the conserved quantity"
+        )
     return out
 
 
-def analyze(paths: Sequence[str], options: Options = Options()) -> dict:
+def analyze(paths: Sequence[str], options: Options | None = None) -> dict:
     """Every observable the inputs allow, as a JSON-ready dict (arrays as numpy arrays)."""
+    options = Options() if options is None else options
     from tqdm import tqdm
 
     inputs = classify(paths)
     notes: List[str] = []
-    result: dict = {"inputs": {"trajectories": [str(p) for p in inputs.trajectories],
-                               "logs": [str(log.path) for log in inputs.logs]}, "n_blocks": options.n_blocks}
+    result: dict = {
+        "inputs": {
+            "trajectories": [str(p) for p in inputs.trajectories],
+            "logs": [str(log.path) for log in inputs.logs],
+        },
+        "n_blocks": options.n_blocks,
+    }
     rdf = RDFAccumulator(options.r_max, options.rdf_bins)
     dipoles = DipoleCorrelation(options.r_max, options.dipole_bins)
     orientation = OrientationFreeEnergy(*options.orientation_bins)
@@ -178,8 +214,9 @@ def analyze(paths: Sequence[str], options: Options = Options()) -> dict:
     angular = None
     start_time, last_time, k = None, None, 0
     frames = iter_frames(inputs, options.types, options.timestep, options.frame_interval)
-    for frame in tqdm(frames, total=n_estimate, unit="frame", desc="observables", disable=not options.progress,
-                      mininterval=1.0):
+    for frame in tqdm(
+        frames, total=n_estimate, unit="frame", desc="observables", disable=not options.progress, mininterval=1.0
+    ):
         positions = unwrap(frame)
         if options.discard:
             if frame.time is None:
@@ -195,8 +232,10 @@ def analyze(paths: Sequence[str], options: Options = Options()) -> dict:
             if single_molecule and frame.velocities is not None:
                 angular = AngularMomentum(masses)
         elif len(frame.symbols) != len(first.symbols) or not np.array_equal(frame.symbols, first.symbols):
-            raise PetmdError(f"{frame.source}: the atoms differ from those of the first frame ({first.source}): "
-                             f"one run's files must hold the same atoms in every frame")
+            raise PetmdError(
+                f"{frame.source}: the atoms differ from those of the first frame ({first.source}): "
+                f"one run's files must hold the same atoms in every frame"
+            )
         water = "O" in composition and "H" in composition
         molecules = find_molecules(frame) if water else None
         if molecules is not None:
@@ -226,14 +265,17 @@ def analyze(paths: Sequence[str], options: Options = Options()) -> dict:
         k += 1
     n_blocks = options.n_blocks
     if first is not None:
-        result["system"] = {"n_atoms": len(first.symbols), "composition": composition,
-                            "periodic": bool(first.pbc.all()), "n_frames": k,
-                            "time_span_ps": (last_time - start_time if start_time is not None else
-                                             last_time - first.time) if last_time is not None and first.time
-                            is not None else None,
-                            "frame_interval_ps": dynamics.dt, "constant_volume": bool(np.ptp(volumes) <= 1e-6 *
-                                                                                        np.mean(volumes))
-                            if volumes else None}
+        result["system"] = {
+            "n_atoms": len(first.symbols),
+            "composition": composition,
+            "periodic": bool(first.pbc.all()),
+            "n_frames": k,
+            "time_span_ps": (last_time - start_time if start_time is not None else last_time - first.time)
+            if last_time is not None and first.time is not None
+            else None,
+            "frame_interval_ps": dynamics.dt,
+            "constant_volume": bool(np.ptp(volumes) <= 1e-6 * np.mean(volumes)) if volumes else None,
+        }
         if rdf.g.n_frames:
             result.update(rdf.result(n_blocks))
         if dipoles.sums.n_frames:
@@ -241,11 +283,15 @@ def analyze(paths: Sequence[str], options: Options = Options()) -> dict:
         if orientation.totals.n_frames and orientation.totals.blocks(1).sum() > 0:
             result.update(orientation.result(n_blocks))
         if molecules is not None:
-            result["molecules"] = {"n_oxygen": len(molecules.oxygens), "proton_hops": hops,
-                                   "not_whole_molecule_frames": not_whole, "unassigned_H_frames": unassigned,
-                                   "rule": "each H belongs to its nearest O within 2 Å; a hop is an H whose O changed "
-                                           "since the previous frame; molecules without exactly two H are left out "
-                                           "of orientation observables"}
+            result["molecules"] = {
+                "n_oxygen": len(molecules.oxygens),
+                "proton_hops": hops,
+                "not_whole_molecule_frames": not_whole,
+                "unassigned_H_frames": unassigned,
+                "rule": "each H belongs to its nearest O within 2 Å; a hop is an H whose O changed "
+                "since the previous frame; molecules without exactly two H are left out "
+                "of orientation observables",
+            }
         if density:
             result["density"] = _scalar(density, n_blocks, "g/cm³")
         if temperature:
@@ -265,13 +311,21 @@ def analyze(paths: Sequence[str], options: Options = Options()) -> dict:
     if first is not None:
         box = float(np.mean(volumes)) ** (1 / 3) if volumes else None
         t = result.get("temperature", {}).get("value") if result.get("temperature") else None
-        result.update(dynamics.result(n_blocks, k, box, inputs.log.target_temperature if inputs.log and
-                                      inputs.log.target_temperature else t))
+        result.update(
+            dynamics.result(
+                n_blocks, k, box, inputs.log.target_temperature if inputs.log and inputs.log.target_temperature else t
+            )
+        )
     if inputs.log is not None:
         result.setdefault("system", {})
-        result["system"].update({"target_temperature_K": inputs.log.target_temperature,
-                                 "target_pressure_bar": inputs.log.target_pressure,
-                                 "barostat": inputs.log.barostat, "timestep_ps": inputs.log.timestep})
+        result["system"].update(
+            {
+                "target_temperature_K": inputs.log.target_temperature,
+                "target_pressure_bar": inputs.log.target_pressure,
+                "barostat": inputs.log.barostat,
+                "timestep_ps": inputs.log.timestep,
+            }
+        )
     result["notes"] = notes
     return result
 

@@ -83,8 +83,11 @@ def ratio_estimate(numerator: np.ndarray, denominator: np.ndarray) -> Tuple[np.n
     n = np.sum(np.isfinite(per_block), axis=0)
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # points with data in one block only: NaN, said below
-        err = np.nanstd(np.where(np.isfinite(per_block), per_block, np.nan), axis=0, ddof=1) / np.sqrt(n) \
-            if per_block.shape[0] > 1 else np.full_like(value, np.nan)
+        err = (
+            np.nanstd(np.where(np.isfinite(per_block), per_block, np.nan), axis=0, ddof=1) / np.sqrt(n)
+            if per_block.shape[0] > 1
+            else np.full_like(value, np.nan)
+        )
     err = np.where(n > 1, err, np.nan)
     return value, err
 

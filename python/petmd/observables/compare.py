@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 from scipy import stats
@@ -37,17 +37,18 @@ FIGURES = {"rdf.png": ("g_OO", "g_OH", "g_HH"), "dipole.png": ("c_L", "c_T"), "d
 def _welch(delta, err_a, err_b, n_a: int, n_b: int):
     """(z, p) for differences with block-average standard errors from n_a and n_b blocks."""
     delta, err_a, err_b = (np.asarray(x, float) for x in (delta, err_a, err_b))
-    sigma2 = err_a ** 2 + err_b ** 2
+    sigma2 = err_a**2 + err_b**2
     with np.errstate(divide="ignore", invalid="ignore"):
         z = delta / np.sqrt(sigma2)
-        dof = sigma2 ** 2 / (err_a ** 4 / max(n_a - 1, 1) + err_b ** 4 / max(n_b - 1, 1))
+        dof = sigma2**2 / (err_a**4 / max(n_a - 1, 1) + err_b**4 / max(n_b - 1, 1))
     p = 2.0 * stats.t.sf(np.abs(z), np.maximum(dof, 1.0))
     return z, p
 
 
 def _values(entry: dict, name: str) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in np.ravel(np.asarray(entry[name], dtype=object))], float) \
-        .reshape(np.shape(entry[name]))
+    return np.array(
+        [np.nan if v is None else v for v in np.ravel(np.asarray(entry[name], dtype=object))], float
+    ).reshape(np.shape(entry[name]))
 
 
 def _curve_test(a: dict, b: dict, x_name: Optional[str], y_name: str) -> Optional[dict]:
@@ -67,21 +68,38 @@ def _curve_test(a: dict, b: dict, x_name: Optional[str], y_name: str) -> Optiona
         return None
     z, p = _welch(yb[usable] - ya[usable], ea[usable], eb[usable], a.get("n_blocks", 5), b.get("n_blocks", 5))
     z_eq = stats.norm.isf(np.clip(p, 1e-300, 1.0) / 2.0)
-    chi2 = float(np.sum(z_eq ** 2))
+    chi2 = float(np.sum(z_eq**2))
     worst = int(np.argmin(p))
-    where = float(_values(a, x_name)[np.flatnonzero(usable)[worst]]) if x_name is not None and \
-        np.ndim(a[x_name]) == 1 and len(a[x_name]) == len(np.ravel(ya)) else None
-    return {"points": int(usable.sum()), "chi2": chi2, "p": float(min(1.0, p[worst] * usable.sum())),
-            "max_abs_z": float(abs(z[worst])), "at": where,
-            "rms_difference": float(np.sqrt(np.mean((yb[usable] - ya[usable]) ** 2)))}
+    where = (
+        float(_values(a, x_name)[np.flatnonzero(usable)[worst]])
+        if x_name is not None and np.ndim(a[x_name]) == 1 and len(a[x_name]) == len(np.ravel(ya))
+        else None
+    )
+    return {
+        "points": int(usable.sum()),
+        "chi2": chi2,
+        "p": float(min(1.0, p[worst] * usable.sum())),
+        "max_abs_z": float(abs(z[worst])),
+        "at": where,
+        "rms_difference": float(np.sqrt(np.mean((yb[usable] - ya[usable]) ** 2))),
+    }
 
 
 def _scalar_test(a: dict, b: dict) -> Optional[dict]:
     if a.get("value") is None or b.get("value") is None or a.get("err") is None or b.get("err") is None:
         return None
     z, p = _welch(b["value"] - a["value"], a["err"], b["err"], a.get("n_blocks", 5), b.get("n_blocks", 5))
-    return {"a": a["value"], "a_err": a["err"], "b": b["value"], "b_err": b["err"], "difference": b["value"] - a["value"],
-            "combined_err": float(np.hypot(a["err"], b["err"])), "z": float(z), "p": float(p), "unit": a.get("unit")}
+    return {
+        "a": a["value"],
+        "a_err": a["err"],
+        "b": b["value"],
+        "b_err": b["err"],
+        "difference": b["value"] - a["value"],
+        "combined_err": float(np.hypot(a["err"], b["err"])),
+        "z": float(z),
+        "p": float(p),
+        "unit": a.get("unit"),
+    }
 
 
 def conditions_differ(a: dict, b: dict) -> List[str]:
@@ -98,8 +116,9 @@ def conditions_differ(a: dict, b: dict) -> List[str]:
     elif a.get("temperature") and b.get("temperature"):
         test = _scalar_test(a["temperature"], b["temperature"])
         if test and abs(test["z"]) > 3 and abs(test["difference"]) > 0.01 * abs(test["a"]):
-            problems.append(f"temperature {test['a']:.1f} ± {test['a_err']:.1f} K vs {test['b']:.1f} ± "
-                            f"{test['b_err']:.1f} K")
+            problems.append(
+                f"temperature {test['a']:.1f} ± {test['a_err']:.1f} K vs {test['b']:.1f} ± {test['b_err']:.1f} K"
+            )
     if sa.get("constant_volume") and sb.get("constant_volume") and a.get("density") and b.get("density"):
         da, db = a["density"]["value"], b["density"]["value"]
         if abs(da - db) > 0.002 * da:
@@ -110,8 +129,9 @@ def conditions_differ(a: dict, b: dict) -> List[str]:
     return problems
 
 
-def compare_runs(directories: Sequence[str], threshold: float = 3.0, force: bool = False,
-                 names: Optional[Sequence[str]] = None) -> dict:
+def compare_runs(
+    directories: Sequence[str], threshold: float = 3.0, force: bool = False, names: Optional[Sequence[str]] = None
+) -> dict:
     if len(directories) < 2:
         raise PetmdError("compare needs at least two runs (folders written by petmd observables)")
     names = list(names) if names else [Path(d).name or str(d) for d in directories]
@@ -132,8 +152,11 @@ def compare_runs(directories: Sequence[str], threshold: float = 3.0, force: bool
         rows = []
         for key in SCALARS:
             if key in runs[0] and key in run and runs[0][key] and run[key]:
-                if key == "density" and runs[0].get("system", {}).get("constant_volume") and \
-                        run.get("system", {}).get("constant_volume"):
+                if (
+                    key == "density"
+                    and runs[0].get("system", {}).get("constant_volume")
+                    and run.get("system", {}).get("constant_volume")
+                ):
                     continue  # fixed by the set-up, not an outcome
                 test = _scalar_test(runs[0][key], run[key])
                 if test:
@@ -155,10 +178,16 @@ def compare_runs(directories: Sequence[str], threshold: float = 3.0, force: bool
                     rows.append({"observable": f"angular_momentum.{sub}", "kind": "scalar", **test})
         for row in rows:
             row["verdict"] = "differs" if row["p"] < alpha else "consistent"
-        comparisons.append({"reference": names[0], "run": name, "conditions_differ": refused.get(name, []),
-                            "rows": rows})
-    result = {"runs": names, "directories": [str(d) for d in directories], "threshold_sigma": threshold,
-              "alpha": alpha, "comparisons": comparisons}
+        comparisons.append(
+            {"reference": names[0], "run": name, "conditions_differ": refused.get(name, []), "rows": rows}
+        )
+    result = {
+        "runs": names,
+        "directories": [str(d) for d in directories],
+        "threshold_sigma": threshold,
+        "alpha": alpha,
+        "comparisons": comparisons,
+    }
     return {"json": _clean(result), "text": _text(result), "runs": runs}
 
 
@@ -170,13 +199,25 @@ def _fmt(value, err=None) -> str:
 
 def _row_cells(row: dict) -> List[str]:
     if row["kind"] == "scalar":
-        return [row["observable"], _fmt(row["a"], row["a_err"]), _fmt(row["b"], row["b_err"]),
-                _fmt(row["difference"], row["combined_err"]), f"{abs(row['z']):.2f}", f"{row['p']:.2g}",
-                row["verdict"]]
+        return [
+            row["observable"],
+            _fmt(row["a"], row["a_err"]),
+            _fmt(row["b"], row["b_err"]),
+            _fmt(row["difference"], row["combined_err"]),
+            f"{abs(row['z']):.2f}",
+            f"{row['p']:.2g}",
+            row["verdict"],
+        ]
     at = f" at {row['at']:.3g}" if row.get("at") is not None else ""
-    return [row["observable"], f"{row['kind']}, {row['points']} points", "",
-            f"rms {row['rms_difference']:.3g}", f"max {row['max_abs_z']:.2f}{at}",
-            f"{row['p']:.2g} (χ²/points {row['chi2'] / row['points']:.2f})", row["verdict"]]
+    return [
+        row["observable"],
+        f"{row['kind']}, {row['points']} points",
+        "",
+        f"rms {row['rms_difference']:.3g}",
+        f"max {row['max_abs_z']:.2f}{at}",
+        f"{row['p']:.2g} (χ²/points {row['chi2'] / row['points']:.2f})",
+        row["verdict"],
+    ]
 
 
 HEADER = ["observable", "reference", "run", "difference ± combined error", "|z|", "p", "verdict"]
@@ -186,8 +227,10 @@ def _text(result: dict) -> str:
     lines = [f"verdict 'differs' when p < {result['alpha']:.2g} ({result['threshold_sigma']:g}σ two-sided)"]
     for c in result["comparisons"]:
         differs = [r["observable"] for r in c["rows"] if r["verdict"] == "differs"]
-        lines.append(f"{c['run']} vs {c['reference']}: {len(c['rows'])} observables, "
-                     + (f"differs in {', '.join(differs)}" if differs else "all consistent"))
+        lines.append(
+            f"{c['run']} vs {c['reference']}: {len(c['rows'])} observables, "
+            + (f"differs in {', '.join(differs)}" if differs else "all consistent")
+        )
         for problem in c["conditions_differ"]:
             lines.append(f"  forced although {problem}")
         for row in c["rows"]:
@@ -209,33 +252,55 @@ def write_report(result: dict, output) -> Path:
         for key in keys:
             if all(key in run for run in runs):
                 x_name, y_name, xlabel, ylabel, reference, title = CURVES[key]
-                curves = [(name, _values(run[key], x_name), _values(run[key], y_name), _values(run[key], "err"))
-                          for name, run in zip(names, runs)]
-                panels.append(Panel(title, xlabel, ylabel, curves, reference=reference,
-                                    ylim_beyond=1.5 if key.startswith("g_") else None))
+                curves = [
+                    (name, _values(run[key], x_name), _values(run[key], y_name), _values(run[key], "err"))
+                    for name, run in zip(names, runs)
+                ]
+                panels.append(
+                    Panel(
+                        title,
+                        xlabel,
+                        ylabel,
+                        curves,
+                        reference=reference,
+                        ylim_beyond=1.5 if key.startswith("g_") else None,
+                    )
+                )
         if panels:
             figures.append(curve_figure(panels, folder / png))
     if all("orientation_F" in run for run in runs):
-        maps = [(name, {k: _values(run["orientation_F"], k) for k in ("F", "cos_theta_edges", "phi_edges")})
-                for name, run in zip(names, runs)]
+        maps = [
+            (name, {k: _values(run["orientation_F"], k) for k in ("F", "cos_theta_edges", "phi_edges")})
+            for name, run in zip(names, runs)
+        ]
         figures.append(orientation_figure(maps, folder / "orientation_F.png", "lab-frame F(cos θ, φ) / kT"))
-    lines = [f"# Comparison of {len(names)} runs: {', '.join(names)}", "",
-             f"Reference: **{names[0]}**. Each observable of each run against it: difference, combined standard "
-             f"error (block averages), z-score and p-value (Student's t at Welch–Satterthwaite degrees of freedom; "
-             f"curves and maps: the point of largest |z|, its p times the number of points (Bonferroni); χ²/points "
-             f"near 1 means agreement everywhere). Verdict **differs** when p < "
-             f"{data['alpha']:.2g} ({data['threshold_sigma']:g}σ two-sided), else **consistent**.", ""]
+    lines = [
+        f"# Comparison of {len(names)} runs: {', '.join(names)}",
+        "",
+        f"Reference: **{names[0]}**. Each observable of each run against it: difference, combined standard "
+        f"error (block averages), z-score and p-value (Student's t at Welch–Satterthwaite degrees of freedom; "
+        f"curves and maps: the point of largest |z|, its p times the number of points (Bonferroni); χ²/points "
+        f"near 1 means agreement everywhere). Verdict **differs** when p < "
+        f"{data['alpha']:.2g} ({data['threshold_sigma']:g}σ two-sided), else **consistent**.",
+        "",
+    ]
     for c in data["comparisons"]:
         differs = [r["observable"] for r in c["rows"] if r["verdict"] == "differs"]
-        lines += [f"## {c['run']} vs {c['reference']}: " + (f"differs in {', '.join(differs)}" if differs
-                                                            else "all consistent"), ""]
+        lines += [
+            f"## {c['run']} vs {c['reference']}: "
+            + (f"differs in {', '.join(differs)}" if differs else "all consistent"),
+            "",
+        ]
         for problem in c["conditions_differ"]:
             lines.append(f"- **Compared with --force although {problem}.**")
         lines += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
         lines += ["| " + " | ".join(_row_cells(row)) + " |" for row in c["rows"]]
         lines.append("")
-    lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [
-        "", "Runs: " + ", ".join(f"{n} = `{d}`" for n, d in zip(names, data["directories"])), ""]
+    lines += (
+        ["## Figures", ""]
+        + [f"![{p.stem}]({p.name})" for p in figures]
+        + ["", "Runs: " + ", ".join(f"{n} = `{d}`" for n, d in zip(names, data["directories"])), ""]
+    )
     report.write_text("\n".join(lines))
     (folder / "compare.json").write_text(json.dumps(data, indent=1))
     return report

@@ -7,7 +7,7 @@ molecules, not by the trajectory length. Each origin's contributions are booked 
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -88,21 +88,28 @@ def diffusion_from_msd(lags_ps: np.ndarray, msd: np.ndarray, per_block: np.ndarr
     """D = slope/6 of the MSD over ``window`` (ps, ps); error from the spread of the per-block slopes."""
     inside = (lags_ps >= window[0]) & (lags_ps <= window[1])
     if inside.sum() < 3:
-        return {"value": None, "err": None, "fit_ps": list(window),
-                "why_missing": "fewer than 3 lags in the fit window: a longer trajectory or more frames are needed"}
+        return {
+            "value": None,
+            "err": None,
+            "fit_ps": list(window),
+            "why_missing": "fewer than 3 lags in the fit window: a longer trajectory or more frames are needed",
+        }
     t = lags_ps[inside]
     value = float(np.polyfit(t, msd[inside], 1)[0] / 6.0)
-    per_block = [np.polyfit(t, row[inside], 1)[0] / 6.0 for row in per_block if np.all(np.isfinite(row[inside]))]
-    err = float(np.std(per_block, ddof=1) / np.sqrt(len(per_block))) if len(per_block) > 1 else None
+    slopes = [np.polyfit(t, row[inside], 1)[0] / 6.0 for row in per_block if np.all(np.isfinite(row[inside]))]
+    err = float(np.std(slopes, ddof=1) / np.sqrt(len(slopes))) if len(slopes) > 1 else None
     return {"value": value, "err": err, "fit_ps": [float(t[0]), float(t[-1])], "n_blocks": len(per_block)}
 
 
 def yeh_hummer_note(box_length: float, temperature: Optional[float]) -> dict:
     """The finite-size correction of D in a cubic periodic box (Yeh & Hummer 2004), with the shear viscosity of
     real water at 298 K as the example value: the model's own viscosity is what really belongs there."""
-    out = {"note": "D in a periodic box is smaller than in bulk by ξ k_B T / (6π η L) (Yeh & Hummer 2004, "
-                   "ξ = 2.837297, cubic box): add it, with the model's viscosity η, before comparing with experiment "
-                   "or with runs in other box sizes", "box_length_A": box_length}
+    out = {
+        "note": "D in a periodic box is smaller than in bulk by ξ k_B T / (6π η L) (Yeh & Hummer 2004, "
+        "ξ = 2.837297, cubic box): add it, with the model's viscosity η, before comparing with experiment "
+        "or with runs in other box sizes",
+        "box_length_A": box_length,
+    }
     if temperature:
         eta = 0.89e-3  # Pa s, water at 298 K
         correction = 2.837297 * 1.380649e-23 * temperature / (6 * np.pi * eta * box_length * 1e-10)  # m²/s
@@ -116,7 +123,9 @@ class AngularMomentum:
 
     def __init__(self, masses: np.ndarray):
         self.masses = masses
-        self.t, self.L, self.torque = [], [], []
+        self.t: List[float] = []
+        self.L: List[np.ndarray] = []
+        self.torque: List[np.ndarray] = []
 
     def add(self, time: float, positions: np.ndarray, velocities: np.ndarray, forces: Optional[np.ndarray]):
         m = self.masses[:, None]
@@ -130,8 +139,14 @@ class AngularMomentum:
         t, L, torque = np.array(self.t, float), np.array(self.L), np.array(self.torque)
         norm, torque_norm = np.linalg.norm(L, axis=1), np.linalg.norm(torque, axis=1)
         drift, drift_err = slope_estimate(t, norm, n_blocks)
-        out = {"t": t, "L": L, "L_norm": norm, "torque": torque, "torque_norm": torque_norm,
-               "L_norm_drift": {"value": drift, "err": drift_err, "unit": "amu Å²/ps²"}}
+        out = {
+            "t": t,
+            "L": L,
+            "L_norm": norm,
+            "torque": torque,
+            "torque_norm": torque_norm,
+            "L_norm_drift": {"value": drift, "err": drift_err, "unit": "amu Å²/ps²"},
+        }
         if np.all(np.isfinite(torque_norm)):
             from .blocks import mean_estimate
 
@@ -143,5 +158,5 @@ class AngularMomentum:
 def kinetic_temperature(masses: np.ndarray, velocities: np.ndarray) -> float:
     """2 KE / ((3N − 3) k_B): the centre-of-mass motion carries no temperature (LAMMPS's default for `temp`)."""
     dof = 3 * len(masses) - 3
-    kinetic = 0.5 * float(np.sum(masses[:, None] * velocities ** 2)) * AMU_A2_PS2_EV
+    kinetic = 0.5 * float(np.sum(masses[:, None] * velocities**2)) * AMU_A2_PS2_EV
     return 2.0 * kinetic / (max(dof, 1) * KB_EV)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -15,7 +15,7 @@ class Panel:
     title: str
     xlabel: str
     ylabel: str
-    curves: List[Tuple[str, np.ndarray, np.ndarray, Optional[np.ndarray]]] = field(default_factory=list)
+    curves: Sequence[Tuple[str, np.ndarray, np.ndarray, Optional[np.ndarray]]] = field(default_factory=list)
     reference: Optional[float] = None  # horizontal guide line (g = 1, c = 0)
     ylim_beyond: Optional[float] = None  # scale y to the data beyond this x (skips the intramolecular O–H peak)
 
@@ -45,7 +45,7 @@ def curve_figure(panels: Sequence[Panel], png: Path, title: str = "") -> Path:
         top = []
         for label, x, y, err in panel.curves:
             x, y = np.asarray(x, float), np.asarray(y, float)
-            line, = ax.plot(x, y, lw=1.2, label=label)
+            (line,) = ax.plot(x, y, lw=1.2, label=label)
             if err is not None:
                 err = np.asarray(err, float)
                 ok = np.isfinite(err) & np.isfinite(y)
@@ -73,8 +73,9 @@ def orientation_figure(maps: Sequence[Tuple[str, dict]], png: Path, title: str =
     finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.zeros(1)
     limit = max(float(np.abs(finite).max()) if finite.size else 0.1, 0.05)
     for ax, (label, entry), value in zip(axes[0], maps, values):
-        mesh = ax.pcolormesh(entry["phi_edges"], entry["cos_theta_edges"], value, cmap="RdBu_r", vmin=-limit,
-                             vmax=limit)
+        mesh = ax.pcolormesh(
+            entry["phi_edges"], entry["cos_theta_edges"], value, cmap="RdBu_r", vmin=-limit, vmax=limit
+        )
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("φ (rad)")
         ax.set_ylabel("cos θ")

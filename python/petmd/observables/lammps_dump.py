@@ -7,7 +7,7 @@ from __future__ import annotations
 import gzip
 import warnings
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Sequence
+from typing import Dict, Iterator, NoReturn, Optional, Sequence
 
 import numpy as np
 
@@ -45,7 +45,7 @@ class _Lines:
             raise PetmdError(f"{self.path}:{self.number}: expected '{prefix}', found {line.strip()[:60]!r}")
         return line
 
-    def error(self, message: str, line: Optional[int] = None):
+    def error(self, message: str, line: Optional[int] = None) -> NoReturn:
         raise PetmdError(f"{self.path}:{line or self.number}: {message}")
 
 
@@ -73,8 +73,10 @@ def _parse_atoms(lines: _Lines, rows, columns: Sequence[str], first_line: int) -
     for k, row in enumerate(rows):
         tokens = row.split()
         if len(tokens) != ncol:
-            lines.error(f"expected {ncol} values ({' '.join(columns)}), found {len(tokens)}: {row.strip()[:80]!r}",
-                        first_line + k)
+            lines.error(
+                f"expected {ncol} values ({' '.join(columns)}), found {len(tokens)}: {row.strip()[:80]!r}",
+                first_line + k,
+            )
         try:
             table[k, numeric] = [float(tokens[c]) for c in numeric]
         except ValueError:
@@ -82,8 +84,7 @@ def _parse_atoms(lines: _Lines, rows, columns: Sequence[str], first_line: int) -
     return table
 
 
-def read_lammps_dump(path, types: Optional[Sequence[str]] = None, timestep: Optional[float] = None) \
-        -> Iterator[Frame]:
+def read_lammps_dump(path, types: Optional[Sequence[str]] = None, timestep: Optional[float] = None) -> Iterator[Frame]:
     """Frames of a LAMMPS text dump, atoms sorted by id. LAMMPS type k is element ``types[k-1]`` unless the dump has
     an ``element`` column; time = step × ``timestep`` (ps) when a timestep is given."""
     path = Path(path)
@@ -107,12 +108,14 @@ def read_lammps_dump(path, types: Optional[Sequence[str]] = None, timestep: Opti
             box = lines.expect("ITEM: BOX BOUNDS").split()[3:]
             triclinic = box[:3] == ["xy", "xz", "yz"]
             if box and box[0] == "abc":
-                lines.error("general triclinic boxes ('BOX BOUNDS abc origin') are not supported; write the dump "
-                            "with LAMMPS's restricted triclinic box (the default)")
+                lines.error(
+                    "general triclinic boxes ('BOX BOUNDS abc origin') are not supported; write the dump "
+                    "with LAMMPS's restricted triclinic box (the default)"
+                )
             flags = box[3:] if triclinic else box
             pbc = np.array([flag == "pp" for flag in flags] if len(flags) == 3 else [True] * 3)
             bounds = np.zeros((3, 2))
-            tilts = np.zeros(3) if triclinic else None
+            tilts = np.zeros(3)  # stays zero in an orthogonal box
             for d in range(3):
                 values = lines.next("box bounds").split()
                 try:
@@ -129,14 +132,18 @@ def read_lammps_dump(path, types: Optional[Sequence[str]] = None, timestep: Opti
             rows = [f.readline() for _ in range(n_atoms)]
             if n_atoms and not rows[-1]:
                 got = sum(1 for r in rows if r)
-                lines.error(f"frame of step {step} (header at line {header_line}) is truncated: {n_atoms} atom lines "
-                            f"expected, the file ends after {got}", first + got)
+                lines.error(
+                    f"frame of step {step} (header at line {header_line}) is truncated: {n_atoms} atom lines "
+                    f"expected, the file ends after {got}",
+                    first + got,
+                )
             lines.number += n_atoms
-            yield _frame(lines, rows, columns, first, n_atoms, step, origin, cell, pbc, types, timestep,
-                         f"{path}:{header_line}")
+            yield _frame(
+                lines, rows, columns, first, n_atoms, step, origin, cell, pbc, types, timestep, f"{path}:{header_line}"
+            )
 
 
-def _frame(lines, rows, columns, first, n_atoms, step, origin, cell, pbc, types, timestep, source) -> Frame:
+def _frame(lines: _Lines, rows, columns, first, n_atoms, step, origin, cell, pbc, types, timestep, source) -> Frame:
     index: Dict[str, int] = {c: k for k, c in enumerate(columns)}
     table = _parse_atoms(lines, rows, columns, first)
     if "id" in index:
@@ -145,8 +152,11 @@ def _frame(lines, rows, columns, first, n_atoms, step, origin, cell, pbc, types,
         rows = [rows[k] for k in order] if "element" in index else rows
     style = next((names for names in _POSITIONS if all(c in index for c in names)), None)
     if style is None:
-        lines.error(f"no coordinates among the dump columns ({' '.join(columns)}): need x y z, xu yu zu, xs ys zs "
-                    f"or xsu ysu zsu", first - 1)
+        lines.error(
+            f"no coordinates among the dump columns ({' '.join(columns)}): need x y z, xu yu zu, xs ys zs "
+            f"or xsu ysu zsu",
+            first - 1,
+        )
     positions = table[:, [index[c] for c in style]]
     if style[0].startswith("xs"):
         positions = origin + positions @ cell
@@ -159,16 +169,32 @@ def _frame(lines, rows, columns, first, n_atoms, step, origin, cell, pbc, types,
     elif "type" in index:
         lammps_types = table[:, index["type"]].astype(int)
         if types is None:
-            lines.error("the dump has LAMMPS types but no element column: give the element of each type in order "
-                        "(--types O H), or the run's log with its pair_coeff line", first - 1)
+            lines.error(
+                "the dump has LAMMPS types but no element column: give the element of each type in order "
+                "(--types O H), or the run's log with its pair_coeff line",
+                first - 1,
+            )
         if lammps_types.min() < 1 or lammps_types.max() > len(types):
-            lines.error(f"LAMMPS type {lammps_types.max()} has no element: --types gives {len(types)} "
-                        f"({' '.join(types)})", first - 1)
+            lines.error(
+                f"LAMMPS type {lammps_types.max()} has no element: --types gives {len(types)} ({' '.join(types)})",
+                first - 1,
+            )
         symbols = np.asarray(types)[lammps_types - 1]
     else:
         lines.error(f"the dump has neither a type nor an element column ({' '.join(columns)})", first - 1)
-    velocities = table[:, [index[c] for c in ("vx", "vy", "vz")]] if all(c in index for c in ("vx", "vy", "vz")) \
-        else None
+    velocities = (
+        table[:, [index[c] for c in ("vx", "vy", "vz")]] if all(c in index for c in ("vx", "vy", "vz")) else None
+    )
     forces = table[:, [index[c] for c in ("fx", "fy", "fz")]] if all(c in index for c in ("fx", "fy", "fz")) else None
-    return Frame(source=source, step=step, time=step * timestep if timestep else None, symbols=symbols,
-                 positions=positions, unwrapped=unwrapped, cell=cell, pbc=pbc, velocities=velocities, forces=forces)
+    return Frame(
+        source=source,
+        step=step,
+        time=step * timestep if timestep else None,
+        symbols=symbols,
+        positions=positions,
+        unwrapped=unwrapped,
+        cell=cell,
+        pbc=pbc,
+        velocities=velocities,
+        forces=forces,
+    )

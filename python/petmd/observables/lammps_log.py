@@ -14,14 +14,35 @@ from ..errors import PetmdError
 from .lammps_dump import open_text
 
 # the default timestep of each unit style, in that style's time unit; only metal is accepted below
-_ELEMENTS = {"H", "He", "Li", "Be", "B", "C", "N", "O", "F", "Ne", "Na", "Mg", "Al", "Si", "P", "S", "Cl", "Ar", "K",
-             "Ca"}
+_ELEMENTS = {
+    "H",
+    "He",
+    "Li",
+    "Be",
+    "B",
+    "C",
+    "N",
+    "O",
+    "F",
+    "Ne",
+    "Na",
+    "Mg",
+    "Al",
+    "Si",
+    "P",
+    "S",
+    "Cl",
+    "Ar",
+    "K",
+    "Ca",
+}
 _THERMOSTATS = ("nvt", "npt", "temp/csvr", "temp/berendsen", "temp/rescale", "langevin", "temp/csld", "nvt/sllod")
 
 
 @dataclass
 class ThermoBlock:
     """The thermo output of one `run` or `minimize` (kept even if the run was cut short: no 'Loop time' line)."""
+
     columns: Dict[str, np.ndarray]
     minimize: bool
     line: int  # where its header is
@@ -109,8 +130,10 @@ def read_lammps_log(path) -> LammpsLog:
                 log.minimizations += last_command == "minimize"
                 continue
             if command == "units" and len(tokens) > 1 and tokens[1] != "metal":
-                raise PetmdError(f"{path}:{number}: units {tokens[1]}: petmd observables reads metal units "
-                                 f"(Å, eV, ps); rerun with 'units metal'")
+                raise PetmdError(
+                    f"{path}:{number}: units {tokens[1]}: petmd observables reads metal units "
+                    f"(Å, eV, ps); rerun with 'units metal'"
+                )
             if command == "timestep" and len(tokens) > 1:
                 try:
                     log.timestep, log.timestep_set = float(tokens[1]), True
@@ -124,8 +147,10 @@ def read_lammps_log(path) -> LammpsLog:
                     log.type_elements = elements
             if command in ("minimize", "run", "min_style", "fix", "thermo_style", "units", "timestep", "velocity"):
                 last_command = command
-    log.blocks = [ThermoBlock({name: np.asarray(values, float) for name, values in block.items()}, minimize, line)
-                  for block, (minimize, line) in zip(blocks, kinds)]
+    log.blocks = [
+        ThermoBlock({name: np.asarray(values, float) for name, values in block.items()}, minimize, line)
+        for block, (minimize, line) in zip(blocks, kinds)
+    ]
     log.thermo = merge_thermo([b.columns for b in log.blocks if not b.minimize])
     return log
 

@@ -22,7 +22,8 @@ class Pairs:
         from vesin import NeighborList
 
         i, j, d, vectors = NeighborList(cutoff=r_max, full_list=False).compute(
-            frame.positions, frame.cell, True, "ijdD")
+            frame.positions, frame.cell, True, "ijdD"
+        )
         self.i, self.j, self.d, self.vectors = i.astype(np.int64), j.astype(np.int64), d, vectors
 
 
@@ -64,13 +65,23 @@ class RDFAccumulator:
         for p, (a, b) in enumerate(self.pairs):
             g, err = ratio_estimate(g_blocks[:, p], frames[:, None])
             # running coordination number per block, from that block's mean g and density
-            coordination_blocks = np.cumsum(g_blocks[:, p] * (rho_blocks[:, p] / frames)[:, None] * self.shell
-                                            / frames[:, None], axis=1)
+            coordination_blocks = np.cumsum(
+                g_blocks[:, p] * (rho_blocks[:, p] / frames)[:, None] * self.shell / frames[:, None], axis=1
+            )
             coordination = np.cumsum(g * rho_blocks[:, p].sum() / frames.sum() * self.shell)
-            c_err = coordination_blocks.std(axis=0, ddof=1) / np.sqrt(len(frames)) if len(frames) > 1 \
+            c_err = (
+                coordination_blocks.std(axis=0, ddof=1) / np.sqrt(len(frames))
+                if len(frames) > 1
                 else np.full_like(g, np.nan)
-            out[f"g_{a}{b}"] = {"r": r, "g": g, "err": err, "coordination": coordination,
-                               "coordination_err": c_err, "n_blocks": len(frames)}
+            )
+            out[f"g_{a}{b}"] = {
+                "r": r,
+                "g": g,
+                "err": err,
+                "coordination": coordination,
+                "coordination_err": c_err,
+                "n_blocks": len(frames),
+            }
         return out
 
 
@@ -110,8 +121,10 @@ class DipoleCorrelation:
         c_l, c_l_err = ratio_estimate(3.0 * blocks[:, 0], blocks[:, 2])
         c_t, c_t_err = ratio_estimate(1.5 * (blocks[:, 1] - blocks[:, 0]), blocks[:, 2])
         pairs = blocks[:, 2].sum(axis=0)
-        return {"c_L": {"r": r, "c": c_l, "err": c_l_err, "pairs": pairs, "n_blocks": len(blocks)},
-                "c_T": {"r": r, "c": c_t, "err": c_t_err, "pairs": pairs, "n_blocks": len(blocks)}}
+        return {
+            "c_L": {"r": r, "c": c_l, "err": c_l_err, "pairs": pairs, "n_blocks": len(blocks)},
+            "c_T": {"r": r, "c": c_t, "err": c_t_err, "pairs": pairs, "n_blocks": len(blocks)},
+        }
 
 
 class OrientationFreeEnergy:
@@ -130,8 +143,9 @@ class OrientationFreeEnergy:
         u = molecules.u[molecules.whole]
         if len(u) == 0:
             return
-        histogram, _, _ = np.histogram2d(np.clip(u[:, 2], -1.0, 1.0), np.arctan2(u[:, 1], u[:, 0]),
-                                         bins=(self.cos_edges, self.phi_edges))
+        histogram, _, _ = np.histogram2d(
+            np.clip(u[:, 2], -1.0, 1.0), np.arctan2(u[:, 1], u[:, 0]), bins=(self.cos_edges, self.phi_edges)
+        )
         self.counts.add(k, histogram)
         self.totals.add(k, float(len(u)))
 
@@ -143,9 +157,16 @@ class OrientationFreeEnergy:
         with np.errstate(divide="ignore", invalid="ignore"):
             free_energy = -np.log(p)
             err = p_err / p
-        return {"orientation_F": {"cos_theta_edges": self.cos_edges, "phi_edges": self.phi_edges,
-                                  "F": np.where(p > 0, free_energy, np.nan), "err": np.where(p > 0, err, np.nan),
-                                  "samples": float(totals.sum()), "n_blocks": len(counts)}}
+        return {
+            "orientation_F": {
+                "cos_theta_edges": self.cos_edges,
+                "phi_edges": self.phi_edges,
+                "F": np.where(p > 0, free_energy, np.nan),
+                "err": np.where(p > 0, err, np.nan),
+                "samples": float(totals.sum()),
+                "n_blocks": len(counts),
+            }
+        }
 
 
 def first_shell(entry: dict, after: float, window: float = 1.2):

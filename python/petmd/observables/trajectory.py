@@ -53,6 +53,7 @@ def _ase_frames(path: Path, timestep: Optional[float], frame_interval: Optional[
         for k, atoms in enumerate(reader):
             info = atoms.info
             step = int(info["step"]) if "step" in info else None
+            time: Optional[float]
             if "time" in info:
                 time = float(info["time"])  # ps
             elif step is not None and timestep:
@@ -67,18 +68,31 @@ def _ase_frames(path: Path, timestep: Optional[float], frame_interval: Optional[
                 energy = results.get("energy")
             if velocities is not None:
                 velocities = velocities * 1000.0 * ase.units.fs  # ASE's Å per time unit → Å/ps
-            yield Frame(source=f"{path}, frame {k}", step=step, time=time,
-                        symbols=np.array(atoms.get_chemical_symbols()), positions=atoms.positions.astype(float),
-                        unwrapped=False, cell=atoms.cell.array.astype(float), pbc=atoms.pbc.copy(),
-                        velocities=velocities, forces=forces, energy=energy)
+            yield Frame(
+                source=f"{path}, frame {k}",
+                step=step,
+                time=time,
+                symbols=np.array(atoms.get_chemical_symbols()),
+                positions=atoms.positions.astype(float),
+                unwrapped=False,
+                cell=atoms.cell.array.astype(float),
+                pbc=atoms.pbc.copy(),
+                velocities=velocities,
+                forces=forces,
+                energy=energy,
+            )
     except PetmdError:
         raise
     except Exception as err:  # ASE raises many types on malformed input
         raise PetmdError(f"cannot read {path} with ASE: {type(err).__name__}: {err}") from None
 
 
-def iter_frames(inputs: Inputs, types: Optional[Sequence[str]] = None, timestep: Optional[float] = None,
-                frame_interval: Optional[float] = None) -> Iterator[Frame]:
+def iter_frames(
+    inputs: Inputs,
+    types: Optional[Sequence[str]] = None,
+    timestep: Optional[float] = None,
+    frame_interval: Optional[float] = None,
+) -> Iterator[Frame]:
     """All frames of all trajectory files in order; a frame repeating the previous one's step (a restarted run
     re-writes its first step) is dropped."""
     log = inputs.log
@@ -88,8 +102,11 @@ def iter_frames(inputs: Inputs, types: Optional[Sequence[str]] = None, timestep:
         timestep = log.timestep
     previous_step = None
     for path in inputs.trajectories:
-        frames = read_lammps_dump(path, types, timestep) if is_lammps_dump(path) else \
-            _ase_frames(path, timestep, frame_interval)
+        frames = (
+            read_lammps_dump(path, types, timestep)
+            if is_lammps_dump(path)
+            else _ase_frames(path, timestep, frame_interval)
+        )
         for frame in frames:
             if frame.step is not None and frame.step == previous_step:
                 continue

@@ -45,8 +45,9 @@ def find_molecules(frame: Frame) -> Molecules:
     counts = np.bincount(owner[owner >= 0], minlength=n_o)
     whole = counts == 2
     if whole.any():
-        bonds = minimum_image(frame.positions[hydrogens] - frame.positions[oxygens[np.maximum(owner, 0)]],
-                              frame.cell, frame.pbc)
+        bonds = minimum_image(
+            frame.positions[hydrogens] - frame.positions[oxygens[np.maximum(owner, 0)]], frame.cell, frame.pbc
+        )
         owned = owner >= 0
         midpoint = np.zeros((n_o, 3))
         np.add.at(midpoint, owner[owned], 0.5 * bonds[owned])

@@ -8,7 +8,7 @@ from typing import Dict, Mapping, Sequence
 
 import numpy as np
 
-from .observables.blocks import mean_estimate, slope_estimate
+from ..observables.blocks import mean_estimate, slope_estimate
 
 
 def drift_per_atom_ps(time_ps: np.ndarray, energy_ev: np.ndarray, n_atoms: int) -> float:
@@ -39,8 +39,9 @@ def format_rows(rows) -> str:
     return "\n".join(f"  {label:<{width}}  {mean:14.6g} ± {err:<10.2g} {unit}" for label, mean, err, unit in rows)
 
 
-def plot_thermo(run: Mapping[str, np.ndarray], columns: Sequence[str], labels: Sequence[str], png: Path,
-                title: str) -> Path:
+def plot_thermo(
+    run: Mapping[str, np.ndarray], columns: Sequence[str], labels: Sequence[str], png: Path, title: str
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")

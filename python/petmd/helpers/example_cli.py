@@ -10,9 +10,12 @@ def example_parser(doc: str, here: Path) -> argparse.ArgumentParser:
     """An argument parser for examples/NAME/run.py (``here`` = that folder) with --model and -o/--output."""
     root = here.parents[1]
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=root / "models" / "pet-water-small.pt",
-                        help="exported model (default models/pet-water-small.pt; models/pet-water.pt is the "
-                             "production model)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=root / "models" / "pet-water-small.pt",
+        help="exported model (default models/pet-water-small.pt; models/pet-water.pt is the production model)",
+    )
     parser.add_argument("-o", "--output", type=Path, default=here / "output")
     return parser
 

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
-from .errors import PetmdError
+from ..errors import PetmdError
 
 TYPES = ("O", "H")  # LAMMPS atom types 1 and 2, as in `pair_coeff * * O H`
 
@@ -20,7 +20,7 @@ TYPES = ("O", "H")  # LAMMPS atom types 1 and 2, as in `pair_coeff * * O H`
 def liquid_water(replicate: Sequence[int] = (1, 1, 1), data_path=None) -> Atoms:
     """The first 64-molecule liquid frame (multithermal, 12.38 Å cube) of the SCAN set, replicated ``replicate``
     times along the cell vectors (3 × 8 × 8 × 8 = 98,304 atoms for (8, 8, 8))."""
-    from .data import default_data_path, find_structure
+    from ..data import default_data_path, find_structure
 
     atoms = find_structure(data_path or default_data_path(), n_atoms=192, config_type="multithermal")
     atoms = Atoms(atoms.get_chemical_symbols(), atoms.positions, cell=atoms.cell, pbc=True)
