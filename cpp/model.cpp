@@ -139,8 +139,8 @@ torch::jit::IValue call(torch::jit::Module &module, const std::string &method, s
   return module.get_method(method)(std::move(args));
 }
 
-c10::Dict<c10::IValue, c10::IValue> run(torch::jit::Module &module, const std::string &method,
-                                        std::vector<torch::jit::IValue> args) {
+c10::Dict<c10::IValue, c10::IValue> call_dict(torch::jit::Module &module, const std::string &method,
+                                              std::vector<torch::jit::IValue> args) {
   return call(module, method, std::move(args)).toGenericDict();
 }
 
@@ -223,7 +223,7 @@ GridResult Model::compute_grid(const SystemView &s, const std::string &grid) con
   try {
     auto args = inputs(s, impl_->device);
     args.emplace_back(grid);
-    auto out = run(impl_->module, "evaluate_grid", std::move(args));
+    auto out = call_dict(impl_->module, "evaluate_grid", std::move(args));
     result.energy = out.at("energy").toTensor().item<double>();
     result.forces = to_vector(out.at("forces").toTensor());
     result.grid_energies = to_vector(out.at("grid_energies").toTensor());
@@ -261,7 +261,7 @@ void Model::set_tf32(bool on) {
 Result Model::compute(const SystemView &s, bool per_atom_energies) const {
   Result result;
   try {
-    auto out = run(impl_->module, "forward", inputs(s, impl_->device));
+    auto out = call_dict(impl_->module, "forward", inputs(s, impl_->device));
     result.energy = out.at("energy").toTensor().detach().item<double>();
     result.forces = to_vector(out.at("forces").toTensor());
     const auto virial = to_vector(out.at("virial").toTensor());
@@ -278,12 +278,33 @@ int64_t Model::message_width() const {
   return impl_->message_width;
 }
 
+namespace {
+
+// The message recurrence between layers, m_(k+1) = (m_k + out_k[reverse]) / 2 (graph.next_messages in Python),
+// where out_k holds [this domain's tokens | ghost rows | zero row].
+torch::Tensor next_messages(const torch::Tensor &messages, const torch::Tensor &out, const torch::Tensor &reverse) {
+  return 0.5 * (messages + out.index_select(0, reverse));
+}
+
+// Its adjoint (graph.message_adjoints): from dE/dm_(k+1), the part for m_k, and the part for out_k's n_rows rows,
+// dE/dout_k[r] = sum over edges e with reverse[e] = r of dE/dm_(k+1)[e] / 2 (the ghost rows' part belongs to other
+// domains).
+torch::Tensor carried_adjoint(const torch::Tensor &message_adjoint) {
+  return 0.5 * message_adjoint;
+}
+
+torch::Tensor output_adjoint(const torch::Tensor &message_adjoint, const torch::Tensor &reverse, int64_t n_rows) {
+  return torch::zeros({n_rows, message_adjoint.size(1)}, message_adjoint.options())
+      .index_add_(0, reverse, 0.5 * message_adjoint);
+}
+
+}  // namespace
+
 // One domain's edge tensors on the model's device, and the layer loop of docs/pair_pet.md ("exchange") over them,
 // with the layers themselves in the exported module: forward without autograd keeping each layer's input
 // messages, then backward layer by layer, trading tokens after each forward layer and their adjoints before each
-// backward one. m_(k+1) = (m_k + out_k[reverse]) / 2, so dE/dout_k[r] = sum over edges e with reverse[e] = r of
-// dE/dm_(k+1)[e] / 2, partly on other domains.
-struct Model::ExchangeRun {
+// backward one.
+struct Model::ExchangeLayers {
   torch::jit::Module &module;
   MessageExchange &exchange;
   const ExchangeSystem &s;
@@ -293,8 +314,8 @@ struct Model::ExchangeRun {
   torch::Tensor sent;  // [n_sent] local edges whose tokens travel
   std::vector<double> ghost_host, sent_host;
 
-  ExchangeRun(torch::jit::Module &m, MessageExchange &ex, const ExchangeSystem &system, const torch::Device &dev,
-              int64_t width, int64_t layers, torch::Dtype dtype)
+  ExchangeLayers(torch::jit::Module &m, MessageExchange &ex, const ExchangeSystem &system, const torch::Device &dev,
+                 int64_t width, int64_t layers, torch::Dtype dtype)
       : module(m),
         exchange(ex),
         s(system),
@@ -334,7 +355,7 @@ struct Model::ExchangeRun {
 
   // the network on the edge vectors rotated by `rotation` (x Q^T): summed layer energies [n] (float64, unscaled)
   // and dE/dx [E, 3] in the unrotated frame
-  std::pair<torch::Tensor, torch::Tensor> copy(const torch::Tensor &rotation) {
+  std::pair<torch::Tensor, torch::Tensor> evaluate_rotated(const torch::Tensor &rotation) {
     const int64_t n_edges = s.n_edges;
     const auto rotated = vectors.matmul(rotation.t());
     const auto edge_i = edge_index[0];
@@ -345,25 +366,21 @@ struct Model::ExchangeRun {
       energy += out->elements()[0].toTensor();
       const auto used = out->elements()[2].toTensor();  // layer 0: the neighbour embeddings
       messages[k] = used;
-      messages.push_back(0.5 * (used + with_ghosts(out->elements()[1].toTensor()).index_select(0, reverse)));
+      messages.push_back(next_messages(used, with_ghosts(out->elements()[1].toTensor()), reverse));
     }
     auto gradient = torch::zeros({n_edges, 3}, vectors.options());
     torch::Tensor adjoint;  // dE/dm_(k+1)
     for (int64_t k = n_layers - 1; k >= 0; k--) {
-      torch::Tensor output_adjoint;
-      if (k == n_layers - 1) {
-        output_adjoint = torch::zeros({n_edges, d}, options);
-      } else {
-        auto extended = torch::zeros({n_edges + s.n_ghost_rows + 1, d}, options).index_add_(0, reverse, 0.5 * adjoint);
-        output_adjoint = gathered(extended);
-      }
+      const auto out_adjoint = k == n_layers - 1
+                                   ? torch::zeros({n_edges, d}, options)
+                                   : gathered(output_adjoint(adjoint, reverse, n_edges + s.n_ghost_rows + 1));
       auto out = call(module, "message_layer_backward",
-                      {k, central, neighbor_numbers, edge_i, rotated, messages[k], output_adjoint})
+                      {k, central, neighbor_numbers, edge_i, rotated, messages[k], out_adjoint})
                      .toTuple();
       if (k == n_layers - 1) energy += out->elements()[0].toTensor();
       gradient += out->elements()[1].toTensor();
       const auto message_adjoint = out->elements()[2].toTensor();
-      adjoint = adjoint.defined() ? 0.5 * adjoint + message_adjoint : message_adjoint;
+      adjoint = adjoint.defined() ? carried_adjoint(adjoint) + message_adjoint : message_adjoint;
       messages[k] = torch::Tensor();
     }
     return {energy.to(torch::kFloat64), gradient.matmul(rotation)};
@@ -381,25 +398,25 @@ struct Model::ExchangeRun {
   }
 };
 
-Model::ExchangeRun Model::exchange_run(const ExchangeSystem &s, MessageExchange &exchange) const {
-  return ExchangeRun(impl_->module, exchange, s, impl_->device, impl_->message_width, info_.n_gnn_layers,
-                     network_dtype(info_.dtype));
+Model::ExchangeLayers Model::exchange_layers(const ExchangeSystem &s, MessageExchange &exchange) const {
+  return ExchangeLayers(impl_->module, exchange, s, impl_->device, impl_->message_width, info_.n_gnn_layers,
+                        network_dtype(info_.dtype));
 }
 
 Result Model::compute_exchanged(const ExchangeSystem &s, MessageExchange &exchange, bool per_atom_energies) const {
   Result result;
   try {
-    auto run = exchange_run(s, exchange);
+    auto layers = exchange_layers(s, exchange);
     // the mode's rotated copies (the identity for none), each rotated back, weighted
-    const auto [rotations, weights] = run.rotations("message_rotations", {});
-    auto energy = torch::zeros({s.n_central}, run.vectors.options());
-    auto gradient = torch::zeros({s.n_edges, 3}, run.vectors.options());
+    const auto [rotations, weights] = layers.rotations("message_rotations", {});
+    auto energy = torch::zeros({s.n_central}, layers.vectors.options());
+    auto gradient = torch::zeros({s.n_edges, 3}, layers.vectors.options());
     for (int64_t k = 0; k < rotations.size(0); k++) {
-      const auto [e, g] = run.copy(rotations[k]);
+      const auto [e, g] = layers.evaluate_rotated(rotations[k]);
       energy += weights[k] * e;
       gradient += weights[k] * g;
     }
-    auto totals = run.result(energy, gradient);
+    auto totals = layers.result(energy, gradient);
     result.energy = totals.at("energy").toTensor().item<double>();
     result.forces = to_vector(totals.at("forces").toTensor());
     const auto virial = to_vector(totals.at("virial").toTensor());
@@ -418,19 +435,19 @@ GridResult Model::compute_grid_exchanged(const ExchangeSystem &s, MessageExchang
                                          const std::string &grid) const {
   GridResult result;
   try {
-    auto run = exchange_run(s, exchange);
-    const auto identity = torch::eye(3, run.vectors.options());
-    const auto [e, g] = run.copy(identity);
-    auto plain = run.result(e, g);
+    auto layers = exchange_layers(s, exchange);
+    const auto identity = torch::eye(3, layers.vectors.options());
+    const auto [e, g] = layers.evaluate_rotated(identity);
+    auto plain = layers.result(e, g);
     result.energy = plain.at("energy").toTensor().item<double>();
     result.forces = to_vector(plain.at("forces").toTensor());
-    const auto [rotations, weights] = run.rotations("message_grid", {grid});
+    const auto [rotations, weights] = layers.rotations("message_grid", {grid});
     torch::Tensor mean_forces;
     for (int64_t k = 0; k < rotations.size(0); k++) {
-      const auto [ek, gk] = run.copy(rotations[k]);
-      auto copy = run.result(ek, gk);
-      result.grid_energies.push_back(copy.at("energy").toTensor().item<double>());
-      auto forces = weights[k] * copy.at("forces").toTensor();
+      const auto [ek, gk] = layers.evaluate_rotated(rotations[k]);
+      auto rotated = layers.result(ek, gk);
+      result.grid_energies.push_back(rotated.at("energy").toTensor().item<double>());
+      auto forces = weights[k] * rotated.at("forces").toTensor();
       mean_forces = mean_forces.defined() ? mean_forces + forces : forces;
     }
     result.grid_weights = to_vector(weights);

@@ -147,8 +147,8 @@ class PETMD_API Model {
 
  private:
   struct Impl;
-  struct ExchangeRun;
-  ExchangeRun exchange_run(const ExchangeSystem &system, MessageExchange &exchange) const;
+  struct ExchangeLayers;
+  ExchangeLayers exchange_layers(const ExchangeSystem &system, MessageExchange &exchange) const;
   std::unique_ptr<Impl> impl_;
   ModelInfo info_;
   std::string device_;

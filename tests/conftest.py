@@ -118,7 +118,8 @@ def with_metadata(model_path, output, **changes) -> Path:
 
 
 def write_checkpoint(path, model: PET, dtype: str = "float64") -> Path:
-    """A weights-only petmd checkpoint of ``model`` (the fields `petmd export` and `petmd eval` read)."""
+    """A weights-only petmd checkpoint of ``model``, as `petmd export --weights-checkpoint` writes one (no training
+    history)."""
     from petmd.checkpoint import save_checkpoint
     from petmd.config import Config, ModelConfig
 
@@ -135,9 +136,22 @@ def write_checkpoint(path, model: PET, dtype: str = "float64") -> Path:
         )
     )
     cfg.training.dtype = dtype
-    save_checkpoint(
-        {"config": cfg.to_dict(), "atomic_numbers": model.atomic_numbers, "model_state": model.state_dict()}, path
-    )
+    state = {
+        "petmd_version": "test",
+        "config": cfg.to_dict(),
+        "atomic_numbers": model.atomic_numbers,
+        "model_state": model.state_dict(),
+        "sigma_e": 0.01,
+        "sigma_f": float(model.energy_scale),
+        "epoch": 0,
+        "global_step": 0,
+        "best_val_force_mae": float("inf"),
+        "history": [],
+        "elapsed_s": 0.0,
+        "validation_indices": [],
+        "initialized_from": None,
+    }
+    save_checkpoint(state, path)
     return Path(path)
 
 

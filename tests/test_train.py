@@ -152,23 +152,29 @@ def test_resume_with_a_different_model_is_refused(tmp_path, reference_run, data)
 
 
 @pytest.mark.parametrize("saved_value, accepted", [(None, True), (False, False)])
-def test_resume_reads_a_key_the_checkpoint_predates_as_its_default(tmp_path, reference_run, saved_value, accepted):
-    """A checkpoint written before a config key existed resumes when the config keeps that key's default (the
-    value build_model gives it), and is refused when the checkpoint holds another value."""
+def test_a_version_1_training_state_resumes_upgraded(tmp_path, reference_run, saved_value, accepted):
+    """A training state in the oldest layout shipped (checkpoint version 1 of 2026-11-21: no training.chunk_atoms,
+    variance_*, ema_decay or tf32, no model.neighbor_species_every_layer, no initialized_from) resumes, the keys it
+    predates taking their defaults; one that holds another value than the config's (neighbor species in the first
+    layer only, against the default every layer) is refused."""
     import shutil
 
     cfg, run = reference_run
     assert "neighbor_species_every_layer" not in cfg.read_text()  # the config leaves it at its default, True
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    state = load_checkpoint(copy / "last.ckpt")
+    state = dict(load_checkpoint(copy / "last.ckpt"))
+    for key in ("chunk_atoms", "variance_copies", "variance_weight", "ema_decay", "tf32"):
+        del state["config"]["training"][key]
     del state["config"]["model"]["neighbor_species_every_layer"]
     if saved_value is not None:
         state["config"]["model"]["neighbor_species_every_layer"] = saved_value
-    save_checkpoint(state, copy / "last.ckpt")
+    del state["initialized_from"]
+    torch.save({**state, "version": 1}, copy / "last.ckpt")
     result = run_petmd("train", cfg, "-o", copy, "--resume", "--no-progress")
     if accepted:
         assert result.returncode == 0, result.stderr
+        assert load_checkpoint(copy / "last.ckpt")["version"] == 2
     else:
         assert result.returncode == 2 and "model.neighbor_species_every_layer" in result.stderr
 

@@ -143,11 +143,11 @@ def load_weights(path: str | Path) -> Weights:
 
 def _checkpoint_weights(path: Path) -> Weights:
     state = load_checkpoint(path)
-    history = state.get("history") or []
-    training = {"epochs": state.get("epoch"), "checkpoint": path.name}
+    history = state["history"]
+    training: Dict[str, Any] = {"epochs": state["epoch"], "checkpoint": path.name}
     if history:
         training["last_validation"] = {k: v for k, v in history[-1].items() if k.startswith("val_")}
-    dtype = state["config"]["training"].get("dtype", "float32")
+    dtype = state["config"]["training"]["dtype"]
     return Weights(model_from_checkpoint(state, str(path)), state["config"], dtype, training)
 
 

@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from . import __version__
 from .batch import Batch, Frame, batches_by_atom_budget, collate, random_rotations
-from .checkpoint import _debug_kill, load_checkpoint, save_checkpoint
-from .config import Config, DataConfig, ModelConfig
+from .checkpoint import CheckpointState, _debug_kill, load_checkpoint, save_checkpoint
+from .config import Config
 from .data import default_data_path, load_frames, split_indices
 from .errors import PetmdError
 from .model import PET
@@ -56,13 +56,6 @@ METRIC_FIELDS = [
 # 864-atom frame (smaller chunks save more memory and cost up to 1.6x time for smaller models). GPU: not measured.
 TRAINING_CHUNK_ATOMS_CPU = 512
 TRAINING_CHUNK_ATOMS_GPU = 4096
-
-
-def saved_section(saved_config: dict, section: str) -> dict:
-    """A checkpoint's model or data section as this version reads it: a key the checkpoint predates takes its
-    default, as checkpoint.build_model does when it rebuilds the model from the same section."""
-    cls = {"model": ModelConfig, "data": DataConfig}[section]
-    return {**asdict(cls()), **(saved_config.get(section) or {})}
 
 
 def learning_rate(cfg, step: int, total_steps: int) -> float:
@@ -175,9 +168,9 @@ class Trainer:
         self._build(state, initial)
 
     # --- set-up -----------------------------------------------------------------------------------------------
-    def _check_resumable(self, state: dict) -> None:
+    def _check_resumable(self, state: CheckpointState) -> None:
         for section in ("model", "data"):
-            saved = saved_section(state["config"], section)
+            saved = state["config"][section]
             for key, value in asdict(getattr(self.cfg, section)).items():
                 if key != "path" and saved[key] != value:  # the data may move between machines
                     raise PetmdError(
@@ -185,11 +178,11 @@ class Trainer:
                         f"trained with {saved[key]!r}; restore it or start a new run"
                     )
 
-    def _initial_weights(self, path: Path) -> dict:
+    def _initial_weights(self, path: Path) -> CheckpointState:
         """The weights, baseline and loss unit of a checkpoint (training or weights-only) to start a new run
         from: the model section must match; optimizer, schedule and epoch count start afresh."""
         state = load_checkpoint(path)
-        saved = saved_section(state["config"], "model")
+        saved = state["config"]["model"]
         for key, value in asdict(self.cfg.model).items():
             if saved[key] != value:
                 raise PetmdError(
@@ -210,7 +203,7 @@ class Trainer:
         self.train_idx, self.val_idx = train_idx, val_idx
         self.atomic_numbers = sorted({int(z) for f in frames for z in f.numbers})
 
-    def _build(self, state: Optional[dict], initial: Optional[dict] = None) -> None:
+    def _build(self, state: Optional[CheckpointState], initial: Optional[CheckpointState] = None) -> None:
         t = self.cfg.training
         torch.manual_seed(t.seed)
         self.model = PET(self.atomic_numbers, self.cfg.model).to(self.dtype)
@@ -227,9 +220,9 @@ class Trainer:
             self.sigma_e, self.sigma_f = initial["sigma_e"], initial["sigma_f"]
             # only a split of the same data file can leak validation frames; fine-tuning on other data is not
             # a leak, and absolute paths differ between machines, so the file is compared by name
-            held_out = initial.get("validation_indices")
+            held_out = initial["validation_indices"]
             data_file = Path(self.cfg.data.path).name
-            same_file = Path(initial["config"]["data"].get("path") or "").name == data_file
+            same_file = Path(initial["config"]["data"]["path"] or "").name == data_file
             if same_file and held_out is not None and sorted(held_out) != sorted(int(i) for i in self.val_idx):
                 print(
                     f"petmd train: warning: --init {self.init_from} was trained on {data_file} "
@@ -256,7 +249,7 @@ class Trainer:
             self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
             self.global_step, self.best = state["global_step"], state["best_val_force_mae"]
             self.history, self.elapsed = state["history"], state["elapsed_s"]
-            self.init_from = state.get("initialized_from")
+            self.init_from = state["initialized_from"]
             torch.set_rng_state(state["torch_rng"])
         self.model.to(self.device)
         self.ema = None

@@ -23,7 +23,7 @@ from .dynamics import (
     squared_displacement,
     yeh_hummer_note,
 )
-from .frames import Frame
+from .frames import TrajectoryFrame
 from .lammps_log import merge_thermo
 from .structure import DipoleCorrelation, OrientationFreeEnergy, Pairs, RDFAccumulator
 from .trajectory import Inputs, classify, estimated_frames, iter_frames
@@ -60,7 +60,7 @@ class _Dynamics:
         self.cuu: Optional[TimeCorrelation] = None
         self.stopped: Optional[str] = None
 
-    def add(self, k: int, frame: Frame, data_msd, data_u):
+    def add(self, k: int, frame: TrajectoryFrame, data_msd, data_u):
         if self.stopped:
             return
         if frame.time is None:
@@ -208,7 +208,7 @@ def analyze(paths: Sequence[str], options: Options | None = None) -> dict:
     n_estimate = estimated_frames(inputs) if inputs.trajectories else None
     dynamics = _Dynamics(options)
     unwrap = Unwrapper()
-    first: Optional[Frame] = None
+    first: Optional[TrajectoryFrame] = None
     density, temperature, energy, volumes = [], [], [], []
     hops, previous_owner, not_whole, unassigned = 0, None, 0, 0
     angular = None

@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from .blocks import BlockSeries, ratio_estimate, slope_estimate
-from .frames import Frame, minimum_image
+from .frames import TrajectoryFrame, minimum_image
 
 MAX_ORIGINS = 100  # origins held at once: sets memory (origins × atoms × 3 floats)
 KB_EV = 8.617333262e-5  # eV/K
@@ -26,7 +26,7 @@ class Unwrapper:
     def __init__(self):
         self.previous: Optional[np.ndarray] = None
 
-    def __call__(self, frame: Frame) -> np.ndarray:
+    def __call__(self, frame: TrajectoryFrame) -> np.ndarray:
         if frame.unwrapped or self.previous is None or not frame.pbc.any():
             current = frame.positions.copy()
         else:

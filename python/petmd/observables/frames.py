@@ -9,7 +9,7 @@ import numpy as np
 
 
 @dataclass
-class Frame:
+class TrajectoryFrame:
     source: str  # "file:line" (LAMMPS dump) or "file, frame k": where to look when something is wrong
     step: Optional[int]
     time: Optional[float]  # ps

@@ -12,7 +12,7 @@ from typing import Dict, Iterator, NoReturn, Optional, Sequence
 import numpy as np
 
 from ..errors import PetmdError
-from .frames import Frame, lammps_cell
+from .frames import TrajectoryFrame, lammps_cell
 
 _POSITIONS = [("x", "y", "z"), ("xu", "yu", "zu"), ("xs", "ys", "zs"), ("xsu", "ysu", "zsu")]
 
@@ -84,7 +84,9 @@ def _parse_atoms(lines: _Lines, rows, columns: Sequence[str], first_line: int) -
     return table
 
 
-def read_lammps_dump(path, types: Optional[Sequence[str]] = None, timestep: Optional[float] = None) -> Iterator[Frame]:
+def read_lammps_dump(
+    path, types: Optional[Sequence[str]] = None, timestep: Optional[float] = None
+) -> Iterator[TrajectoryFrame]:
     """Frames of a LAMMPS text dump, atoms sorted by id. LAMMPS type k is element ``types[k-1]`` unless the dump has
     an ``element`` column; time = step × ``timestep`` (ps) when a timestep is given."""
     path = Path(path)
@@ -143,7 +145,9 @@ def read_lammps_dump(path, types: Optional[Sequence[str]] = None, timestep: Opti
             )
 
 
-def _frame(lines: _Lines, rows, columns, first, n_atoms, step, origin, cell, pbc, types, timestep, source) -> Frame:
+def _frame(
+    lines: _Lines, rows, columns, first, n_atoms, step, origin, cell, pbc, types, timestep, source
+) -> TrajectoryFrame:
     index: Dict[str, int] = {c: k for k, c in enumerate(columns)}
     table = _parse_atoms(lines, rows, columns, first)
     if "id" in index:
@@ -186,7 +190,7 @@ def _frame(lines: _Lines, rows, columns, first, n_atoms, step, origin, cell, pbc
         table[:, [index[c] for c in ("vx", "vy", "vz")]] if all(c in index for c in ("vx", "vy", "vz")) else None
     )
     forces = table[:, [index[c] for c in ("fx", "fy", "fz")]] if all(c in index for c in ("fx", "fy", "fz")) else None
-    return Frame(
+    return TrajectoryFrame(
         source=source,
         step=step,
         time=step * timestep if timestep else None,

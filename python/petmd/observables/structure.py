@@ -8,7 +8,7 @@ from typing import Dict
 import numpy as np
 
 from .blocks import BlockSeries, ratio_estimate
-from .frames import Frame
+from .frames import TrajectoryFrame
 from .water import Molecules
 
 PAIRS = (("O", "O"), ("O", "H"), ("H", "H"))
@@ -18,11 +18,11 @@ class Pairs:
     """All atom pairs of a periodic frame within ``r_max`` (each unordered pair once, every periodic image):
     one neighbour list shared by the observables that need one."""
 
-    def __init__(self, frame: Frame, r_max: float):
+    def __init__(self, frame: TrajectoryFrame, r_max: float):
         from vesin import NeighborList
 
         i, j, d, vectors = NeighborList(cutoff=r_max, full_list=False).compute(
-            frame.positions, frame.cell, True, "ijdD"
+            points=frame.positions, box=frame.cell, periodic=True, quantities="ijdD"
         )
         self.i, self.j, self.d, self.vectors = i.astype(np.int64), j.astype(np.int64), d, vectors
 
@@ -37,7 +37,7 @@ class RDFAccumulator:
         self.density = BlockSeries((len(PAIRS),))  # number density of B seen from an A, for coordination numbers
         self.pairs = [(a, b) for a, b in PAIRS]
 
-    def add(self, k: int, frame: Frame, pairs: Pairs):
+    def add(self, k: int, frame: TrajectoryFrame, pairs: Pairs):
         self.g.new_frame(k)
         self.density.new_frame(k)
         kinds = np.zeros(len(frame.symbols), np.int8)  # 1 O, 2 H, 0 other
@@ -94,7 +94,7 @@ class DipoleCorrelation:
         self.edges = np.linspace(0.0, r_max, n_bins + 1)
         self.sums = BlockSeries((3, n_bins))  # Σ (r̂·u_i)(r̂·u_j), Σ u_i·u_j, pair count
 
-    def add(self, k: int, frame: Frame, pairs: Pairs, molecules: Molecules):
+    def add(self, k: int, frame: TrajectoryFrame, pairs: Pairs, molecules: Molecules):
         self.sums.new_frame(k)
         index_of_o = np.full(len(frame.symbols), -1)
         index_of_o[molecules.oxygens] = np.arange(len(molecules.oxygens))

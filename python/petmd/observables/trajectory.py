@@ -11,7 +11,7 @@ from typing import Iterator, List, Optional, Sequence
 import numpy as np
 
 from ..errors import PetmdError
-from .frames import Frame
+from .frames import TrajectoryFrame
 from .lammps_dump import is_lammps_dump, read_lammps_dump
 from .lammps_log import LammpsLog, is_lammps_log, read_lammps_log
 
@@ -44,7 +44,7 @@ def classify(paths: Sequence[str]) -> Inputs:
     return inputs
 
 
-def _ase_frames(path: Path, timestep: Optional[float], frame_interval: Optional[float]) -> Iterator[Frame]:
+def _ase_frames(path: Path, timestep: Optional[float], frame_interval: Optional[float]) -> Iterator[TrajectoryFrame]:
     import ase.io
     import ase.units
 
@@ -68,7 +68,7 @@ def _ase_frames(path: Path, timestep: Optional[float], frame_interval: Optional[
                 energy = results.get("energy")
             if velocities is not None:
                 velocities = velocities * 1000.0 * ase.units.fs  # ASE's Å per time unit → Å/ps
-            yield Frame(
+            yield TrajectoryFrame(
                 source=f"{path}, frame {k}",
                 step=step,
                 time=time,
@@ -92,7 +92,7 @@ def iter_frames(
     types: Optional[Sequence[str]] = None,
     timestep: Optional[float] = None,
     frame_interval: Optional[float] = None,
-) -> Iterator[Frame]:
+) -> Iterator[TrajectoryFrame]:
     """All frames of all trajectory files in order; a frame repeating the previous one's step (a restarted run
     re-writes its first step) is dropped."""
     log = inputs.log
@@ -115,7 +115,7 @@ def iter_frames(
 
 
 def estimated_frames(inputs: Inputs) -> Optional[int]:
-    """Frame count of LAMMPS dumps estimated from the file sizes and the first frame (for the progress bar and the
+    """The frame count of LAMMPS dumps estimated from the file sizes and the first frame (for the progress bar and the
     default lag range); None for other formats."""
     total = 0
     for path in inputs.trajectories:

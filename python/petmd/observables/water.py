@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .frames import Frame, minimum_image
+from .frames import TrajectoryFrame, minimum_image
 
 BOND_SEARCH = 2.0  # Å: an H farther than this from every O belongs to no molecule
 
@@ -22,7 +22,7 @@ class Molecules:
     u: np.ndarray  # (n_O, 3) unit O→H–H-midpoint vectors (NaN where not whole)
 
 
-def find_molecules(frame: Frame) -> Molecules:
+def find_molecules(frame: TrajectoryFrame) -> Molecules:
     from vesin import NeighborList
 
     oxygens = np.flatnonzero(frame.symbols == "O")
