@@ -46,7 +46,7 @@ from petmd.config import ModelConfig, TrainingConfig
 from petmd.data import default_data_path, read_structures
 from petmd.model import PET
 from petmd.model.training_gradient import loss_and_gradient
-from petmd.train import training_loss
+from petmd.objective import training_loss
 
 MODEL_SIZES = {
     "study": ModelConfig(),

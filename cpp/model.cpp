@@ -1,3 +1,6 @@
+// petmd::Model: loading and checking an exported file, and its two ways of running it (the whole system in one
+// call; layer by layer with message exchange between domains). Every libtorch call of the bridge is here, which keeps
+// torch out of every other file; that is why this file is ~480 lines.
 #include "model.h"
 
 #include <torch/csrc/jit/runtime/graph_executor.h>
@@ -132,9 +135,8 @@ std::vector<double> to_vector(const torch::Tensor &t) {
 torch::jit::IValue call(torch::jit::Module &module, const std::string &method, std::vector<torch::jit::IValue> args) {
   // forces and virial come from autograd inside the method: gradient recording must be on
   torch::AutoGradMode grad(true);
-  // The profiling executor re-specialises the graph whenever the edge count changes (every MD step); its
-  // optimised graphs then ran 1.5-4x slower than the plain interpreter (1536 water atoms: 5-14 s against
-  // 3.3-4.5 s per call). Run unoptimised, for this call only.
+  // The profiling executor re-specialises the graph whenever the edge count changes (every MD step), and its
+  // optimised graphs run slower than the plain interpreter (docs/benchmarks.md). Run unoptimised, for this call only.
   torch::jit::GraphOptimizerEnabledGuard no_graph_optimization(false);
   return module.get_method(method)(std::move(args));
 }

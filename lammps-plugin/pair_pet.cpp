@@ -1,4 +1,7 @@
-/* pair_style pet: a PET model exported by `petmd export`, run through libtorch. See docs/pair_pet.md. */
+/* pair_style pet: a PET model exported by `petmd export`, run through libtorch. See docs/pair_pet.md.
+   The methods LAMMPS calls (settings, coeff, init_style, compute, the communication hooks) and the symmetry terms
+   compute pet/symmetry asks for: LAMMPS glue that cannot move to cpp/, hence ~450 lines; the message exchange is in
+   pet_row_exchange.cpp. */
 
 #include "pair_pet.h"
 

@@ -255,7 +255,7 @@ def test_rotational_variance_penalty_removes_the_variance_it_measures():
     nearly the same for rotations it never saw."""
     from conftest import frame, small_pet, water_box
     from petmd.batch import collate
-    from petmd.train import rotational_variance
+    from petmd.objective import rotational_variance
 
     model = small_pet(seed=3)
     f = frame(water_box(1, seed=2))

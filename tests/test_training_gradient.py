@@ -11,7 +11,7 @@ from conftest import frame, run_petmd, small_pet, water_box, write_config, write
 from petmd.batch import collate, random_rotations
 from petmd.checkpoint import load_checkpoint
 from petmd.model.training_gradient import loss_and_gradient
-from petmd.train import rotational_variance, training_loss
+from petmd.objective import rotational_variance, training_loss
 
 
 def gradients(model, inputs, loss_fn, chunk):

@@ -90,7 +90,8 @@ class TrainingConfig:
     num_threads: int | None = None
     dtype: str = "float32"
     # the gradient of each step in chunks of this many atoms with recomputation (model/training_gradient.py):
-    # memory bounded by the chunk instead of ~10 MiB per atom; 0 = plain double backward; -1 = the device's default
+    # memory bounded by the chunk instead of growing with every atom of the batch; 0 = plain double backward; -1 = the
+    # device's default
     chunk_atoms: int = -1
     device: str = "cpu"  # cpu | cuda | cuda:N
     # TF32 matrix products on a CUDA device (10-bit mantissa products, float32 sums): the weights, optimizer and

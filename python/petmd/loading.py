@@ -78,8 +78,8 @@ class LoadedModel:
 
 def _plain_interpreter():
     """TorchScript's profiling executor re-specialises on every new input shape (every structure, every MD step) and
-    its optimised graphs ran 1.5-4x slower than the plain interpreter here (1536 water atoms: 5-14 s against 3.3-4.5
-    s per call); the C++ bridge does the same (cpp/model.cpp)."""
+    its optimised graphs run slower than the plain interpreter (docs/benchmarks.md); the C++ bridge runs the same way
+    (cpp/model.cpp)."""
     return torch.jit.optimized_execution(False)
 
 

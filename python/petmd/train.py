@@ -3,6 +3,9 @@
 Reproducibility is by construction: the epoch's frame order comes from (seed, epoch) and each batch's rotations from
 (seed, epoch, batch), so a run resumed from any checkpoint, mid-epoch included, takes exactly the steps an
 uninterrupted run would have taken.
+
+The Trainer is one loop whose parts (data, model, optimizer, moving average, checkpoints, signals, progress) share
+its state; it stays in one module of ~550 lines, with the loss, the schedule and the error sums in objective.py.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from . import __version__
-from .batch import Batch, Frame, batches_by_atom_budget, collate, random_rotations
+from .batch import Frame, batches_by_atom_budget, collate, random_rotations
 from .checkpoint import CheckpointState, _debug_kill, load_checkpoint, save_checkpoint
 from .config import Config
 from .data import default_data_path, load_frames, split_indices
@@ -33,8 +36,8 @@ from .errors import PetmdError
 from .model import PET
 from .model.composition import fit_composition_energies
 from .model.training_gradient import loss_and_gradient
+from .objective import error_sums, learning_rate, rotational_variance, training_loss
 from .precision import torch_dtype
-from .rotations import rotate_back
 
 METRIC_FIELDS = [
     "epoch",
@@ -51,73 +54,16 @@ METRIC_FIELDS = [
 ]
 
 
-# Chunk sizes of the training gradient when training.chunk_atoms is -1. CPU, measured on 2 cores (docs/benchmarks.md):
-# with 512 the study-size model trains as fast as by the plain double backward, in 2.1 instead of 9.0 GB for one
-# 864-atom frame (smaller chunks save more memory and cost up to 1.6x time for smaller models). GPU: not measured.
+# Chunk sizes of the training gradient when training.chunk_atoms is -1: on a CPU the largest chunk that trains as
+# fast as the plain double backward, in a fraction of its memory; on a GPU large chunks keep it busy
+# (the measurements: docs/benchmarks.md).
 TRAINING_CHUNK_ATOMS_CPU = 512
 TRAINING_CHUNK_ATOMS_GPU = 4096
-
-
-def learning_rate(cfg, step: int, total_steps: int) -> float:
-    t = cfg.training
-    if step < t.warmup_steps:
-        return t.learning_rate * (step + 1) / t.warmup_steps
-    if t.schedule == "constant":
-        return t.learning_rate
-    if t.schedule == "step":
-        return t.learning_rate * t.step_decay_factor ** ((step - t.warmup_steps) // t.step_decay_every)
-    progress = min(1.0, (step - t.warmup_steps) / max(1, total_steps - t.warmup_steps))
-    return t.learning_rate * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def predict(model, frames: List[Frame], device: torch.device):
     batch = collate(frames).to(device)
     return batch, model(**batch.model_inputs(), compute_forces=True)
-
-
-def training_loss(
-    out: Dict[str, torch.Tensor], batch: Batch, sigma_f: float, energy_weight: float, force_weight: float
-):
-    """(loss, per-structure energy error per atom, force errors). Both terms are in the model's own unit σ_F
-    (eV/atom and eV/Å alike): normalising the energy by its much smaller residual spread σ_E made it ~10⁴ times
-    stiffer, and its gradients kept the forces at zero."""
-    assert batch.energy is not None and batch.forces is not None, "training batches are labelled"
-    de = (out["energy"] - batch.energy) / batch.n_atoms
-    df = out["forces"] - batch.forces
-    loss = (energy_weight * (de**2).mean() + force_weight * (df**2).mean()) / sigma_f**2
-    return loss, de, df
-
-
-def rotational_variance(out: Dict[str, torch.Tensor], batch: Batch, rotations: np.ndarray, copies: int) -> torch.Tensor:
-    """Mean over structures of the variance over their rotated copies of E/atom, plus the mean over atoms and
-    components of the variance of the forces rotated back (eV²/atom², eV²/Å²); structure s's copies are batch
-    structures s·copies … s·copies + copies − 1."""
-    n_structures = batch.n_structures // copies
-    energy = (out["energy"] / batch.n_atoms).view(n_structures, copies)
-    q = torch.as_tensor(rotations, dtype=out["forces"].dtype, device=out["forces"].device)
-    back = rotate_back(out["forces"].unsqueeze(1), q[batch.structure]).squeeze(1)
-    force_terms = []
-    start = 0
-    for n in batch.n_atoms.view(n_structures, copies)[:, 0].tolist():
-        f = back[start : start + n * copies].view(copies, n, 3)
-        force_terms.append(f.var(dim=0, unbiased=False).mean())
-        start += n * copies
-    return energy.var(dim=1, unbiased=False).mean() + torch.stack(force_terms).mean()
-
-
-def error_sums(batch: Batch, out: Dict[str, torch.Tensor]) -> Dict[str, float]:
-    """Sums of absolute and squared errors (per-atom energy in eV/atom, force components in eV/Å)."""
-    assert batch.energy is not None and batch.forces is not None, "validation batches are labelled"
-    de = ((out["energy"].detach() - batch.energy) / batch.n_atoms).abs()
-    df = (out["forces"].detach() - batch.forces).abs()
-    return {
-        "e_abs": float(de.sum()),
-        "e_sq": float((de**2).sum()),
-        "n_e": int(de.numel()),
-        "f_abs": float(df.sum()),
-        "f_sq": float((df**2).sum()),
-        "n_f": int(df.numel()),
-    }
 
 
 class Trainer:

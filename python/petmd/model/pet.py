@@ -1,4 +1,5 @@
-"""The Point Edge Transformer (Pozdnyakov & Ceriotti, NeurIPS 2023); docs/architecture.md shows how petmd runs it.
+"""The Point Edge Transformer (Pozdnyakov & Ceriotti, NeurIPS 2023; docs/pet.md); docs/architecture.md shows how
+petmd runs it.
 
 N atoms and E directed edges (i→j, vector x_ij); the layers are in model/layers.py. After each message-passing layer
 the message of edge ij becomes ½(m_ij + output token of the reverse edge ji) (graph.next_messages).
