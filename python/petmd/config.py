@@ -171,8 +171,55 @@ def config_from_dict(values: dict | None, source: str = "config") -> Config:
     return cfg
 
 
+# The range of every numeric key: (section.key, lowest allowed, whether the lowest itself is allowed, what the key
+# means there). None values (max_frames, num_threads) mean "not set" and are not checked.
+RANGES = [
+    ("model.cutoff", 0.0, False, "Å"),
+    ("model.d_model", 1, True, "token width"),
+    ("model.n_heads", 1, True, "attention heads"),
+    ("model.d_ff", 1, True, "hidden width"),
+    ("model.n_gnn_layers", 1, True, "message-passing layers"),
+    ("model.n_transformer_layers", 1, True, "transformer layers"),
+    ("model.head_hidden", 1, True, "hidden width"),
+    ("data.stride", 1, True, "every k-th frame"),
+    ("data.max_frames", 1, True, "frames"),
+    ("training.epochs", 1, True, "epochs"),
+    ("training.atoms_per_batch", 1, True, "atoms"),
+    ("training.validation_atoms_per_batch", 1, True, "atoms"),
+    ("training.learning_rate", 0.0, True, "the peak learning rate; 0 keeps the weights as they start"),
+    ("training.weight_decay", 0.0, True, "0: none"),
+    ("training.warmup_steps", 0, True, "steps"),
+    ("training.step_decay_every", 1, True, "steps"),
+    ("training.step_decay_factor", 0.0, False, "a factor in (0, 1]"),
+    ("training.min_lr_ratio", 0.0, True, "a fraction of learning_rate"),
+    ("training.grad_clip", 0.0, True, "0: off"),
+    ("training.energy_weight", 0.0, True, "a loss weight"),
+    ("training.force_weight", 0.0, True, "a loss weight"),
+    ("training.checkpoint_every_s", 0.0, True, "seconds"),
+    ("training.num_threads", 1, True, "threads"),
+]
+
+
+def _check_ranges(cfg: Config, source: str) -> None:
+    for name, lowest, inclusive, meaning in RANGES:
+        section, key = name.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if value is None or (value >= lowest if inclusive else value > lowest):
+            continue
+        bound = f"at least {lowest}" if inclusive else f"greater than {lowest}"
+        raise PetmdError(f"{source}: {name} must be {bound} ({meaning}), got {value!r}")
+
+
 def _validate(cfg: Config, source: str) -> None:
+    _check_ranges(cfg, source)
     m, t = cfg.model, cfg.training
+    if t.step_decay_factor > 1.0 or t.min_lr_ratio > 1.0:
+        raise PetmdError(
+            f"{source}: training.step_decay_factor and training.min_lr_ratio must be at most 1 (they lower the "
+            f"learning rate), got {t.step_decay_factor} and {t.min_lr_ratio}"
+        )
+    if t.energy_weight == 0 and t.force_weight == 0:
+        raise PetmdError(f"{source}: training.energy_weight and training.force_weight are both 0: nothing to fit")
     if m.cutoff_width <= 0 or m.cutoff_width >= m.cutoff:
         raise PetmdError(f"{source}: model.cutoff_width must be in (0, cutoff)")
     if m.d_model % m.n_heads:
