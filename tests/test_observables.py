@@ -489,3 +489,14 @@ def test_cli_help(capsys):
             main([command, "--help"])
         assert exit_.value.code == 0
     assert "--threshold" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text", ["[]", "null", '{"density": 1.0}'])
+def test_compare_refuses_a_file_that_is_not_an_observables_json(tmp_path, text):
+    from petmd.observables.compare import compare_runs
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "observables.json").write_text(text)
+    with pytest.raises(PetmdError, match="is not an observables.json of `petmd observables`"):
+        compare_runs([tmp_path / "a", tmp_path / "b"])

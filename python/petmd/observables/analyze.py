@@ -352,6 +352,14 @@ def load_observables(directory) -> dict:
     if not path.exists():
         raise PetmdError(f"{directory} has no observables.json: run `petmd observables ... -o {directory}` first")
     try:
-        return json.loads(path.read_text())
+        result = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise PetmdError(f"{path} is not valid JSON ({err})") from None
+    # every file `petmd observables` writes records its inputs; anything else would compare as "no observables"
+    if not isinstance(result, dict) or "inputs" not in result:
+        found = f"a JSON {type(result).__name__}" if not isinstance(result, dict) else "a JSON object without 'inputs'"
+        raise PetmdError(
+            f"{path} is not an observables.json of `petmd observables` ({found}): run `petmd observables ... -o "
+            f"{directory}` to write one"
+        )
+    return result
