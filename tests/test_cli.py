@@ -199,3 +199,12 @@ def test_export_writes_a_weights_only_checkpoint(tmp_path):
     b = json.loads(run_petmd("eval", tmp_path / "w.ckpt", data, "--json", check=True).stdout)
     a.pop("model"), b.pop("model")
     assert a == b and a["force_mae_mev_per_A"] > 0
+
+
+def test_an_unknown_element_symbol_is_named(tmp_path, files):
+    data = tmp_path / "xx.extxyz"
+    data.write_text(
+        '2\nLattice="5 0 0 0 5 0 0 0 5" Properties=species:S:1:pos:R:3 energy=-1.0 pbc="T T T"\nO 0 0 0\nXx 1 0 0\n'
+    )
+    result = run_petmd("eval", files["pt"], data)
+    assert_one_line_error(result, "xx.extxyz", "'Xx' is not a chemical element symbol")

@@ -39,7 +39,7 @@ def read_structures(path: str | Path, index: str = ":"):
         source, fmt = _readable(path)
         structures = ase.io.read(source, index=index, format=fmt)
     except Exception as err:  # ASE raises many types for malformed input
-        raise PetmdError(f"cannot read {path} as a structure file: {type(err).__name__}: {err}") from None
+        raise unreadable(path, err) from None
     if not isinstance(structures, list):
         structures = [structures]
     if not structures:
@@ -58,7 +58,7 @@ def find_structure(path: str | Path, n_atoms: Optional[int] = None, **info):
             if (n_atoms is None or len(atoms) == n_atoms) and all(atoms.info.get(k) == v for k, v in info.items()):
                 return atoms
     except Exception as err:  # ASE raises many types for malformed input
-        raise PetmdError(f"cannot read {path} as a structure file: {type(err).__name__}: {err}") from None
+        raise unreadable(path, err) from None
     wanted = ", ".join([f"{n_atoms} atoms"] * (n_atoms is not None) + [f"{k}={v!r}" for k, v in info.items()])
     raise PetmdError(f"no structure in {path} has {wanted}")
 
@@ -72,6 +72,17 @@ def _check_path(path) -> Path:
     if path.stat().st_size == 0:
         raise PetmdError(f"data file {path} is empty")
     return path
+
+
+def unreadable(path: str | Path, err: Exception) -> PetmdError:
+    """What ASE's failure to read ``path`` means, in one line."""
+    if isinstance(err, KeyError) and isinstance(err.args[0] if err.args else None, str):
+        # ASE looks chemical symbols up in its table: a KeyError is a symbol that is not an element
+        return PetmdError(
+            f"cannot read {path}: {err.args[0]!r} is not a chemical element symbol (a typo, or a label "
+            "that is not an element?)"
+        )
+    return PetmdError(f"cannot read {path} as a structure file: {type(err).__name__}: {err}")
 
 
 def _readable(path: Path):
