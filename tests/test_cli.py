@@ -208,3 +208,11 @@ def test_an_unknown_element_symbol_is_named(tmp_path, files):
     )
     result = run_petmd("eval", files["pt"], data)
     assert_one_line_error(result, "xx.extxyz", "'Xx' is not a chemical element symbol")
+
+
+def test_export_onto_a_directory_is_refused_and_leaves_nothing(tmp_path, files):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    result = run_petmd("export", files["ckpt"], "-o", folder)
+    assert_one_line_error(result, "is a directory", "model.pt")
+    assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["models"]

@@ -18,6 +18,9 @@ from .precision import torch_dtype
 def export_checkpoint(source: str | Path, output: str | Path, dtype: str = "float32", symmetrize: str = "none") -> dict:
     """Writes ``source``'s weights to ``output`` in ``dtype`` with default mode ``symmetrize``, atomically; returns
     the metadata written."""
+    output = Path(output)
+    if output.is_dir():
+        raise PetmdError(f"-o {output} is a directory: give the model file's path, e.g. {output / 'model.pt'}")
     weights = load_weights(source)
     pet = weights.pet.to(torch_dtype(dtype)).eval()
     for p in pet.parameters():
@@ -31,9 +34,11 @@ def export_checkpoint(source: str | Path, output: str | Path, dtype: str = "floa
         scripted = torch.jit.script(wrapped)
     except Exception as err:  # a TorchScript failure is a petmd bug, but say where it came from
         raise PetmdError(f"TorchScript compilation of the model failed: {err}") from None
-    output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata)})
-    os.replace(tmp, output)
+    try:
+        torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata)})
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write leaves nothing behind
     return metadata
