@@ -43,8 +43,7 @@ def _child(
 
     state = load_checkpoint(checkpoint)
     weights = state.get("training_model_state", state["model_state"])
-    model = build_model(state["config"]["model"], state["atomic_numbers"]).to(torch.float32)
-    model.load_state_dict(weights)  # copied into the float32 parameters
+    model = build_model(state["config"]["model"], state["atomic_numbers"], weights, "float32")
     frame = frame_from_atoms(atoms, model.cutoff, energy=energy, forces=forces)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)  # small steps: the weights stay the checkpoint's
     # the loss weights, clipping and augmentation the checkpoint was trained with (defaults for keys it predates)

@@ -23,7 +23,6 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 
 import torch
 from torch import nn
@@ -31,9 +30,8 @@ from torch.func import functional_call, grad, jvp
 
 from machine import metadata  # benchmarks/machine.py
 from petmd.batch import collate, frame_from_atoms
-from petmd.checkpoint import build_model
 from petmd.helpers.structures import liquid_water
-from petmd.model import tangents
+from petmd.model import PET, tangents
 from petmd.model.graph import atom_chunks
 from train_throughput import MODEL_SIZES, current_rss_mib, release_memory, reset_peak_rss
 
@@ -71,7 +69,7 @@ def composite_layer_norm():
 
 def setup(model_size: str, n_atoms: int, dtype) -> dict:
     torch.manual_seed(0)
-    model = build_model(asdict(MODEL_SIZES[model_size]), [1, 8])
+    model = PET([1, 8], MODEL_SIZES[model_size])
     with torch.no_grad():  # training starts the heads at zero, which would make every energy tangent zero
         for head in (model.layers[1].central_head, model.layers[1].bond_head):
             head.net[-1].weight.normal_(0.0, 0.1)

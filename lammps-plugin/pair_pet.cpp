@@ -233,8 +233,7 @@ void PairPET::init_style()
   if (exchange_request_ == 1 && !layered)
     error->all(FLERR, "pair_style pet: exchange yes cannot be combined with symmetrize ecse (it symmetrizes inside "
                       "each layer): use exchange no");
-  exchange_ = exchange_request_ == 1 || (exchange_request_ == -1 && comm->nprocs > 1 && layered);
-  if (exchange_) {
+  if (exchange_request_ == 1 || (exchange_request_ == -1 && comm->nprocs > 1 && layered)) {
     // ghosts within the cutoff (+ skin) suffice: their edge tokens come from their owners
     ghostneigh = 0;
     comm_forward = comm_reverse = PetRowExchange::kValuesPerCall;
@@ -279,7 +278,7 @@ void PairPET::compute(int eflag, int vflag)
 
   // every rank, and every evaluation within a step, must use the same random rotation
   if (model_->info().symmetrize == "random") model_->set_random_seed(static_cast<uint64_t>(seed_ + update->ntimestep));
-  if (exchange_) {
+  if (exchange_rows_) {
     compute_exchanged();
     return;
   }
@@ -373,7 +372,7 @@ petmd::SystemView PairPET::build_system(petmd::DomainGraph &graph)
 PairPET::SymmetryTerms PairPET::symmetry_terms(const std::string &grid, double **dforce)
 {
   SymmetryTerms terms;
-  if (exchange_) {    // every rank takes part, also one without atoms
+  if (exchange_rows_) {    // every rank takes part, also one without atoms
     const auto system = prepare_exchange();
     const auto result = bridged("compute pet/symmetry", [&] {
       return model_->compute_grid_exchanged(system, *exchange_rows_, grid);

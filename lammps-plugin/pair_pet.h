@@ -62,8 +62,8 @@ class PairPET : public Pair {
   bool fold_ = true;             // fold periodic images of local atoms onto them (docs/pair_pet.md)
   int exchange_request_ = -1;    // exchange yes (1) | no (0) | auto (-1)
   bool tf32_ = false;            // tf32 yes: TF32 float32 matrix products on a CUDA device
-  bool exchange_ = false;        // this run exchanges messages between ranks (decided in init_style)
-  std::unique_ptr<PetRowExchange> exchange_rows_;    // its communication, when it does
+  // set in init_style when this run exchanges messages between ranks: the exchange on LAMMPS's communication
+  std::unique_ptr<PetRowExchange> exchange_rows_;
   bigint seed_ = 0;    // symmetrize random: torch is seeded with seed_ + step on every rank
   // per-step buffers, kept to avoid reallocation
   std::vector<double> positions_;

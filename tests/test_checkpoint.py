@@ -39,6 +39,15 @@ def test_a_newer_checkpoint_is_refused(tmp_path):
         load_checkpoint(path)
 
 
+def test_an_incomplete_version_1_checkpoint_says_what_it_lacks(tmp_path):
+    path = write_checkpoint(tmp_path / "m.ckpt", small_pet())
+    state = torch.load(path, weights_only=True)
+    del state["config"]
+    torch.save({**state, "version": 1}, path)
+    with pytest.raises(PetmdError, match="checkpoint version 1 without config"):
+        load_checkpoint(path)
+
+
 def test_an_incomplete_checkpoint_says_what_it_lacks(tmp_path):
     path = write_checkpoint(tmp_path / "m.ckpt", small_pet())
     state = torch.load(path, weights_only=True)

@@ -277,3 +277,24 @@ def test_re_exporting_a_format_1_file_upgrades_it_with_the_same_results(tmp_path
     for key in ("energy", "forces", "virial"):
         scale = float(want[key].detach().abs().max())
         assert float((got[key] - want[key]).detach().abs().max()) <= 1e-10 * scale, key
+
+
+def test_float64_weights_keep_their_precision_through_checkpoint_and_re_export(tmp_path):
+    """Weights trained in float64 (not representable in float32) survive reading a checkpoint, exporting in float64
+    and re-exporting: the model is built in its dtype before its weights are loaded."""
+    from petmd.checkpoint import load_checkpoint, model_from_checkpoint
+    from petmd.loading import load_weights
+
+    model = small_pet(seed=3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1e-12 * torch.randn_like(p))  # below float32's resolution
+    ckpt = write_checkpoint(tmp_path / "m.ckpt", model)
+    export_checkpoint(ckpt, tmp_path / "m.pt", dtype="float64")
+    read = {
+        "checkpoint": model_from_checkpoint(load_checkpoint(ckpt)),
+        "exported file": load_weights(tmp_path / "m.pt").pet,
+    }
+    for source, pet in read.items():
+        for key, value in model.state_dict().items():
+            assert torch.equal(pet.state_dict()[key], value), (source, key)

@@ -138,8 +138,11 @@ def load_checkpoint(path: str | Path) -> CheckpointState:
             f"{path} has checkpoint version {version}; this petmd reads versions 1 to {VERSION}: use the petmd "
             "that wrote it"
         )
-    while state["version"] < VERSION:
-        state = UPGRADES[state["version"]](state)
+    try:
+        while state["version"] < VERSION:
+            state = UPGRADES[state["version"]](state)
+    except KeyError as err:  # a part the upgrade reads is missing
+        raise PetmdError(f"{path}: checkpoint version {version} without {err.args[0]} (an incomplete copy?)") from None
     missing = [key for key in WEIGHTS_ONLY_KEYS if key not in state]
     if missing:
         raise PetmdError(f"{path}: checkpoint version {version} without {', '.join(missing)} (an incomplete copy?)")
@@ -157,18 +160,25 @@ def is_exported_model(path: str | Path) -> bool:
         return False
 
 
-def build_model(model_config: dict, atomic_numbers) -> PET:
-    """PET from a config's model section (a dict, as checkpoints store it)."""
-    return PET(atomic_numbers, ModelConfig(**model_config))
+def build_model(model_config: dict, atomic_numbers, weights: Dict[str, torch.Tensor], dtype: str) -> PET:
+    """PET from a config's model section (a dict, as checkpoints and exported metadata store it) with ``weights``
+    in ``dtype``. The model takes its dtype before the weights: load_state_dict casts to the parameters' dtype, and a
+    float32 model would round float64 weights."""
+    model = PET(atomic_numbers, ModelConfig(**model_config)).to(torch_dtype(dtype))
+    model.load_state_dict(weights)
+    return model
 
 
 def model_from_checkpoint(state: CheckpointState, source: str = "checkpoint") -> PET:
     try:
-        model = build_model(state["config"]["model"], state["atomic_numbers"])
-        model.load_state_dict(state["model_state"])
+        return build_model(
+            state["config"]["model"],
+            state["atomic_numbers"],
+            state["model_state"],
+            state["config"]["training"]["dtype"],
+        )
     except (KeyError, TypeError, RuntimeError) as err:
         raise PetmdError(f"{source}: checkpoint does not hold a consistent PET model ({err})") from None
-    return model.to(torch_dtype(state["config"]["training"]["dtype"]))
 
 
 def _debug_kill() -> None:

@@ -11,12 +11,10 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 from .batch import Batch, Frame
-from .checkpoint import is_exported_model, load_checkpoint, model_from_checkpoint
-from .config import ModelConfig
+from .checkpoint import build_model, is_exported_model, load_checkpoint, model_from_checkpoint
 from .errors import PetmdError
 from .exported import FORMAT, FORMAT_VERSION, METADATA_FILE, ExportedPET, build_metadata
 from .model import PET
-from .precision import torch_dtype
 
 
 class LoadedModel:
@@ -90,23 +88,23 @@ def load_model(path: str | Path) -> LoadedModel:
         module, metadata = _read_exported(path)
         version = metadata.get("format_version")
         if version != FORMAT_VERSION:
-            raise PetmdError(f"{path} {format_version_problem(version)}")
+            raise PetmdError(format_version_problem(path, version))
         return LoadedModel(module, metadata, str(path))
     weights = _checkpoint_weights(path)
     return LoadedModel(ExportedPET(weights.pet.eval()), weights.metadata(), str(path))
 
 
-def format_version_problem(version) -> str:
+def format_version_problem(path: Path, version) -> str:
     """What is wrong with an exported file of another format version, and what to do (the C++ bridge says the same
     in its words)."""
     if isinstance(version, int) and version < FORMAT_VERSION:
         return (
-            f"has model format version {version}, which this petmd no longer runs (it reads version "
-            f"{FORMAT_VERSION}): re-export it with `petmd export {{this file or its checkpoint}} -o NEW.pt`"
+            f"{path} has model format version {version}, which this petmd no longer runs (it reads version "
+            f"{FORMAT_VERSION}): re-export it with `petmd export {path} -o NEW.pt` (or from its checkpoint)"
         )
     return (
-        f"has model format version {version}, newer than this petmd reads ({FORMAT_VERSION}): use the petmd that "
-        "exported it"
+        f"{path} has model format version {version}, newer than this petmd reads ({FORMAT_VERSION}): use the petmd "
+        "that exported it"
     )
 
 
@@ -131,14 +129,13 @@ def load_weights(path: str | Path) -> Weights:
         return _checkpoint_weights(path)
     module, metadata = _read_exported(path)
     try:
-        pet = PET(metadata["atomic_numbers"], ModelConfig(**metadata["hyperparameters"]))
-        pet.load_state_dict(module.pet.state_dict())
+        pet = build_model(
+            metadata["hyperparameters"], metadata["atomic_numbers"], module.pet.state_dict(), metadata["dtype"]
+        )
     except (KeyError, TypeError, RuntimeError, AttributeError) as err:
         raise PetmdError(f"{path}: cannot read its weights ({type(err).__name__}: {err})") from None
     training = dict(metadata.get("training") or {}, exported_file=path.name)
-    return Weights(
-        pet.to(torch_dtype(metadata["dtype"])), {"model": metadata["hyperparameters"]}, metadata["dtype"], training
-    )
+    return Weights(pet, {"model": metadata["hyperparameters"]}, metadata["dtype"], training)
 
 
 def _checkpoint_weights(path: Path) -> Weights:
