@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -10,6 +11,16 @@
 #include "model.h"
 
 namespace petmd {
+
+void check_separation(double rsq, int64_t tag_i, int64_t tag_j) {
+  if (rsq >= kMinSeparation * kMinSeparation) return;
+  char distances[64];
+  std::snprintf(distances, sizeof(distances), "%.3g A apart, closer than %g A", std::sqrt(rsq), kMinSeparation);
+  throw Error("atoms with IDs " + std::to_string(tag_i) + " and " + std::to_string(tag_j) + " are " + distances +
+              ": an atom listed twice in the input, or a simulation that has blown up (check the timestep and the "
+              "thermo output before this step)");
+}
+
 namespace {
 
 using Shift = std::array<int64_t, 3>;
@@ -120,6 +131,7 @@ DomainGraph build_domain_graph(const DomainView<Tag> &d, double cutoff, bool fol
         const double dx = (xj[c] - xi[c]) + (s[0] * d.cell[0][c] + s[1] * d.cell[1][c] + s[2] * d.cell[2][c]);
         rsq += dx * dx;
       }
+      check_separation(rsq, d.tags[i], d.tags[j]);
       if (rsq < cutsq) edges.push_back({ni, nj, s});
     }
   }

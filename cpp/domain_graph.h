@@ -11,9 +11,17 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace petmd {
+
+// The closest two atoms may come, Å: nearer, they are one atom listed twice or a simulation that has blown up, and
+// the model would extrapolate without a word (python/petmd/neighbors.py holds the same bound).
+constexpr double kMinSeparation = 0.1;
+
+// Throws petmd::Error naming atoms tag_i and tag_j when their squared distance rsq is below kMinSeparation².
+void check_separation(double rsq, int64_t tag_i, int64_t tag_j);
 
 template <typename Tag>
 struct DomainView {

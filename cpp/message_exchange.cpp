@@ -5,6 +5,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "domain_graph.h"
 #include "model.h"
 
 namespace petmd {
@@ -41,6 +42,7 @@ LocalGraph build_local_graph(const DomainView<Tag> &d, double cutoff) {
         v[c] = d.x[3 * j + c] - d.x[3 * i + c];
         rsq += v[c] * v[c];
       }
+      check_separation(rsq, d.tags[i], d.tags[j]);
       if (!(rsq < cutsq)) continue;
       neighbor.push_back(j);
       graph.vectors.insert(graph.vectors.end(), v, v + 3);

@@ -276,6 +276,14 @@ Result Model::compute(const SystemView &s, bool per_atom_energies) const {
   return result;
 }
 
+int64_t Model::grid_size(const std::string &grid) const {
+  try {
+    return impl_->module.run_method("message_grid", grid).toTuple()->elements()[1].toTensor().size(0);
+  } catch (const std::exception &err) {
+    throw Error(torch_message(err));
+  }
+}
+
 int64_t Model::message_width() const {
   return impl_->message_width;
 }

@@ -123,6 +123,10 @@ class PETMD_API Model {
   virtual GridResult compute_grid_exchanged(const ExchangeSystem &system, MessageExchange &exchange,
                                             const std::string &grid) const;
 
+  // Rotations in grid `grid` ("0", "i", "L" or "Li"), each one evaluation of the network; throws Error for an unknown
+  // grid or one larger than the model runs (the exported module checks both).
+  virtual int64_t grid_size(const std::string &grid) const;
+
   // d: values per edge token that compute_exchanged trades.
   virtual int64_t message_width() const;
 

@@ -49,6 +49,11 @@ void ComputePETSymmetry::init()
 {
   pair_ = dynamic_cast<PairPET *>(force->pair_match("pet", 1));
   if (pair_ == nullptr) error->all(FLERR, "compute pet/symmetry requires pair_style pet");
+  // the grid is checked before the run starts, and its cost said
+  const auto rotations = pair_->grid_size(grid_, "compute pet/symmetry");
+  if (comm->me == 0)
+    utils::logmesg(lmp, "compute pet/symmetry: grid {}, {} rotations: {} evaluations of the network every {} steps\n",
+                   grid_, rotations, rotations + 1, every_);
 }
 
 void ComputePETSymmetry::compute_vector()

@@ -168,9 +168,21 @@ void PairPET::settings(int narg, char **arg)
   if (comm->me == 0) report_model(threads);
 }
 
-void PairPET::report_model(int threads) const
+int64_t PairPET::grid_size(const std::string &grid, const char *context)
+{
+  return bridged(context, [&] {
+    return model_->grid_size(grid);
+  });
+}
+
+void PairPET::report_model(int threads)
 {
   const auto &info = model_->info();
+  std::string cost;    // a grid costs one evaluation of the network per rotation
+  if (info.symmetrize.rfind("grid:", 0) == 0) {
+    const auto rotations = grid_size(info.symmetrize.substr(5), "pair_style pet");
+    cost = fmt::format(" ({0} rotations: {0} evaluations of the network per step)", rotations);
+  }
   std::string species, numbers;
   for (size_t k = 0; k < info.species.size(); k++) {
     species += (k ? " " : "") + info.species[k];
@@ -180,11 +192,11 @@ void PairPET::report_model(int threads) const
                  "pair_style pet: model {}\n"
                  "  species {} (Z = {}); cutoff {} A (smoothing width {} A); {} message-passing layers, "
                  "interaction range {} A\n"
-                 "  network {}, symmetrization {}; exported by petmd {} with torch {}\n"
+                 "  network {}, symmetrization {}{}; exported by petmd {} with torch {}\n"
                  "  device {} (rank 0){}, {} torch thread(s) per MPI rank; periodic images of local atoms folded: {}\n"
                  "  cite: {}\n",
                  model_path_, species, numbers, info.cutoff, info.cutoff_width, info.n_gnn_layers,
-                 info.interaction_range, info.dtype, info.symmetrize, info.petmd_version, info.torch_version,
+                 info.interaction_range, info.dtype, info.symmetrize, cost, info.petmd_version, info.torch_version,
                  model_->device(), tf32_ ? " with TF32 matrix products" : "", threads, fold_ ? "yes" : "no",
                  info.citation);
 }
@@ -226,6 +238,7 @@ void PairPET::init_style()
     error->all(FLERR, "pair_style pet requires `newton on`: forces on ghost atoms are sent back to their owners");
   if (!atom->tag_enable) error->all(FLERR, "pair_style pet requires atom IDs (`atom_modify id yes`)");
   if (comm->mode != Comm::SINGLE) error->all(FLERR, "pair_style pet requires `comm_modify mode single`");
+  require_every_pair();
 
   // Message exchange (each rank evaluates its own atoms, trading edge tokens between layers) runs the network one
   // layer at a time; ECSE symmetrizes inside each layer, over the whole domain graph.
@@ -260,6 +273,28 @@ void PairPET::init_style()
       utils::logmesg(lmp, "pair_style pet: ghost atom cutoff set to {} A (interaction range {} + skin {})\n",
                      ghost_cutoff, model_->info().interaction_range, neighbor->skin);
   }
+}
+
+// The model sees its neighbourhoods through LAMMPS's neighbour list, which leaves out the pairs of
+// `neigh_modify exclude` and, in molecular systems, the bonded (1-2, 1-3, 1-4) pairs whose special_bonds weights are
+// both 0 (unless a kspace style keeps them for its correction). No request flag keeps them for one style only, so,
+// as LAMMPS's own styles that need every pair do, pair_style pet refuses those settings; other weights keep the pairs
+// (flagged), and the model, which has no pairwise terms to weight, uses them all.
+void PairPET::require_every_pair()
+{
+  if (neighbor->nex_type || neighbor->nex_group || neighbor->nex_mol)
+    error->all(FLERR, "pair_style pet needs every pair within the model's cutoff, but `neigh_modify exclude` leaves "
+                      "some out of the neighbour list: remove the exclusions (`neigh_modify exclude none`)");
+  if (atom->molecular == Atom::ATOMIC || force->kspace) return;
+  static const char *const neighbours[] = {"", "1-2 (bonded)", "1-3", "1-4"};
+  for (int k = 1; k <= 3; k++)
+    if (force->special_lj[k] == 0.0 && force->special_coul[k] == 0.0)
+      error->all(FLERR,
+                 "pair_style pet needs every pair within the model's cutoff, but with special_bonds weights 0 for "
+                 "{} neighbours (LAMMPS's default) LAMMPS leaves those pairs of this molecular system out of the "
+                 "neighbour list, so each molecule would be seen in pieces: add `special_bonds lj/coul 1.0 1.0 "
+                 "1.0` before the run (pair_style pet does not use the weights)",
+                 neighbours[k]);
 }
 
 double PairPET::init_one(int i, int j)

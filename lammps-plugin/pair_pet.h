@@ -45,6 +45,8 @@ class PairPET : public Pair {
     std::vector<double> grid_energies, grid_weights;
   };
   SymmetryTerms symmetry_terms(const std::string &grid, double **dforce);
+  // Rotations in `grid`; an unknown or too large grid is an error of `context` on every rank.
+  int64_t grid_size(const std::string &grid, const char *context);
 
  private:
   template <typename Call> auto bridged(const char *context, Call &&call) -> decltype(call());
@@ -54,7 +56,8 @@ class PairPET : public Pair {
   petmd::ExchangeSystem prepare_exchange();
   void tally(const petmd::Result &result);
   void allocate();
-  void report_model(int threads) const;
+  void report_model(int threads);
+  void require_every_pair();
 
   std::unique_ptr<petmd::Model> model_;
   std::string model_path_;

@@ -42,25 +42,58 @@ def write_data(path: Path, atoms: Atoms, ids=None, box=None) -> Path:
     return path
 
 
-def water_setup(model, data, boundary: str = "p p p", pair_extra: str = "", threads: int = 1) -> str:
-    """The lines every test input starts with: units, box and atoms, pair_style pet on O/H."""
-    return f"""
+def write_bonded_water_data(path: Path, atoms: Atoms) -> Path:
+    """``atoms`` (O H H per molecule, orthorhombic cell) as an `atom_style full` data file with O–H bonds and H–O–H
+    angles, ids 1..N."""
+    n = len(atoms)
+    assert list(atoms.numbers[:3]) == [8, 1, 1] and n % 3 == 0
+    counts = [f"{n} atoms", f"{2 * n // 3} bonds", f"{n // 3} angles", "2 atom types", "1 bond types", "1 angle types"]
+    lines = ["petmd bonded water", "", *counts, ""]
+    lines += [f"0 {atoms.cell[k, k]:.17g} {axis}lo {axis}hi" for k, axis in enumerate("xyz")]
+    lines += ["", "Masses", "", "1 15.999", "2 1.008", "", "Atoms # full", ""]
+    for i, (z, r) in enumerate(zip(atoms.numbers, atoms.positions)):
+        lines.append(f"{i + 1} {i // 3 + 1} {1 if z == 8 else 2} 0.0 {r[0]:.17g} {r[1]:.17g} {r[2]:.17g}")
+    lines += ["", "Bonds", ""]
+    for m in range(n // 3):
+        lines += [f"{2 * m + 1} 1 {3 * m + 1} {3 * m + 2}", f"{2 * m + 2} 1 {3 * m + 1} {3 * m + 3}"]
+    lines += ["", "Angles", ""] + [f"{m + 1} 1 {3 * m + 2} {3 * m + 1} {3 * m + 3}" for m in range(n // 3)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def water_setup(
+    model, data, boundary: str = "p p p", pair_extra: str = "", threads: int = 1, system: str | None = None
+) -> str:
+    """The lines every test input starts with: units, box and atoms (or ``system``, lines that set them up),
+    pair_style pet on O/H."""
+    system = (
+        system
+        or f"""
 units metal
 atom_style atomic
 atom_modify map hash
 boundary {boundary}
 read_data {data}
+"""
+    )
+    return f"""{system}
 pair_style pet {model} threads {threads} {pair_extra}
 pair_coeff * * O H
 """
 
 
 def single_point_input(
-    model: Path, data: Path, out: Path, boundary: str = "p p p", pair_extra: str = "", threads: int = 1
+    model: Path,
+    data: Path | None,
+    out: Path,
+    boundary: str = "p p p",
+    pair_extra: str = "",
+    threads: int = 1,
+    system: str | None = None,
 ) -> str:
     """Energy, forces, per-atom energies and pressure tensor of one configuration, written to files in ``out``."""
     return (
-        water_setup(model, data, boundary, pair_extra, threads)
+        water_setup(model, data, boundary, pair_extra, threads, system)
         + f"""
 compute peatom all pe/atom
 thermo_style custom step pe pxx pyy pzz pxy pxz pyz vol

@@ -12,7 +12,15 @@ import torch
 from ase import Atoms
 
 from conftest import small_pet, water_box, with_metadata, write_checkpoint
-from lammps_helpers import read_single_point, run_inprocess, run_lmp, single_point_input, water_setup, write_data
+from lammps_helpers import (
+    read_single_point,
+    run_inprocess,
+    run_lmp,
+    single_point_input,
+    water_setup,
+    write_bonded_water_data,
+    write_data,
+)
 from petmd.batch import frame_from_atoms
 from petmd.calculator import PETCalculator
 from petmd.data import find_structure
@@ -176,6 +184,38 @@ print "$(pe:%.17g) $(etotal:%.17g)" file {out}/energy.txt
         np.testing.assert_allclose(energy, energy0, rtol=1e-11, err_msg=name)
 
 
+BONDED_SETUP = """
+atom_style full
+read_data {data}
+bond_style zero
+bond_coeff 1 0.97
+angle_style zero
+angle_coeff 1 104.5
+"""
+
+
+@pytest.mark.parametrize(
+    "special", ["special_bonds lj/coul 1.0 1.0 1.0", "special_bonds lj 0.0 0.0 0.0 coul 0.5 0.5 0.5"]
+)
+def test_bonded_data_file_gives_the_atomic_result(tmp_path, model64, special):
+    """Water with bonds and angles in its data file: once the special_bonds weights keep the bonded pairs in the
+    neighbour list, energy and forces are those of the same atoms without bonds (the weights do not apply)."""
+    atoms = water_box(2, seed=3)
+    atomic, bonded = tmp_path / "atomic", tmp_path / "bonded"
+    atomic.mkdir()
+    bonded.mkdir()
+    run_inprocess(
+        single_point_input(model64, write_data(tmp_path / "atomic.data", atoms, ids=np.arange(24) + 1), atomic)
+    )
+    system = (
+        "units metal" + BONDED_SETUP.format(data=write_bonded_water_data(tmp_path / "bonded.data", atoms)) + special
+    )
+    run_inprocess(single_point_input(model64, None, bonded, system=system))
+    want, got = read_single_point(atomic), read_single_point(bonded)
+    assert got.energy == pytest.approx(want.energy, rel=1e-12)
+    np.testing.assert_allclose(got.forces, want.forces, rtol=0, atol=1e-10)
+
+
 def test_npt_runs_on_the_model_virial(tmp_path, model64):
     atoms = water_box(2, seed=8, cell_tilt=0.4)
     data = write_data(tmp_path / "system.data", atoms)
@@ -206,6 +246,7 @@ def bad_models(tmp_path_factory, model64):
     return folder
 
 
+SYMMETRY_THERMO = "thermo_style custom step pe c_s[1]"
 BAD_INPUTS = {
     "units real": ({"units": "real"}, "requires `units metal`"),
     "newton off": ({"newton": "newton off"}, "requires `newton on`"),
@@ -227,6 +268,42 @@ BAD_INPUTS = {
         {"extra": "exchange yes symmetrize ecse"},
         "exchange yes cannot be combined with symmetrize ecse .*: use exchange no",
     ),
+    "bonds, default special_bonds": (
+        {"bonded": ""},
+        r"special_bonds weights 0 for 1-2 \(bonded\) neighbours .*add `special_bonds lj/coul 1.0 1.0 1.0`",
+    ),
+    "angles dropped (1-3 weight 0)": (
+        {"bonded": "special_bonds lj/coul 1.0 0.0 1.0"},
+        "special_bonds weights 0 for 1-3 neighbours",
+    ),
+    "neighbour exclusions": ({"after": "neigh_modify exclude type 1 2"}, "`neigh_modify exclude none`"),
+    "two atoms on one site": ({"overlap": True}, r"atoms with IDs 3 and 8 are 0 A apart, closer than 0.1 A"),
+    "two atoms on one site, exchange": (
+        {"overlap": True, "ranks": 2, "extra": "exchange yes"},
+        r"atoms with IDs \d+ and \d+ are 0 A apart",
+    ),
+    "bonds on 2 ranks": ({"bonded": "", "ranks": 2}, "add `special_bonds lj/coul 1.0 1.0 1.0`"),
+    "comm mode multi": ({"after": "neighbor 0.3 multi\ncomm_modify mode multi"}, "requires `comm_modify mode single`"),
+    "keyword without value": ({"extra": "device"}, "keyword 'device' needs a value"),
+    "threads not a number": ({"extra": "threads two"}, "Expected integer parameter instead of 'two'"),
+    "grid without name": ({"extra": "symmetrize grid"}, "`symmetrize grid` needs a grid name"),
+    "grid too large": ({"extra": "symmetrize grid 99"}, "rotation grid '99' has 3842091 rotations, each a full"),
+    "grid too large, 2 ranks": ({"extra": "symmetrize grid 99", "ranks": 2}, "rotation grid '99' has 3842091"),
+    "pair_coeff by type": ({"coeff_types": "1 1"}, r"Pair_coeff must start with \* \* for pair style pet"),
+    "compute grid too large": (
+        {"after": f"compute s all pet/symmetry 10 99\n{SYMMETRY_THERMO}"},
+        "compute pet/symmetry: rotation grid '99' has 3842091 rotations",
+    ),
+    "compute unknown grid": (
+        {"after": f"compute s all pet/symmetry 10 3x\n{SYMMETRY_THERMO}"},
+        "compute pet/symmetry: unknown rotation grid '3x'",
+    ),
+    "compute every 0 steps": ({"after": "compute s all pet/symmetry 0 3i"}, "N must be at least 1, got 0"),
+    "compute without grid": ({"after": "compute s all pet/symmetry 10"}, "expected `compute ID group pet/symmetry N"),
+    "compute without pet": (
+        {"after": f"pair_style zero 4.0\npair_coeff * *\ncompute s all pet/symmetry 10 3i\n{SYMMETRY_THERMO}"},
+        "compute pet/symmetry requires pair_style pet",
+    ),
     "per-atom virial": (
         {"after": "compute s all stress/atom NULL\ncompute p all reduce sum c_s[1]\nthermo_style custom step c_p"},
         "does not compute per-atom virials",
@@ -239,19 +316,26 @@ if not torch.cuda.is_available():
 @pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_input_is_reported(tmp_path, model64, bad_models, case):
     change, message = BAD_INPUTS[case]
-    data = write_data(tmp_path / "system.data", water_box(1))
+    if "bonded" in change:
+        system = BONDED_SETUP.format(data=write_bonded_water_data(tmp_path / "bonded.data", water_box(1)))
+        system += change["bonded"]
+    else:
+        atoms = water_box(1)
+        if change.get("overlap"):
+            atoms.positions[1] = atoms.positions[0]
+        data = write_data(tmp_path / "system.data", atoms)
+        system = f"atom_style atomic\nread_data {data}"
     model = change.get("model", str(model64)).format(bad=bad_models)
     script = f"""
 units {change.get("units", "metal")}
 {change.get("newton", "")}
-atom_style atomic
-read_data {data}
+{system}
 pair_style pet {model} threads 1 {change.get("extra", "")}
-pair_coeff * * {change.get("coeff", "O H")}
+pair_coeff {change.get("coeff_types", "* *")} {change.get("coeff", "O H")}
 {change.get("after", "")}
 run 0
 """
-    result = run_lmp(script, tmp_path)
+    result = run_lmp(script, tmp_path, ranks=change.get("ranks", 1), timeout=300)
     text = result.stdout + result.stderr
     assert result.returncode != 0, text[-2000:]
     assert re.search(r"ERROR.*" + message, text), text[-2000:]

@@ -15,7 +15,8 @@ from petmd.batch import collate
 from petmd.errors import PetmdError
 from petmd.export import export_checkpoint
 from petmd.loading import load_model
-from petmd.symmetry import evaluate_on_grid, frame_metrics, rotation_grid
+from petmd.rotations import grid_size, max_grid_rotations
+from petmd.symmetry import _check_cost, evaluate_on_grid, frame_metrics, rotation_grid
 
 
 def unit_vectors(n, seed):
@@ -87,10 +88,30 @@ def test_inversion_grids_also_cancel_odd_degrees():
         assert np.abs(eval_legendre(degree_l, cosines) @ grid.weights).max() < 1e-12
 
 
-@pytest.mark.parametrize("bad", ["", "x", "0i", "-2", "2j", "random:", "random:0", "random:abc", "2.5"])
+@pytest.mark.parametrize("bad", ["", "x", "0i", "-2", "2j", "random:", "random:0", "random:abc", "2.5", "i2", "02"])
 def test_unknown_grid_names_are_errors(bad):
     with pytest.raises(PetmdError, match="grid"):
         rotation_grid(bad)
+
+
+@pytest.mark.parametrize(
+    "name, size", [("0", 1), ("i", 2), ("1", 1), ("2", 18), ("3i", 150), ("17", 18513), ("99", 3842091)]
+)
+def test_grid_size_is_known_before_the_grid_is_built(name, size):
+    assert grid_size(name) == size
+    if size <= max_grid_rotations():
+        assert rotation_grid(name).size == size
+
+
+@pytest.mark.parametrize("name", ["99", "18", "14i", "99999999999", "random:20001"])
+def test_grids_beyond_the_limit_are_refused_with_their_cost(name):
+    with pytest.raises(PetmdError, match=r"rotation grid '.*' has .* rotations, each a full evaluation"):
+        rotation_grid(name)
+
+
+def test_a_grid_whose_forces_cannot_fit_in_memory_is_refused():
+    with pytest.raises(PetmdError, match=r"grid 3i: the forces of its 150 rotated copies .* GiB, more than half"):
+        _check_cost(rotation_grid("3i"), [100, 10**8], progress=False)
 
 
 def test_grid_evaluation_matches_one_call_per_rotation(tmp_path):

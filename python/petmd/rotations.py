@@ -50,19 +50,59 @@ def product_grid(degree: int) -> Tuple[torch.Tensor, torch.Tensor]:
     return rotations, (beta_weights / (2.0 * n_uniform * n_uniform)).reshape(-1)
 
 
-def named_grid(name: str) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Grid by name: ``0`` (identity), ``i`` (identity and inversion), ``L`` or ``Li`` (L ≥ 1; ``i`` adds the inversion
-    of every rotation). Raises for anything else."""
+def max_grid_rotations() -> int:
+    """The largest grid petmd runs. Each rotation is one full evaluation of the network, every MD step or every
+    frame; grids converge long before this size (docs/symmetry.md) and larger ones would run for days. (A function:
+    TorchScript reads no module constants.)"""
+    return 20000
+
+
+def _grid_degree(name: str) -> Tuple[int, bool]:
+    """(degree L, inversion) of grid ``name``; degree 0 is the identity. Raises for a name that is no grid."""
     inversion = name.endswith("i")
     body = name[:-1] if inversion else name
-    if body == "0" and not inversion:
+    if (body == "0" and not inversion) or (body == "" and inversion):
+        return 0, inversion
+    if body.isdigit() and not body.startswith("0"):
+        if len(body) > 4:  # (2L−1)²·L would overflow; any such grid is far beyond the limit
+            raise RuntimeError(
+                "rotation grid '" + name + "' has more than 10^12 rotations, each a full evaluation of the network: "
+                "petmd runs at most " + str(max_grid_rotations()) + "; averages converge by grid 3i to 6i"
+            )
+        return int(body), inversion
+    raise RuntimeError("unknown rotation grid '" + name + "': use 0, i, L or Li with L >= 1 (e.g. 2, 2i, 3i)")
+
+
+def grid_size(name: str) -> int:
+    """Number of rotations in grid ``name``, without building it. Raises for a name that is no grid."""
+    degree, inversion = _grid_degree(name)
+    size = 1 if degree == 0 else (2 * degree - 1) * (2 * degree - 1) * degree
+    return 2 * size if inversion else size
+
+
+def check_grid_size(name: str, size: int) -> None:
+    """Refuses a grid of more than max_grid_rotations() rotations, with its cost."""
+    if size > max_grid_rotations():
+        raise RuntimeError(
+            "rotation grid '"
+            + name
+            + "' has "
+            + str(size)
+            + " rotations, each a full evaluation of the network (every MD step, every frame): more than the "
+            + str(max_grid_rotations())
+            + " petmd runs; averages converge by grid 3i to 6i (docs/symmetry.md)"
+        )
+
+
+def named_grid(name: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Grid by name: ``0`` (identity), ``i`` (identity and inversion), ``L`` or ``Li`` (L ≥ 1; ``i`` adds the inversion
+    of every rotation). Raises for anything else and for grids beyond max_grid_rotations()."""
+    check_grid_size(name, grid_size(name))
+    degree, inversion = _grid_degree(name)
+    if degree == 0:
         rotations, weights = torch.eye(3, dtype=torch.float64).unsqueeze(0), torch.ones(1, dtype=torch.float64)
-    elif body == "" and inversion:
-        rotations, weights = torch.eye(3, dtype=torch.float64).unsqueeze(0), torch.ones(1, dtype=torch.float64)
-    elif body.isdigit() and not body.startswith("0"):
-        rotations, weights = product_grid(int(body))
     else:
-        raise RuntimeError("unknown rotation grid '" + name + "': use 0, i, L or Li with L >= 1 (e.g. 2, 2i, 3i)")
+        rotations, weights = product_grid(degree)
     if inversion:
         rotations = torch.cat([rotations, -rotations])
         weights = torch.cat([weights, weights]) / 2.0

@@ -15,6 +15,8 @@ elements, equal weights, seeded).
 from __future__ import annotations
 
 import math
+import os
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence
@@ -26,7 +28,7 @@ from .batch import Frame, collate, random_rotations
 from .data import INFO_GROUP_KEYS, load_frames
 from .errors import PetmdError
 from .loading import LoadedModel, load_model
-from .rotations import named_grid, rotate, rotate_back
+from .rotations import check_grid_size, grid_size, named_grid, rotate, rotate_back
 from .tables import group_table
 
 
@@ -48,11 +50,19 @@ def rotation_grid(spec: str, seed: int = 0) -> RotationGrid:
         if not count.isdigit() or int(count) < 1:
             raise PetmdError(f"rotation grid {spec!r}: random:K needs a positive integer K, e.g. random:16")
         k = int(count)
+        try:
+            check_grid_size(spec, k)
+        except RuntimeError as err:
+            raise PetmdError(str(err)) from None
         return RotationGrid(spec, random_rotations(k, np.random.default_rng(seed)), np.full(k, 1.0 / k))
     try:
-        matrices, weights = named_grid(spec)
-    except RuntimeError as err:
+        grid_size(spec)
+    except RuntimeError as err:  # no grid name
         raise PetmdError(f"{err}, or random:K") from None
+    try:
+        matrices, weights = named_grid(spec)
+    except RuntimeError as err:  # too large a grid
+        raise PetmdError(str(err)) from None
     return RotationGrid(spec, matrices.numpy(), weights.numpy())
 
 
@@ -140,6 +150,25 @@ def _summary(rows: Sequence[Dict[str, Any]], n_atoms: Sequence[int]) -> Dict[str
     }
 
 
+def _check_cost(grid: RotationGrid, frame_atoms: List[int], progress: bool) -> None:
+    """Says what the run will cost before it starts, and refuses one whose rotated forces cannot fit in memory."""
+    largest = max(frame_atoms, default=0)
+    stored = (grid.size + 1) * largest * 3 * 8 * 2  # forces of every rotated copy, then rotated back
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if stored > memory / 2:
+        raise PetmdError(
+            f"grid {grid.name}: the forces of its {grid.size} rotated copies of a {largest}-atom frame need "
+            f"{stored / 2**30:.1f} GiB, more than half of this machine's {memory / 2**30:.0f} GiB: use a smaller grid "
+            "(--grid 3i) or smaller frames"
+        )
+    if progress:
+        print(
+            f"grid {grid.name}: {grid.size} rotations + the plain structure on {len(frame_atoms)} frames = "
+            f"{(grid.size + 1) * len(frame_atoms)} network evaluations of up to {largest} atoms",
+            file=sys.stderr,
+        )
+
+
 def symmetry_error(
     model_path,
     data_path,
@@ -168,6 +197,7 @@ def symmetry_error(
         progress=progress,
         indices=indices,
     )
+    _check_cost(rotations, [frame.n_atoms for frame in frames], progress)
     file_index = list(indices) if indices is not None else list(range(0, stride * len(frames), stride))
     rows: List[Dict[str, Any]] = []
     groups: Dict[str, List[int]] = defaultdict(list)
