@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -216,3 +217,125 @@ def test_export_onto_a_directory_is_refused_and_leaves_nothing(tmp_path, files):
     result = run_petmd("export", files["ckpt"], "-o", folder)
     assert_one_line_error(result, "is a directory", "model.pt")
     assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["models"]
+
+
+# --- every CLI input: a table of mistakes, each ending in one line that names it (exit 2), nothing left behind ------
+
+
+@pytest.fixture(scope="module")
+def inputs(files):
+    base = files["base"] / "inputs"
+    base.mkdir()
+    (base / "bad.yaml").write_text("model: [\n")
+    (base / "list.yaml").write_text("- 1\n- 2\n")
+    (base / "garbage.xyz").write_text("this is not\nan xyz file\n")
+    (base / "empty.xyz").write_text("")
+    (base / "object.json").write_text('{"a": 1}')
+    (base / "out-of-range.json").write_text("[0, 99]")
+    (base / "folder").mkdir()
+    (base / "xx.extxyz").write_text(
+        '2\nLattice="5 0 0 0 5 0 0 0 5" Properties=species:S:1:pos:R:3 energy=-1.0 pbc="T T T"\nO 0 0 0\nXx 1 0 0\n'
+    )
+    (base / "nitrogen.extxyz").write_text(
+        '2\nLattice="5 0 0 0 5 0 0 0 5" Properties=species:S:1:pos:R:3 energy=-1.0 pbc="T T T"\nO 0 0 0\nN 1 0 0\n'
+    )
+    (base / "duplicate.extxyz").write_text(
+        '2\nLattice="5 0 0 0 5 0 0 0 5" Properties=species:S:1:pos:R:3 pbc="T T T"\nO 1 1 1\nH 1 1 1\n'
+    )
+    (base / "not-a-run").mkdir()
+    return dict(files, inputs=base)
+
+
+# (command line with {pt} {ckpt} {data} {in} (the inputs folder) {out} (a fresh folder), words of the message)
+BAD_COMMANDS = {
+    "train: no config file": ("train {in}/missing.yaml -o {out}/r", "cannot read config file {in}/missing.yaml"),
+    "train: config a folder": ("train {in}/folder -o {out}/r", "Is a directory"),
+    "train: not YAML": ("train {in}/bad.yaml -o {out}/r", "not valid YAML at line 2, column 1"),
+    "train: YAML list": ("train {in}/list.yaml -o {out}/r", "top level must be a mapping"),
+    "train: --max-steps 0": ("train {in}/list.yaml -o {out}/r --max-steps 0", "--max-steps 0: give a number"),
+    "train: --resume, no run": ("train {cfg} -o {out}/r --resume", "--resume: .*last.ckpt does not exist"),
+    "train: --init and --resume": ("train {cfg} -o {out}/r --resume --init {ckpt}", "give one of them"),
+    "eval: no data file": ("eval {pt} {in}/missing.xyz", "data file {in}/missing.xyz does not exist"),
+    "eval: no model file": ("eval {in}/missing.pt {data}", "model file {in}/missing.pt does not exist"),
+    "eval: model a folder": ("eval {in}/folder {data}", "is not a readable petmd checkpoint"),
+    "eval: model not a model": ("eval {in}/garbage.xyz {data}", "is not a readable petmd checkpoint"),
+    "eval: data not a structure": ("eval {pt} {in}/garbage.xyz", "cannot read {in}/garbage.xyz as a structure file"),
+    "eval: empty data": ("eval {pt} {in}/empty.xyz", "data file {in}/empty.xyz is empty"),
+    "eval: unknown symbol": ("eval {pt} {in}/xx.extxyz", "'Xx' is not a chemical element symbol"),
+    "symmetry: element not in model": (
+        "symmetry {pt} {in}/nitrogen.extxyz",
+        "frame 0: element N is not a species of the model",
+    ),
+    "eval: no such energy key": ("eval {pt} {data} --energy-key nope", "frame 0 has no energy under key 'nope'"),
+    "eval: no indices file": ("eval {pt} {data} --indices {in}/no.json", "--indices {in}/no.json: cannot read"),
+    "eval: indices object": ("eval {pt} {data} --indices {in}/object.json", "must hold a 'validation' list"),
+    "eval: index out of range": ("eval {pt} {data} --indices {in}/out-of-range.json", "frame index 99 out of range"),
+    "symmetry: two atoms on one site": (
+        "symmetry {pt} {in}/duplicate.extxyz",
+        "{in}/duplicate.extxyz: frame 0: atoms 0 and 1 are 0 Å apart, closer than 0.1 Å",
+    ),
+    "symmetry: grid too large": ("symmetry {pt} {data} --grid 99", "grid '99' has 3842091 rotations, each a full"),
+    "symmetry: random:0": ("symmetry {pt} {data} --grid random:0", "random:K needs a positive integer K"),
+    "symmetry: random too large": ("symmetry {pt} {data} --grid random:100000", "has 100000 rotations"),
+    "symmetry: unknown grid": ("symmetry {pt} {data} --grid 3x", "unknown rotation grid '3x'"),
+    "symmetry: --stride 0": ("symmetry {pt} {data} --stride 0", "--stride must be at least 1, got 0"),
+    "symmetry: --max-frames 0": ("symmetry {pt} {data} --max-frames 0", "--max-frames must be at least 1, got 0"),
+    "symmetry: --max-frames -1": ("symmetry {pt} {data} --max-frames -1", "--max-frames must be at least 1, got -1"),
+    "symmetry: --atoms-per-batch 0": ("symmetry {pt} {data} --atoms-per-batch 0", "--atoms-per-batch must be at"),
+    "symmetry: unknown mode": ("symmetry {pt} {data} --symmetrize twice", "unknown symmetrization 'twice'"),
+    "symmetry: -o a file": ("symmetry {pt} {data} -o {data}", "-o {data} is a file: give a folder"),
+    "export: -o a folder": ("export {ckpt} -o {in}/folder", "is a directory: give the model file's path"),
+    "export: -o below a file": ("export {ckpt} -o {data}/m.pt", "cannot use {data}: File exists .a file stands"),
+    "export: grid too large": ("export {ckpt} -o {out}/m.pt --symmetrize grid:99", "has 3842091 rotations"),
+    "export: unknown mode": ("export {ckpt} -o {out}/m.pt --symmetrize twice", "unknown symmetrization 'twice'"),
+    "export: no checkpoint": ("export {in}/missing.ckpt -o {out}/m.pt", "model file {in}/missing.ckpt does not"),
+    "export: weights of an export": (
+        "export {pt} -o {out}/m.pt --weights-checkpoint {out}/w.ckpt",
+        "exported TorchScript model, not a training checkpoint",
+    ),
+    "observables: no file": ("observables {in}/missing.dump -o {out}/o", "{in}/missing.dump does not exist"),
+    "observables: not a trajectory": ("observables {in}/garbage.xyz -o {out}/o", "cannot read {in}/garbage.xyz"),
+    "observables: --blocks 1": ("observables {data} -o {out}/o --blocks 1", "--blocks must be at least 2"),
+    "observables: --r-max 0": ("observables {data} -o {out}/o --r-max 0", "--r-max must be positive, got 0"),
+    "observables: --rdf-bins 0": ("observables {data} -o {out}/o --rdf-bins 0", "--rdf-bins must be at least 1"),
+    "observables: --timestep -1": ("observables {data} -o {out}/o --timestep -1", "--timestep must be positive"),
+    "observables: --discard -1": ("observables {data} -o {out}/o --discard -1", "--discard must be at least 0"),
+    "observables: --max-lag 0": ("observables {data} -o {out}/o --max-lag 0", "--max-lag must be positive"),
+    "observables: --fit reversed": ("observables {data} -o {out}/o --fit 5 1", "--fit needs 0 <= START < END"),
+    "observables: -o a file": ("observables {data} -o {data}", "-o {data} is a file: give a folder"),
+    "compare: one run": ("compare {in}/not-a-run -o {out}/c", "compare needs at least two runs"),
+    "compare: not a run": ("compare {in}/not-a-run {in}/not-a-run -o {out}/c", "has no observables.json"),
+    "compare: --threshold 0": ("compare {in}/a {in}/b -o {out}/c --threshold 0", "--threshold must be a positive"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_COMMANDS)
+def test_a_mistake_on_the_command_line_is_one_line(case, inputs, tmp_path, capsys):
+    from petmd.cli import main
+
+    command, message = BAD_COMMANDS[case]
+    names = {"pt": inputs["pt"], "ckpt": inputs["ckpt"], "data": inputs["data"], "in": inputs["inputs"]}
+    names.update(out=tmp_path, cfg=write_config(tmp_path / "cfg.yaml", inputs["data"]))
+    status = main([word.format(**names) for word in command.split()])
+    stderr = capsys.readouterr().err
+    assert status == 2, stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"petmd {command.split()[0]}: error: ")
+    assert re.search(message.format(**names), last), last
+    leftovers = [p for p in [*tmp_path.rglob(".*"), *inputs["inputs"].rglob(".*")] if ".tmp" in p.name]
+    assert not leftovers
+
+
+def test_a_failure_no_check_foresaw_is_reported_as_a_bug(inputs, monkeypatch, capsys):
+    import petmd.evaluate
+    from petmd.cli import main
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal inconsistency")
+
+    monkeypatch.setattr(petmd.evaluate, "evaluate", broken)
+    assert main(["eval", str(inputs["pt"]), str(inputs["data"])]) == 1
+    stderr = capsys.readouterr().err
+    assert "Traceback" in stderr and "ValueError: an internal inconsistency" in stderr
+    assert stderr.strip().splitlines()[-1].startswith("petmd eval: this is a bug in petmd, not a mistake in the input")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import signal
 
+import ase.io
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from conftest import run_petmd, write_config, write_labelled_data
 from petmd.batch import random_rotations
@@ -149,6 +151,53 @@ def test_resume_with_a_different_model_is_refused(tmp_path, reference_run, data)
     cfg.write_text(text)
     result = run_petmd("train", cfg, "-o", copy, "--resume", "--no-progress")
     assert result.returncode == 2 and "model.d_model" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "change, accepted",
+    [
+        ({"learning_rate": 5e-4}, False),
+        ({"epochs": 5}, False),
+        ({"seed": 2}, False),
+        ({"dtype": "float32"}, False),
+        ({"num_threads": 2}, True),
+        ({"checkpoint_every_s": 60.0}, True),
+    ],
+    ids=lambda value: str(value),
+)
+def test_resume_refuses_another_recipe_and_accepts_another_machine(tmp_path, reference_run, data, change, accepted):
+    """--resume continues the same run: a changed training key that alters what is computed is refused with the
+    way to start a new run from the state; one that says where it runs is taken, and config.yaml records it."""
+    _, run = reference_run
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    before = (copy / "config.yaml").read_text()
+    result = run_petmd("train", write_config(tmp_path / "cfg.yaml", data, **change), "-o", copy, "--resume")
+    ((key, value),) = change.items()
+    saved = yaml.safe_load((copy / "config.yaml").read_text())["training"][key]
+    if accepted:
+        assert result.returncode == 0, result.stderr
+        assert saved == value
+    else:
+        assert result.returncode == 2 and f"config key 'training.{key}' is {value!r}" in result.stderr
+        assert f"--init {copy / 'last.ckpt'}" in result.stderr
+        assert (copy / "config.yaml").read_text() == before
+
+
+def test_an_element_only_in_validation_frames_is_refused(tmp_path):
+    frames = ase.io.read(write_labelled_data(tmp_path / "data.extxyz", n_frames=6), ":")
+    frames[4].numbers[1] = 7  # one hydrogen of a validation frame becomes nitrogen
+    ase.io.write(tmp_path / "mixed.extxyz", frames, format="extxyz")
+    cfg = write_config(tmp_path / "cfg.yaml", tmp_path / "mixed.extxyz")
+    text = yaml.safe_load(cfg.read_text())
+    text["data"] = {"path": str(tmp_path / "mixed.extxyz"), "validation_indices": [4, 5]}
+    cfg.write_text(yaml.safe_dump(text))
+    result = run_petmd("train", cfg, "-o", tmp_path / "run", "--no-progress")
+    assert result.returncode == 2
+    assert "validation frame 4 of" in result.stderr and "holds N, which no training frame holds" in result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("saved_value, accepted", [(None, True), (False, False)])

@@ -7,6 +7,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from .batch import frame_from_atoms
 from .data import check_species
+from .errors import PetmdError
 from .loading import load_model
 
 
@@ -27,7 +28,10 @@ class PETCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         check_species(atoms.numbers, self.model.atomic_numbers, "PETCalculator")
-        frame = frame_from_atoms(atoms, self.model.cutoff)
+        try:
+            frame = frame_from_atoms(atoms, self.model.cutoff)
+        except PetmdError as err:
+            raise PetmdError(f"PETCalculator: {err}") from None
         out = self.model(frame)
         energy = float(out["energy"].detach())
         self.results["energy"] = energy

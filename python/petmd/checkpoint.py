@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, List, Optional, TypedDict, cast
 
 import torch
 
+from .atomic import atomic_output
 from .config import Config, ModelConfig
 from .errors import PetmdError
 from .model import PET
@@ -21,22 +22,12 @@ _saves = 0  # checkpoint writes in this process, for the PETMD_DEBUG_KILL_IN_SAV
 
 
 def save_checkpoint(state: CheckpointState | dict, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        torch.save({"format": FORMAT, "version": VERSION, **state}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
     global _saves
-    _saves += 1
-    if os.environ.get("PETMD_DEBUG_KILL_IN_SAVE") == str(_saves):
-        _debug_kill()
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_output(path) as fh:
+        torch.save({"format": FORMAT, "version": VERSION, **state}, fh)
+        _saves += 1
+        if os.environ.get("PETMD_DEBUG_KILL_IN_SAVE") == str(_saves):
+            _debug_kill()
 
 
 # what a model needs to be exported, evaluated or used to start a new training (no optimizer moments, RNG state)

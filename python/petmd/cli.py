@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 
 from .errors import PetmdError
@@ -30,6 +31,17 @@ def _train(args) -> int:
     else:
         print(summary_table(result))
     return 0
+
+
+def _check_output_folder(path, option: str = "-o") -> None:
+    """Refuses, before any work, an output folder that is an existing file."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise PetmdError(f"{option} {path} is a file: give a folder for the outputs (it is created if needed)")
+
+
+def _check_at_least(value, least: int, option: str) -> None:
+    if value is not None and value < least:
+        raise PetmdError(f"{option} must be at least {least}, got {value}")
 
 
 def _read_indices(path) -> list:
@@ -78,9 +90,11 @@ def _export(args) -> int:
 def _symmetry(args) -> int:
     from .symmetry import format_table, symmetry_error, write_report
 
+    _check_output_folder(args.output)
+    _check_at_least(args.stride, 1, "--stride")
+    _check_at_least(args.max_frames, 1, "--max-frames")
+    _check_at_least(args.atoms_per_batch, 1, "--atoms-per-batch")
     indices = _read_indices(args.indices) if args.indices else None
-    if args.stride < 1:
-        raise PetmdError(f"--stride must be at least 1, got {args.stride}")
     result = symmetry_error(
         args.model,
         args.data,
@@ -122,6 +136,7 @@ def _observables(args) -> int:
         progress=not args.json,
     )
     _check_options(options)
+    _check_output_folder(args.output)
     result = analyze(args.inputs, options)
     written = write_outputs(result, args.output)
     if args.json:
@@ -135,11 +150,20 @@ def _observables(args) -> int:
 def _check_options(options) -> None:
     if options.n_blocks < 2:
         raise PetmdError(f"--blocks must be at least 2 (errors need two blocks), got {options.n_blocks}")
-    if options.r_max <= 0 or options.rdf_bins < 1 or options.dipole_bins < 1 or min(options.orientation_bins) < 1:
-        raise PetmdError("--r-max must be positive and bin counts at least 1")
-    for name, value in (("--timestep", options.timestep), ("--frame-interval", options.frame_interval)):
-        if value is not None and value <= 0:
-            raise PetmdError(f"{name} must be positive (ps), got {value}")
+    _check_at_least(options.rdf_bins, 1, "--rdf-bins")
+    _check_at_least(options.dipole_bins, 1, "--dipole-bins")
+    _check_at_least(min(options.orientation_bins), 1, "--orientation-bins")
+    positive = {
+        "--r-max": options.r_max,
+        "--timestep": options.timestep,
+        "--frame-interval": options.frame_interval,
+        "--max-lag": options.max_lag,
+    }
+    for name, value in positive.items():
+        if value is not None and not value > 0:
+            raise PetmdError(f"{name} must be positive, got {value}")
+    if not options.discard >= 0:
+        raise PetmdError(f"--discard must be at least 0 ps, got {options.discard}")
     if options.fit_window and not 0 <= options.fit_window[0] < options.fit_window[1]:
         raise PetmdError(f"--fit needs 0 <= START < END (ps), got {options.fit_window}")
 
@@ -147,6 +171,10 @@ def _check_options(options) -> None:
 def _compare(args) -> int:
     from .observables.compare import compare_runs, write_report
 
+    if not args.threshold > 0:
+        raise PetmdError(f"--threshold must be a positive number of standard errors, got {args.threshold}")
+    if not str(args.output).endswith(".md"):
+        _check_output_folder(args.output)
     result = compare_runs(args.runs, threshold=args.threshold, force=args.force, names=args.names)
     report = write_report(result, args.output)
     if args.json:
@@ -376,6 +404,26 @@ def main(argv=None) -> int:
     except PetmdError as err:
         print(f"petmd {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if err.filename is None:  # not about a file the user named: petmd's own failure
+            return _report_bug(args.command)
+        # a missing, unreadable or unwritable file or folder, a full disk
+        hint = " (a file stands where a folder is needed)" if isinstance(err, FileExistsError) else ""
+        print(f"petmd {args.command}: error: cannot use {err.filename}: {err.strerror}{hint}", file=sys.stderr)
+        return 2
+    except Exception:
+        return _report_bug(args.command)
+
+
+def _report_bug(command: str) -> int:
+    """A failure no check foresaw is petmd's, not the user's: the traceback, and a line saying so."""
+    traceback.print_exc()
+    print(
+        f"petmd {command}: this is a bug in petmd, not a mistake in the input: please report it with the command "
+        "line and the traceback above",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

@@ -262,7 +262,10 @@ def load_config(path: str | Path) -> Config:
     try:
         values = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise PetmdError(f"{path}: not valid YAML ({err})") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise PetmdError(f"{path}: not valid YAML{where}: {problem}") from None
     cfg = config_from_dict(values, str(path))
     if cfg.data.path and not Path(cfg.data.path).is_absolute():
         # data paths in a config are relative to the config file, so a config travels with its data

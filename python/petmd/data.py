@@ -193,7 +193,10 @@ def load_frames(
         list(zip(structures, energies, forces)), desc="neighbour lists", unit="frame", disable=not progress, leave=False
     ):
         info = {key: str(atoms.info[key]) for key in INFO_GROUP_KEYS if key in atoms.info}
-        frames.append(frame_from_atoms(atoms, cutoff, energy=e, forces=f, info=info))
+        try:
+            frames.append(frame_from_atoms(atoms, cutoff, energy=e, forces=f, info=info))
+        except PetmdError as err:
+            raise PetmdError(f"{path}: frame {indices[len(frames)]}: {err}") from None
     return frames
 
 

@@ -4,11 +4,11 @@ file of this petmd's format (petmd.exported)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_output
 from .errors import PetmdError
 from .exported import METADATA_FILE, ExportedPET
 from .loading import load_weights
@@ -34,11 +34,6 @@ def export_checkpoint(source: str | Path, output: str | Path, dtype: str = "floa
         scripted = torch.jit.script(wrapped)
     except Exception as err:  # a TorchScript failure is a petmd bug, but say where it came from
         raise PetmdError(f"TorchScript compilation of the model failed: {err}") from None
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    try:
-        torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata)})
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)  # a failed write leaves nothing behind
+    with atomic_output(output) as fh:
+        torch.jit.save(scripted, fh, _extra_files={METADATA_FILE: json.dumps(metadata)})
     return metadata

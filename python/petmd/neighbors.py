@@ -12,6 +12,12 @@ import numpy as np
 import torch
 import vesin
 
+from .errors import PetmdError
+
+# The closest two atoms may come, Å: nearer, they are one atom listed twice, or a simulation that has blown up, and
+# the model would extrapolate without a word. (cpp/domain_graph.h holds the same bound for LAMMPS.)
+MIN_SEPARATION = 0.1
+
 
 def neighbor_graph(positions, cell, pbc, cutoff: float) -> Tuple[np.ndarray, np.ndarray]:
     """Full neighbour list within ``cutoff``: returns (edge_index [2, E] int64, cell_shifts [E, 3] int64).
@@ -21,12 +27,36 @@ def neighbor_graph(positions, cell, pbc, cutoff: float) -> Tuple[np.ndarray, np.
     """
     positions = np.ascontiguousarray(positions, dtype=np.float64)
     pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
-    box = _box_for_vesin(np.asarray(cell, dtype=np.float64).reshape(3, 3), pbc, positions, cutoff)
+    cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    _check_geometry(positions, cell, pbc)
+    box = _box_for_vesin(cell, pbc, positions, cutoff)
     if len(positions) == 0:
         return np.zeros((2, 0), np.int64), np.zeros((0, 3), np.int64)
     nl = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
-    i, j, shifts = nl.compute(points=positions, box=box, periodic=pbc.tolist(), quantities="ijS")
+    i, j, shifts, distances = nl.compute(points=positions, box=box, periodic=pbc.tolist(), quantities="ijSd")
+    if len(distances) and distances.min() < MIN_SEPARATION:
+        k = int(np.argmin(distances))
+        raise PetmdError(
+            f"atoms {i[k]} and {j[k]} are {distances[k]:.3g} Å apart, closer than {MIN_SEPARATION} Å: an atom listed "
+            "twice, or a structure that has blown up"
+        )
     return np.stack([i, j]).astype(np.int64), np.asarray(shifts, dtype=np.int64).reshape(-1, 3)
+
+
+def _check_geometry(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> None:
+    """Positions and cell a neighbour list can be built from, or a PetmdError that says what is wrong."""
+    bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
+    if len(bad):
+        raise PetmdError(f"atom {bad[0]} has a non-finite position {positions[bad[0]].tolist()}")
+    if not np.isfinite(cell).all():
+        raise PetmdError(f"the cell has non-finite entries: {cell.tolist()}")
+    for d in range(3):
+        if pbc[d] and np.linalg.norm(cell[d]) < 1e-12:
+            raise PetmdError(
+                f"periodic along cell vector {'abc'[d]}, but that vector is zero: give the cell or pbc False"
+            )
+    if pbc.all() and abs(np.linalg.det(cell)) < 1e-9 * max(np.linalg.norm(cell, axis=1).prod(), 1e-300):
+        raise PetmdError(f"the periodic cell {cell.tolist()} has no volume (its vectors lie in a plane)")
 
 
 def _box_for_vesin(cell: np.ndarray, pbc: np.ndarray, positions: np.ndarray, cutoff: float) -> np.ndarray:
@@ -43,9 +73,6 @@ def _box_for_vesin(cell: np.ndarray, pbc: np.ndarray, positions: np.ndarray, cut
                 normal = np.eye(3)[d]
             extent = np.ptp(positions, axis=0).max() if len(positions) else 0.0
             box[d] = normal / np.linalg.norm(normal) * (extent + 2 * cutoff + 1.0)
-    for d in range(3):
-        if pbc[d] and np.linalg.norm(cell[d]) < 1e-12:
-            raise ValueError(f"periodic along direction {d} but cell vector {d} is zero")
     return box
 
 

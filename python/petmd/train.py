@@ -24,10 +24,12 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 import yaml
+from ase.data import chemical_symbols
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from . import __version__
+from .atomic import atomic_output
 from .batch import Frame, batches_by_atom_budget, collate, random_rotations
 from .checkpoint import CheckpointState, _debug_kill, load_checkpoint, save_checkpoint
 from .config import Config
@@ -64,6 +66,19 @@ TRAINING_CHUNK_ATOMS_GPU = 4096
 def predict(model, frames: List[Frame], device: torch.device):
     batch = collate(frames).to(device)
     return batch, model(**batch.model_inputs(), compute_forces=True)
+
+
+# what a resume may change: the data's location and how the run is executed (another machine, a GPU), not what
+# it computes
+RELOCATABLE_KEYS = {
+    ("data", "path"),
+    ("training", "device"),
+    ("training", "num_threads"),
+    ("training", "chunk_atoms"),
+    ("training", "tf32"),
+    ("training", "checkpoint_every_s"),
+    ("training", "validation_atoms_per_batch"),
+}
 
 
 class Trainer:
@@ -115,14 +130,18 @@ class Trainer:
 
     # --- set-up -----------------------------------------------------------------------------------------------
     def _check_resumable(self, state: CheckpointState) -> None:
-        for section in ("model", "data"):
+        """A resume continues the same run: only where it runs (RELOCATABLE_KEYS) may change, and config.yaml is
+        rewritten with those changes alone."""
+        for section in ("model", "data", "training"):
             saved = state["config"][section]
             for key, value in asdict(getattr(self.cfg, section)).items():
-                if key != "path" and saved[key] != value:  # the data may move between machines
-                    raise PetmdError(
-                        f"--resume: config key '{section}.{key}' is {value!r} but the checkpoint was "
-                        f"trained with {saved[key]!r}; restore it or start a new run"
-                    )
+                if (section, key) in RELOCATABLE_KEYS or key not in saved or saved[key] == value:
+                    continue
+                raise PetmdError(
+                    f"--resume: config key '{section}.{key}' is {value!r} but the run was started with "
+                    f"{saved[key]!r}; a resume continues that run: restore it, or start a new run from this state "
+                    f"with `--init {self.out / 'last.ckpt'}` and another --output"
+                )
 
     def _initial_weights(self, path: Path) -> CheckpointState:
         """The weights, baseline and loss unit of a checkpoint (training or weights-only) to start a new run
@@ -148,6 +167,16 @@ class Trainer:
         self.frames = frames
         self.train_idx, self.val_idx = train_idx, val_idx
         self.atomic_numbers = sorted({int(z) for f in frames for z in f.numbers})
+        trained = {int(z) for i in train_idx for z in frames[i].numbers}
+        for i in val_idx:
+            unseen = sorted(set(int(z) for z in frames[i].numbers) - trained)
+            if unseen:
+                raise PetmdError(
+                    f"data: validation frame {int(i) * d.stride} of {d.path} holds "
+                    f"{' '.join(chemical_symbols[z] for z in unseen)}, which no training frame holds, so the model "
+                    "cannot learn it (its composition energy would be 0): add training frames with it, or change "
+                    "data.split_seed or data.validation_indices"
+                )
 
     def _build(self, state: Optional[CheckpointState], initial: Optional[CheckpointState] = None) -> None:
         t = self.cfg.training
@@ -283,7 +312,7 @@ class Trainer:
 
     def _write_side_files(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / "config.yaml", "w") as fh:
+        with atomic_output(self.out / "config.yaml", "w") as fh:
             yaml.safe_dump(self.cfg.to_dict(), fh, sort_keys=False)
         d = self.cfg.data
         split = {
@@ -296,13 +325,11 @@ class Trainer:
         (self.out / "split.json").write_text(json.dumps(split))
 
     def _write_metrics(self) -> None:
-        tmp = self.out / ".metrics.csv.tmp"
-        with open(tmp, "w", newline="") as fh:
+        with atomic_output(self.out / "metrics.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
             writer.writeheader()
             for row in self.history:
                 writer.writerow(row)
-        os.replace(tmp, self.out / "metrics.csv")
 
     # --- the loop ---------------------------------------------------------------------------------------------
     def validate(self) -> Dict[str, float]:

@@ -4,13 +4,12 @@ one-screen summary."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import List
 
 import numpy as np
 
+from ..atomic import atomic_output
 from .analyze import _clean
 from .figures import Panel, curve_figure, orientation_figure
 from .structure import first_shell
@@ -33,11 +32,8 @@ def _csv(path: Path, names, columns) -> Path:
 
 def write_json(result: dict, path: Path) -> Path:
     """Atomically: a killed run never leaves half a file that compare would then misread."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".observables-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
+    with atomic_output(path, "w") as f:
         json.dump(_clean(result), f, indent=1)
-    os.replace(tmp, path)
     return path
 
 
