@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 
@@ -253,6 +254,7 @@ BAD_COMMANDS = {
     "train: not YAML": ("train {in}/bad.yaml -o {out}/r", "not valid YAML at line 2, column 1"),
     "train: YAML list": ("train {in}/list.yaml -o {out}/r", "top level must be a mapping"),
     "train: --max-steps 0": ("train {in}/list.yaml -o {out}/r --max-steps 0", "--max-steps 0: give a number"),
+    "train: --max-time -5": ("train {cfg} -o {out}/r --max-time -5", "--max-time must be a positive number"),
     "train: --resume, no run": ("train {cfg} -o {out}/r --resume", "--resume: .*last.ckpt does not exist"),
     "train: --init and --resume": ("train {cfg} -o {out}/r --resume --init {ckpt}", "give one of them"),
     "eval: no data file": ("eval {pt} {in}/missing.xyz", "data file {in}/missing.xyz does not exist"),
@@ -278,6 +280,7 @@ BAD_COMMANDS = {
     "symmetry: random:0": ("symmetry {pt} {data} --grid random:0", "random:K needs a positive integer K"),
     "symmetry: random too large": ("symmetry {pt} {data} --grid random:100000", "has 100000 rotations"),
     "symmetry: unknown grid": ("symmetry {pt} {data} --grid 3x", "unknown rotation grid '3x'"),
+    "symmetry: --seed -1": ("symmetry {pt} {data} --grid random:4 --seed -1", "--seed must be at least 0, got -1"),
     "symmetry: --stride 0": ("symmetry {pt} {data} --stride 0", "--stride must be at least 1, got 0"),
     "symmetry: --max-frames 0": ("symmetry {pt} {data} --max-frames 0", "--max-frames must be at least 1, got 0"),
     "symmetry: --max-frames -1": ("symmetry {pt} {data} --max-frames -1", "--max-frames must be at least 1, got -1"),
@@ -339,3 +342,29 @@ def test_a_failure_no_check_foresaw_is_reported_as_a_bug(inputs, monkeypatch, ca
     stderr = capsys.readouterr().err
     assert "Traceback" in stderr and "ValueError: an internal inconsistency" in stderr
     assert stderr.strip().splitlines()[-1].startswith("petmd eval: this is a bug in petmd, not a mistake in the input")
+
+
+def _help_of(command: str, option: str) -> str:
+    from petmd.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    action = next(a for a in subparsers.choices[command]._actions if option in a.option_strings)
+    return " ".join(action.help.split())
+
+
+def test_every_form_a_help_text_shows_is_accepted(files):
+    """The forms the help texts of --grid and --symmetrize promise are the ones the code takes."""
+    from petmd.loading import load_model
+    from petmd.symmetry import rotation_grid
+
+    grid_help = _help_of("symmetry", "--grid")
+    for form in ("0", "i", "2", "2i", "3i", "random:K"):
+        assert form in grid_help, form
+        assert rotation_grid(form.replace("K", "4")).size >= 1
+    model = load_model(files["pt"])
+    for command in ("symmetry", "export"):
+        text = _help_of(command, "--symmetrize")
+        for mode in ("none", "random", "grid:G", "ecse"):
+            assert mode in text, (command, mode)
+            model.set_symmetrization(mode.replace("G", "2i"))
+    assert "grid:2i" in _help_of("export", "--symmetrize")

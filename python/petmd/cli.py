@@ -17,6 +17,8 @@ def _train(args) -> int:
 
     if args.max_steps is not None and args.max_steps < 1:
         raise PetmdError(f"--max-steps {args.max_steps}: give a number of optimizer steps of at least 1")
+    if args.max_time is not None and not args.max_time > 0:
+        raise PetmdError(f"--max-time must be a positive number of seconds, got {args.max_time}")
     result = train_from_config(
         args.config,
         args.output,
@@ -94,6 +96,7 @@ def _symmetry(args) -> int:
     _check_at_least(args.stride, 1, "--stride")
     _check_at_least(args.max_frames, 1, "--max-frames")
     _check_at_least(args.atoms_per_batch, 1, "--atoms-per-batch")
+    _check_at_least(args.seed, 0, "--seed")
     indices = _read_indices(args.indices) if args.indices else None
     result = symmetry_error(
         args.model,
@@ -229,9 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", help="checkpoint (.ckpt) or exported model (.pt)")
     p.add_argument("data", help="labelled structures (extxyz or any ASE format)")
-    p.add_argument("--energy-key", default="energy")
-    p.add_argument("--forces-key", default="forces")
-    p.add_argument("--indices", help="JSON list of frame indices to use, or a training run's split.json")
+    p.add_argument("--energy-key", default="energy", metavar="KEY", help="info key of the energies (default energy)")
+    p.add_argument("--forces-key", default="forces", metavar="KEY", help="array key of the forces (default forces)")
+    p.add_argument(
+        "--indices",
+        metavar="JSON",
+        help="file with a JSON list of frame numbers of the data file, or a training run's split.json (its validation frames)",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=_eval)
 
@@ -245,17 +252,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="checkpoint (.ckpt) or exported model (.pt)")
     p.add_argument("data", help="structures (extxyz or any ASE format; labels not needed)")
     p.add_argument("--grid", default="3i", help="0, i, L or Li (L >= 1, e.g. 2, 2i, 3i) or random:K (default 3i)")
-    p.add_argument("--indices", help="JSON list of frame indices to use, or a training run's split.json")
-    p.add_argument("--stride", type=int, default=1, help="use every N-th frame (default 1)")
-    p.add_argument("--max-frames", type=int, default=None, help="use at most this many frames")
+    p.add_argument(
+        "--indices",
+        metavar="JSON",
+        help="file with a JSON list of frame numbers of the data file, or a training run's split.json (its validation frames)",
+    )
+    p.add_argument("--stride", type=int, default=1, metavar="N", help="use every N-th frame (default 1)")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N", help="use at most N frames")
     p.add_argument(
         "--atoms-per-batch",
         type=int,
         default=2000,
+        metavar="N",
         help="atoms per model call: rotated copies of a frame are batched up to this; memory grows with "
         "it (study-size model: ~3 MiB/atom) (default 2000)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of random:K grids")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed (>= 0) of random:K grids (default 0)")
     p.add_argument(
         "--symmetrize",
         default=None,
@@ -324,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PS",
         help="ps between frames of extxyz/ASE files whose frames carry no 'time' or 'step'",
     )
-    p.add_argument("--blocks", type=int, default=5, help="blocks for the statistical errors (default 5)")
+    p.add_argument(
+        "--blocks", type=int, default=5, metavar="N", help="blocks (>= 2) for the statistical errors (default 5)"
+    )
     p.add_argument(
         "--discard",
         type=float,
@@ -332,9 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PS",
         help="leave out the first PS ps of frames and thermo rows (equilibration; default 0)",
     )
-    p.add_argument("--r-max", type=float, default=6.0, help="largest r of g(r) and c(r), Å (default 6)")
-    p.add_argument("--rdf-bins", type=int, default=120, help="bins of g(r) (default 120)")
-    p.add_argument("--dipole-bins", type=int, default=30, help="bins of c_L(r), c_T(r) (default 30)")
+    p.add_argument("--r-max", type=float, default=6.0, metavar="A", help="largest r of g(r) and c(r), Å (default 6)")
+    p.add_argument("--rdf-bins", type=int, default=120, metavar="N", help="bins of g(r) (default 120)")
+    p.add_argument("--dipole-bins", type=int, default=30, metavar="N", help="bins of c_L(r), c_T(r) (default 30)")
     p.add_argument(
         "--orientation-bins",
         type=int,
@@ -380,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold",
         type=float,
         default=3.0,
+        metavar="Z",
         help="verdict 'differs' when the difference is beyond this many standard errors, i.e. p below "
         "the two-sided normal tail at that z (default 3: p < 0.0027)",
     )
