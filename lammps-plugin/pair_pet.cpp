@@ -19,11 +19,13 @@
 #include "utils.h"
 
 #include "domain_graph.h"
+#include "elements.h"
 #include "model.h"
 #include "model_loader.h"
 #include "pet_row_exchange.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <mpi.h>
 #include <sched.h>
@@ -239,6 +241,7 @@ void PairPET::init_style()
   if (!atom->tag_enable) error->all(FLERR, "pair_style pet requires atom IDs (`atom_modify id yes`)");
   if (comm->mode != Comm::SINGLE) error->all(FLERR, "pair_style pet requires `comm_modify mode single`");
   require_every_pair();
+  check_type_masses();
 
   // Message exchange (each rank evaluates its own atoms, trading edge tokens between layers) runs the network one
   // layer at a time; ECSE symmetrizes inside each layer, over the whole domain graph.
@@ -295,6 +298,30 @@ void PairPET::require_every_pair()
                  "neighbour list, so each molecule would be seen in pieces: add `special_bonds lj/coul 1.0 1.0 "
                  "1.0` before the run (pair_style pet does not use the weights)",
                  neighbours[k]);
+}
+
+// pair_coeff names the element of each atom type in type order; a list in another order gives, say, oxygen's atoms
+// the mass of hydrogen, and the run goes on. A type whose mass is nearer another species' standard mass than its own
+// element's is refused (isotopes and hydrogen mass repartitioning stay nearest their own element).
+void PairPET::check_type_masses()
+{
+  if (atom->rmass_flag || !atom->mass) return;
+  const auto &info = model_->info();
+  for (int t = 1; t <= atom->ntypes; t++) {
+    if (!atom->mass_setflag[t]) continue;
+    const double mass = atom->mass[t];
+    const auto given = std::find(info.atomic_numbers.begin(), info.atomic_numbers.end(), type_z_[t]);
+    const auto &element = info.species[given - info.atomic_numbers.begin()];
+    const double own = petmd::standard_mass(type_z_[t]);
+    for (size_t k = 0; k < info.atomic_numbers.size(); k++) {
+      const double other = petmd::standard_mass(info.atomic_numbers[k]);
+      if (std::fabs(mass - other) < std::fabs(mass - own))
+        error->all(FLERR,
+                   "pair_coeff gives atom type {} the element {} (standard mass {}), but the type's mass {} is "
+                   "nearer {}'s ({}): pair_coeff * * lists one element per atom type, in type order",
+                   t, element, own, mass, info.species[k], other);
+    }
+  }
 }
 
 double PairPET::init_one(int i, int j)

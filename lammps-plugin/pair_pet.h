@@ -58,6 +58,7 @@ class PairPET : public Pair {
   void allocate();
   void report_model(int threads);
   void require_every_pair();
+  void check_type_masses();
 
   std::unique_ptr<petmd::Model> model_;
   std::string model_path_;

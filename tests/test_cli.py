@@ -255,6 +255,7 @@ BAD_COMMANDS = {
     "train: YAML list": ("train {in}/list.yaml -o {out}/r", "top level must be a mapping"),
     "train: --max-steps 0": ("train {in}/list.yaml -o {out}/r --max-steps 0", "--max-steps 0: give a number"),
     "train: --max-time -5": ("train {cfg} -o {out}/r --max-time -5", "--max-time must be a positive number"),
+    "train: no validation frames": ("train {cfg_no_validation} -o {out}/r", "data: no validation frames"),
     "train: --resume, no run": ("train {cfg} -o {out}/r --resume", "--resume: .*last.ckpt does not exist"),
     "train: --init and --resume": ("train {cfg} -o {out}/r --resume --init {ckpt}", "give one of them"),
     "eval: no data file": ("eval {pt} {in}/missing.xyz", "data file {in}/missing.xyz does not exist"),
@@ -319,6 +320,9 @@ def test_a_mistake_on_the_command_line_is_one_line(case, inputs, tmp_path, capsy
     command, message = BAD_COMMANDS[case]
     names = {"pt": inputs["pt"], "ckpt": inputs["ckpt"], "data": inputs["data"], "in": inputs["inputs"]}
     names.update(out=tmp_path, cfg=write_config(tmp_path / "cfg.yaml", inputs["data"]))
+    no_validation = names["cfg"].read_text().replace("validation_fraction: 0.25", "validation_fraction: 0.0")
+    names["cfg_no_validation"] = tmp_path / "no-validation.yaml"
+    names["cfg_no_validation"].write_text(no_validation)
     status = main([word.format(**names) for word in command.split()])
     stderr = capsys.readouterr().err
     assert status == 2, stderr

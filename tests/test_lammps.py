@@ -251,6 +251,10 @@ BAD_INPUTS = {
     "units real": ({"units": "real"}, "requires `units metal`"),
     "newton off": ({"newton": "newton off"}, "requires `newton on`"),
     "unknown element": ({"coeff": "O C"}, "element 'C' given for atom type 2 is not a species of model .*: H O"),
+    "elements in the wrong order": (
+        {"coeff": "H O"},
+        r"pair_coeff gives atom type 1 the element H \(standard mass 1.008\), but the type's mass 15.999 is nearer O's",
+    ),
     "missing element": ({"coeff": "O"}, "one element symbol for each of the 2 atom types"),
     "missing file": ({"model": "missing.pt"}, "model file 'missing.pt' does not exist"),
     "not torchscript": ({"model": "{bad}/notes.txt"}, "is not a TorchScript model file"),
@@ -339,6 +343,13 @@ run 0
     text = result.stdout + result.stderr
     assert result.returncode != 0, text[-2000:]
     assert re.search(r"ERROR.*" + message, text), text[-2000:]
+
+
+@pytest.mark.parametrize("mass", [2.014, 4.0])
+def test_isotopes_and_repartitioned_hydrogen_masses_are_accepted(tmp_path, model64, mass):
+    """Deuterium, or hydrogen mass repartitioning, is still nearest hydrogen: the order check lets it through."""
+    data = write_data(tmp_path / "system.data", water_box(1))
+    run_inprocess(water_setup(model64, data) + f"mass 2 {mass}\nrun 0\n")
 
 
 # --- energy conservation with a trained model -----------------------------------------------------------------------

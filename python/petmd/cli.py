@@ -237,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--indices",
         metavar="JSON",
-        help="file with a JSON list of frame numbers of the data file, or a training run's split.json (its validation frames)",
+        help="file with a JSON list of frame numbers of the data file, or a training run's split.json (its "
+        "validation frames)",
     )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=_eval)
@@ -255,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--indices",
         metavar="JSON",
-        help="file with a JSON list of frame numbers of the data file, or a training run's split.json (its validation frames)",
+        help="file with a JSON list of frame numbers of the data file, or a training run's split.json (its "
+        "validation frames)",
     )
     p.add_argument("--stride", type=int, default=1, metavar="N", help="use every N-th frame (default 1)")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="use at most N frames")

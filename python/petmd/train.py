@@ -164,6 +164,19 @@ class Trainer:
             d.path, self.cfg.model.cutoff, d.energy_key, d.forces_key, d.stride, d.max_frames, progress=self.progress
         )
         train_idx, val_idx = split_indices(len(frames), d.validation_fraction, d.split_seed, d.validation_indices)
+        if len(val_idx) == 0:
+            raise PetmdError(
+                f"data: no validation frames (validation_fraction {d.validation_fraction} of {len(frames)} frames): "
+                "petmd picks best.ckpt and reports its errors on them; set data.validation_fraction (e.g. 0.1) or "
+                "data.validation_indices"
+            )
+        largest = max(frames[i].n_atoms for i in train_idx)
+        if largest > self.cfg.training.atoms_per_batch:
+            print(
+                f"petmd train: note: training.atoms_per_batch {self.cfg.training.atoms_per_batch} is below the "
+                f"{largest} atoms of the largest training frame: such frames make a batch of their own",
+                file=sys.stderr,
+            )
         self.frames = frames
         self.train_idx, self.val_idx = train_idx, val_idx
         self.atomic_numbers = sorted({int(z) for f in frames for z in f.numbers})
