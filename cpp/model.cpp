@@ -22,7 +22,7 @@ using json = nlohmann_lmp::basic_json<>;
 constexpr const char *kMetadataFile = "petmd.json";
 constexpr const char *kFormat = "petmd-model";
 // The exported interface's version (FORMAT_VERSION in python/petmd/exported.py, which says what each one is).
-constexpr int64_t kFormatVersion = 2;
+constexpr int64_t kFormatVersion = 3;
 
 // The network's precision by the name the metadata gives it (python/petmd/precision.py on the Python side).
 bool is_network_dtype(const std::string &name) {
@@ -214,6 +214,7 @@ Model::Model(const std::string &path, const std::string &device, int local_rank)
     throw Error("'" + path + "' is a TorchScript file but not a petmd model (no " + kMetadataFile +
                 " metadata): export it with `petmd export`");
   info_ = parse_metadata(extra[kMetadataFile], path);
+  mode_ = info_.symmetrize;
   impl_->module.eval();
   impl_->message_width = call(impl_->module, "message_width", {}).toInt();
 }
@@ -238,9 +239,15 @@ GridResult Model::compute_grid(const SystemView &s, const std::string &grid) con
 }
 
 void Model::set_symmetrization(const std::string &mode) {
-  if (mode == info_.symmetrize) return;
+  if (mode == mode_) return;
   run_setter(impl_->module, "set_symmetrization", mode);
-  info_.symmetrize = mode;
+  mode_ = mode;
+}
+
+void Model::set_correction(bool on) {
+  if (on == correction_) return;
+  run_setter(impl_->module, "set_correction", on);
+  correction_ = on;
 }
 
 void Model::set_random_seed(uint64_t seed) {
@@ -249,7 +256,9 @@ void Model::set_random_seed(uint64_t seed) {
 
 // The module checks the value (n >= -1) and says what is wrong.
 void Model::set_chunk_atoms(int64_t n) {
+  if (n == chunk_) return;
   run_setter(impl_->module, "set_chunk_atoms", n);
+  chunk_ = n;
 }
 
 void Model::set_tf32(bool on) {

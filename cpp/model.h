@@ -134,8 +134,23 @@ class PETMD_API Model {
   virtual GridResult compute_grid(const SystemView &system, const std::string &grid) const;
 
   // What compute returns: "none", "random", "grid:G" or "ecse" (docs/model-interface.md §2, `symmetrize`); overrides the
-  // file's default. Throws Error for an unknown mode (the exported module knows the modes and names them).
+  // file's default (info().symmetrize). Throws Error for an unknown mode (the exported module knows the modes and
+  // names them).
   virtual void set_symmetrization(const std::string &mode);
+  const std::string &symmetrization() const { return mode_; }
+
+  // With on, compute returns (the mode − the network as trained): the slow term of multiple time stepping. Throws
+  // Error in mode none.
+  virtual void set_correction(bool on);
+  bool correction() const { return correction_; }
+
+  // The mode and correction together, in the order the module accepts (for callers that share one model). Inline:
+  // callers reach a Model in an isolated library through its virtual methods only.
+  void configure(const std::string &mode, bool correction) {
+    if (!correction) set_correction(false);  // the module refuses mode none while the correction is on
+    set_symmetrization(mode);
+    if (correction) set_correction(true);
+  }
 
   // Seeds torch's generator, which the "random" mode draws its rotation from.
   virtual void set_random_seed(uint64_t seed);
@@ -155,6 +170,9 @@ class PETMD_API Model {
   ExchangeLayers exchange_layers(const ExchangeSystem &system, MessageExchange &exchange) const;
   std::unique_ptr<Impl> impl_;
   ModelInfo info_;
+  std::string mode_;         // the module's current symmetrization
+  bool correction_ = false;  // the module's current correction setting
+  int64_t chunk_ = -1;       // the module's current chunk setting
   std::string device_;
   std::string path_;
 };

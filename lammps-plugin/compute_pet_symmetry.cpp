@@ -47,7 +47,10 @@ ComputePETSymmetry::~ComputePETSymmetry()
 
 void ComputePETSymmetry::init()
 {
-  pair_ = dynamic_cast<PairPET *>(force->pair_match("pet", 1));
+  // the network as trained: the pet style, or the plain term of a multiple-time-stepping hybrid
+  pair_ = nullptr;
+  for (auto *pet : PairPET::instances(lmp))
+    if (!pair_ && !pet->correction()) pair_ = pet;
   if (pair_ == nullptr) error->all(FLERR, "compute pet/symmetry requires pair_style pet");
   // the grid is checked before the run starts, and its cost said
   const auto rotations = pair_->grid_size(grid_, "compute pet/symmetry");

@@ -27,6 +27,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <map>
 #include <mpi.h>
 #include <sched.h>
 #include <thread>
@@ -53,8 +55,23 @@ static int usable_cores()
 }
 
 static const char usage[] = "pair_style pet MODEL [device cpu|cuda|cuda:N] [threads N] [fold yes|no] "
-                            "[symmetrize none|random|grid G|ecse] [seed N] [chunk N] [exchange auto|yes|no] "
-                            "[tf32 yes|no]";
+                            "[symmetrize none|random|grid G|ecse] [correction yes|no] [seed N] [chunk N] "
+                            "[exchange auto|yes|no] [tf32 yes|no]";
+
+// Sub-styles that name the same file on the same device share one loaded model (the fast and slow terms of
+// multiple time stepping); each sets its own mode and chunk on it before every call (PairPET::model()).
+static std::shared_ptr<petmd::Model> shared_model(const std::string &path, const std::string &device, int local_rank,
+                                                  int threads)
+{
+  static std::map<std::string, std::weak_ptr<petmd::Model>> loaded;
+  std::error_code unresolved;    // a missing file is the loader's to report
+  const std::string key = std::filesystem::weakly_canonical(path, unresolved).string() + "\n" + device;
+  if (auto model = loaded[key].lock()) return model;
+  std::shared_ptr<petmd::Model> model = petmd::open_model_isolated(petmd::this_library_folder() + "/libpetmd_model.so",
+                                                                   path, device, local_rank, threads);
+  loaded[key] = model;
+  return model;
+}
 
 // A call into the bridge (cpp/): its exception, which names the problem and the fix, becomes a LAMMPS error of
 // this rank with `context` (the style the user wrote) in front.
@@ -73,7 +90,10 @@ PairPET::PairPET(LAMMPS *lmp) : Pair(lmp)
   restartinfo = 0;
   one_coeff = 1;
   manybody_flag = 1;
-  ghostneigh = 1;                 // until init_style: exchange yes needs no neighbour lists of ghosts
+  ghostneigh = 1;    // until init_style: exchange yes needs no neighbour lists of ghosts
+  // Communication buffers are sized from these before init_style (pair hybrid copies them when its sub-styles are
+  // made), so they hold what message exchange needs whether or not this run uses it.
+  comm_forward = comm_reverse = PetRowExchange::kValuesPerCall;
   no_virial_fdotr_compute = 1;    // the virial is the model's strain derivative, not sum r·f
   centroidstressflag = CENTROID_NOTAVAIL;
   if (lmp->citeme) lmp->citeme->add(cite_pet);
@@ -107,7 +127,8 @@ void PairPET::settings(int narg, char **arg)
   std::string device = "cpu";
   std::string symmetrize;
   int threads = 0;
-  bigint chunk = -1;    // -1: the model's default
+  chunk_ = -1;    // the model's default
+  correction_ = false;
   fold_ = true;
   exchange_request_ = -1;
   tf32_ = false;
@@ -134,14 +155,16 @@ void PairPET::settings(int narg, char **arg)
     } else if (key == "seed") {
       seed_ = utils::bnumeric(FLERR, arg[iarg + 1], false, lmp);
     } else if (key == "chunk") {
-      chunk = utils::bnumeric(FLERR, arg[iarg + 1], false, lmp);
-      if (chunk < 0)
-        error->all(FLERR, "pair_style pet: chunk must be at least 0 atoms (0: never chunk), got {}", chunk);
+      chunk_ = utils::bnumeric(FLERR, arg[iarg + 1], false, lmp);
+      if (chunk_ < 0)
+        error->all(FLERR, "pair_style pet: chunk must be at least 0 atoms (0: never chunk), got {}", chunk_);
     } else if (key == "exchange") {
       const std::string value = arg[iarg + 1];
       exchange_request_ = value == "auto" ? -1 : utils::logical(FLERR, value, false, lmp);
     } else if (key == "tf32") {
       tf32_ = utils::logical(FLERR, arg[iarg + 1], false, lmp) == 1;
+    } else if (key == "correction") {
+      correction_ = utils::logical(FLERR, arg[iarg + 1], false, lmp) == 1;
     } else {
       error->all(FLERR, "pair_style pet: unknown keyword '{}': `{}`", key, usage);
     }
@@ -158,10 +181,9 @@ void PairPET::settings(int narg, char **arg)
 
   model_.reset();
   bridged("pair_style pet", [&] {
-    model_ = petmd::open_model_isolated(petmd::this_library_folder() + "/libpetmd_model.so", model_path_, device,
-                                        local_rank, threads);
-    if (!symmetrize.empty()) model_->set_symmetrization(symmetrize);
-    if (chunk >= 0) model_->set_chunk_atoms(chunk);
+    model_ = shared_model(model_path_, device, local_rank, threads);
+    mode_ = symmetrize.empty() ? model_->info().symmetrize : symmetrize;
+    model();    // the module checks the mode and the correction
     if (tf32_) model_->set_tf32(true);
   });
   if (allocated)
@@ -170,10 +192,17 @@ void PairPET::settings(int narg, char **arg)
   if (comm->me == 0) report_model(threads);
 }
 
+petmd::Model &PairPET::model()
+{
+  model_->configure(mode_, correction_);
+  model_->set_chunk_atoms(chunk_);
+  return *model_;
+}
+
 int64_t PairPET::grid_size(const std::string &grid, const char *context)
 {
   return bridged(context, [&] {
-    return model_->grid_size(grid);
+    return model().grid_size(grid);
   });
 }
 
@@ -181,10 +210,14 @@ void PairPET::report_model(int threads)
 {
   const auto &info = model_->info();
   std::string cost;    // a grid costs one evaluation of the network per rotation
-  if (info.symmetrize.rfind("grid:", 0) == 0) {
-    const auto rotations = grid_size(info.symmetrize.substr(5), "pair_style pet");
+  if (mode_.rfind("grid:", 0) == 0) {
+    const auto rotations = grid_size(mode_.substr(5), "pair_style pet");
     cost = fmt::format(" ({0} rotations: {0} evaluations of the network per step)", rotations);
+    if (correction_)
+      cost = fmt::format(" (correction: {} rotations and the network as trained, {} evaluations per call)", rotations,
+                         rotations + 1);
   }
+  if (correction_ && cost.empty()) cost = " (correction: the mode minus the network as trained)";
   std::string species, numbers;
   for (size_t k = 0; k < info.species.size(); k++) {
     species += (k ? " " : "") + info.species[k];
@@ -198,7 +231,7 @@ void PairPET::report_model(int threads)
                  "  device {} (rank 0){}, {} torch thread(s) per MPI rank; periodic images of local atoms folded: {}\n"
                  "  cite: {}\n",
                  model_path_, species, numbers, info.cutoff, info.cutoff_width, info.n_gnn_layers,
-                 info.interaction_range, info.dtype, info.symmetrize, cost, info.petmd_version, info.torch_version,
+                 info.interaction_range, info.dtype, mode_, cost, info.petmd_version, info.torch_version,
                  model_->device(), tf32_ ? " with TF32 matrix products" : "", threads, fold_ ? "yes" : "no",
                  info.citation);
 }
@@ -242,17 +275,19 @@ void PairPET::init_style()
   if (comm->mode != Comm::SINGLE) error->all(FLERR, "pair_style pet requires `comm_modify mode single`");
   require_every_pair();
   check_type_masses();
+  computed_ = 0;
+  partner_ = nullptr;
+  if (correction_) find_partner();
 
   // Message exchange (each rank evaluates its own atoms, trading edge tokens between layers) runs the network one
   // layer at a time; ECSE symmetrizes inside each layer, over the whole domain graph.
-  const bool layered = model_->info().symmetrize != "ecse";
+  const bool layered = mode_ != "ecse";
   if (exchange_request_ == 1 && !layered)
     error->all(FLERR, "pair_style pet: exchange yes cannot be combined with symmetrize ecse (it symmetrizes inside "
                       "each layer): use exchange no");
   if (exchange_request_ == 1 || (exchange_request_ == -1 && comm->nprocs > 1 && layered)) {
     // ghosts within the cutoff (+ skin) suffice: their edge tokens come from their owners
     ghostneigh = 0;
-    comm_forward = comm_reverse = PetRowExchange::kValuesPerCall;
     exchange_rows_ = std::make_unique<PetRowExchange>(lmp, this);
     neighbor->add_request(this, NeighConst::REQ_FULL);
     if (comm->me == 0)
@@ -263,7 +298,6 @@ void PairPET::init_style()
     return;
   }
   ghostneigh = 1;    // message passing within the domain needs the neighbours of ghosts too
-  comm_forward = comm_reverse = 0;
   exchange_rows_.reset();
   neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
 
@@ -276,6 +310,63 @@ void PairPET::init_style()
       utils::logmesg(lmp, "pair_style pet: ghost atom cutoff set to {} A (interaction range {} + skin {})\n",
                      ghost_cutoff, model_->info().interaction_range, neighbor->skin);
   }
+}
+
+// Every pet style of this run: the pair style itself, or each pet sub-style of a hybrid.
+std::vector<PairPET *> PairPET::instances(LAMMPS *lmp)
+{
+  std::vector<PairPET *> found;
+  for (int k = 1;; k++) {    // the k-th pet sub-style of a hybrid
+    auto *pet = dynamic_cast<PairPET *>(lmp->force->pair_match("pet", 1, k));
+    if (!pet || std::find(found.begin(), found.end(), pet) != found.end()) break;
+    found.push_back(pet);
+  }
+  if (found.empty())
+    if (auto *pet = dynamic_cast<PairPET *>(lmp->force->pair_match("pet", 1))) found.push_back(pet);
+  return found;
+}
+
+// Multiple time stepping: the correction (symmetrized − as trained) is the slow term of r-RESPA, the network as
+// trained the fast one, each a pet sub-style of pair_style hybrid/overlay sharing one model.
+void PairPET::find_partner()
+{
+  const std::string mode = mode_.rfind("grid:", 0) == 0 ? "grid " + mode_.substr(5) : mode_;
+  if (strncmp(update->integrate_style, "respa", 5) != 0)
+    error->all(FLERR,
+               "pair_style pet: correction yes is the slow term of multiple time stepping and needs run_style "
+               "respa with the hybrid keyword, e.g. `run_style respa 2 4 hybrid 1 2` (for the symmetrized model "
+               "at every step, use symmetrize {} without correction)",
+               mode);
+  for (auto *other : instances(lmp)) {
+    if (other == this || other->correction_) continue;
+    if (other->model_ != model_)
+      error->all(FLERR,
+                 "pair_style pet: the correction and the plain term must use one model file on one device, but "
+                 "they name {} and {}",
+                 model_path_, other->model_path_);
+    if (other->mode_ != "none")
+      error->all(FLERR,
+                 "pair_style pet: the plain term of multiple time stepping must be the network as trained, but "
+                 "its sub-style has symmetrize {}: drop that keyword from it",
+                 other->mode_);
+    partner_ = other;
+  }
+  if (!partner_)
+    error->all(FLERR,
+               "pair_style pet: correction yes needs its plain partner, a pet sub-style with the same model and "
+               "no symmetrization: `pair_style hybrid/overlay pet {0} pet {0} symmetrize {1} correction yes`",
+               model_path_, mode);
+}
+
+// r-RESPA computes the fast level n times per step of the slow one: a correction computed more often than its
+// plain partner sits on a faster level than it.
+void PairPET::check_level()
+{
+  if (partner_ && computed_ > partner_->computed_)
+    error->all(FLERR, "pair_style pet: the correction is computed more often than the network as trained: put the "
+                      "plain pet sub-style on the innermost respa level and the correction on an outer one, e.g. "
+                      "`run_style respa 2 4 hybrid 1 2` for `pair_style hybrid/overlay pet M pet M ... correction "
+                      "yes`");
 }
 
 // The model sees its neighbourhoods through LAMMPS's neighbour list, which leaves out the pairs of
@@ -334,12 +425,14 @@ double PairPET::init_one(int i, int j)
 void PairPET::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
+  computed_++;
   if (vflag_atom)
     error->all(FLERR, "pair_style pet does not compute per-atom virials (compute stress/atom, "
                       "centroid/stress/atom): the model gives the global virial only");
 
   // every rank, and every evaluation within a step, must use the same random rotation
-  if (model_->info().symmetrize == "random") model_->set_random_seed(static_cast<uint64_t>(seed_ + update->ntimestep));
+  if (mode_ == "random") model_->set_random_seed(static_cast<uint64_t>(seed_ + update->ntimestep));
+  if (correction_) check_level();
   if (exchange_rows_) {
     compute_exchanged();
     return;
@@ -349,7 +442,7 @@ void PairPET::compute(int eflag, int vflag)
 
   petmd::DomainGraph graph;
   const auto result = bridged("pair_style pet", [&] {
-    return model_->compute(build_system(graph), eflag_atom != 0);
+    return model().compute(build_system(graph), eflag_atom != 0);
   });
 
   // ghosts' forces go to the ghosts: the reverse communication (newton on) adds them to their owners
@@ -437,7 +530,7 @@ PairPET::SymmetryTerms PairPET::symmetry_terms(const std::string &grid, double *
   if (exchange_rows_) {    // every rank takes part, also one without atoms
     const auto system = prepare_exchange();
     const auto result = bridged("compute pet/symmetry", [&] {
-      return model_->compute_grid_exchanged(system, *exchange_rows_, grid);
+      return model().compute_grid_exchanged(system, *exchange_rows_, grid);
     });
     for (int a = 0; a < system.n_all; a++)
       for (int c = 0; c < 3; c++) dforce[a][c] += result.forces[3 * a + c] - result.grid_forces[3 * a + c];
@@ -448,7 +541,7 @@ PairPET::SymmetryTerms PairPET::symmetry_terms(const std::string &grid, double *
   }
   if (atom->nlocal == 0) {    // nothing owned: zero energy and forces in every rotation
     const auto probe = bridged("compute pet/symmetry", [&] {
-      return model_->compute_grid(petmd::SystemView{}, grid);
+      return model().compute_grid(petmd::SystemView{}, grid);
     });
     terms.grid_weights = probe.grid_weights;
     terms.grid_energies.assign(probe.grid_weights.size(), 0.0);
@@ -456,7 +549,7 @@ PairPET::SymmetryTerms PairPET::symmetry_terms(const std::string &grid, double *
   }
   petmd::DomainGraph graph;
   const auto result = bridged("compute pet/symmetry", [&] {
-    return model_->compute_grid(build_system(graph), grid);
+    return model().compute_grid(build_system(graph), grid);
   });
   for (int64_t n = 0; n < graph.n_nodes(); n++)
     for (int c = 0; c < 3; c++)
@@ -473,7 +566,7 @@ void PairPET::compute_exchanged()
 {
   const auto system = prepare_exchange();
   const auto result = bridged("pair_style pet", [&] {
-    return model_->compute_exchanged(system, *exchange_rows_, eflag_atom != 0);
+    return model().compute_exchanged(system, *exchange_rows_, eflag_atom != 0);
   });
   // ghosts' forces go to the ghosts: the reverse communication (newton on) adds them to their owners
   double **f = atom->f;

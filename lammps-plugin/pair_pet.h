@@ -48,6 +48,11 @@ class PairPET : public Pair {
   // Rotations in `grid`; an unknown or too large grid is an error of `context` on every rank.
   int64_t grid_size(const std::string &grid, const char *context);
 
+  // Every pet style of this run (the pair style, or the pet sub-styles of a hybrid); whether one is the correction
+  // term of multiple time stepping (`correction yes`).
+  static std::vector<PairPET *> instances(class LAMMPS *lmp);
+  bool correction() const { return correction_; }
+
  private:
   template <typename Call> auto bridged(const char *context, Call &&call) -> decltype(call());
   petmd::SystemView build_system(petmd::DomainGraph &graph);
@@ -59,13 +64,21 @@ class PairPET : public Pair {
   void report_model(int threads);
   void require_every_pair();
   void check_type_masses();
+  void find_partner();
+  void check_level();
+  petmd::Model &model();
 
-  std::unique_ptr<petmd::Model> model_;
+  std::shared_ptr<petmd::Model> model_;    // shared by the sub-styles that load the same file (shared_model)
   std::string model_path_;
-  std::vector<long> type_z_;     // atomic number of each LAMMPS atom type (index 1..ntypes)
-  bool fold_ = true;             // fold periodic images of local atoms onto them (docs/pair_pet.md)
-  int exchange_request_ = -1;    // exchange yes (1) | no (0) | auto (-1)
-  bool tf32_ = false;            // tf32 yes: TF32 float32 matrix products on a CUDA device
+  std::string mode_;              // symmetrize: none, random, grid:G or ecse
+  bool correction_ = false;       // correction yes: return (mode − as trained), the slow term of multiple time stepping
+  int64_t chunk_ = -1;            // chunk N; -1: the model's default
+  PairPET *partner_ = nullptr;    // the correction's plain term (init_style)
+  bigint computed_ = 0;           // compute() calls since init_style, for check_level
+  std::vector<long> type_z_;      // atomic number of each LAMMPS atom type (index 1..ntypes)
+  bool fold_ = true;              // fold periodic images of local atoms onto them (docs/pair_pet.md)
+  int exchange_request_ = -1;     // exchange yes (1) | no (0) | auto (-1)
+  bool tf32_ = false;             // tf32 yes: TF32 float32 matrix products on a CUDA device
   // set in init_style when this run exchanges messages between ranks: the exchange on LAMMPS's communication
   std::unique_ptr<PetRowExchange> exchange_rows_;
   bigint seed_ = 0;    // symmetrize random: torch is seeded with seed_ + step on every rank

@@ -138,3 +138,26 @@ def run_lmp(script: str, folder: Path, ranks: int = 1, timeout: float = 600) -> 
     cmd = lmp_command(ranks) + ["-in", "in.lammps"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@dataclass
+class Conservation:
+    """An NVE run's conserved energy, from lines `time etotal temp` (a `fix print` file)."""
+
+    time_ps: np.ndarray
+    temperature: np.ndarray
+    drift: float  # meV/atom/ps: slope of a straight-line fit
+    spread: float  # meV/atom: max − min
+
+    def summary(self) -> str:
+        return (
+            f"drift {self.drift:+.4f} meV/atom/ps, E_tot range {self.spread:.4f} meV/atom, "
+            f"T {self.temperature.mean():.0f} ± {self.temperature.std():.0f} K"
+        )
+
+
+def read_conservation(path: Path, n_atoms: int) -> Conservation:
+    time_ps, etotal, temperature = np.loadtxt(path, unpack=True)
+    assert np.all(np.isfinite(etotal)), f"{path}: non-finite total energy"
+    drift = float(np.polyfit(time_ps, etotal, 1)[0]) / n_atoms * 1e3
+    return Conservation(time_ps, temperature, drift, float(etotal.max() - etotal.min()) / n_atoms * 1e3)

@@ -109,3 +109,14 @@ def test_forward_mode_checks_the_hand_written_tangents_against_torch_func(scan_d
     assert errors["energy tangent max |hand − jvp|"] < 1e-10
     assert errors["∂S rel. error: hand tangents + backward"] < 1e-10
     assert report["verdict"].startswith(("torch.func can replace", "torch.func cannot replace"))
+
+
+@pytest.mark.slow
+def test_mts_cost_reports_every_mode(tmp_path, scan_data_path):
+    out = tmp_path / "mts.json"
+    model = REPO / "tests" / "models" / "pet-water-tiny-f64.pt"
+    result = run_benchmark("mts_cost.py", "--model", model, "--sizes", 192, "--outer", 1, "--threads", 2, "--json", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["mode"] for r in rows] == ["plain", "grid 2i", "ecse", "MTS n=4", "MTS n=8", "MTS n=16"]
+    assert all(r["s_per_0.5fs"] > 0 for r in rows) and "| 192 | MTS n=16 |" in result.stdout

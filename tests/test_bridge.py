@@ -67,8 +67,8 @@ def test_bridge_errors(tmp_path, exported):
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(plain))
     with pytest.raises(_bridge.BridgeError, match="not a petmd model"):
         _bridge.Model(str(plain))
-    future = with_metadata(exported["float64"], tmp_path / "future.pt", format_version=3)
-    with pytest.raises(_bridge.BridgeError, match="format version 3, newer than this plugin reads"):
+    future = with_metadata(exported["float64"], tmp_path / "future.pt", format_version=4)
+    with pytest.raises(_bridge.BridgeError, match="format version 4, newer than this plugin reads"):
         _bridge.Model(str(future))
     with pytest.raises(
         _bridge.BridgeError, match=r"format version 1, which this petmd no longer runs .* `petmd export"

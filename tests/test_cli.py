@@ -254,7 +254,7 @@ BAD_COMMANDS = {
     "train: not YAML": ("train {in}/bad.yaml -o {out}/r", "not valid YAML at line 2, column 1"),
     "train: YAML list": ("train {in}/list.yaml -o {out}/r", "top level must be a mapping"),
     "train: --max-steps 0": ("train {in}/list.yaml -o {out}/r --max-steps 0", "--max-steps 0: give a number"),
-    "train: --max-time -5": ("train {cfg} -o {out}/r --max-time -5", "--max-time must be a positive number"),
+    "train: --max-time -5": ("train {cfg} -o {out}/r --max-time -5", "--max-time must be a number of seconds of at"),
     "train: no validation frames": ("train {cfg_no_validation} -o {out}/r", "data: no validation frames"),
     "train: --resume, no run": ("train {cfg} -o {out}/r --resume", "--resume: .*last.ckpt does not exist"),
     "train: --init and --resume": ("train {cfg} -o {out}/r --resume --init {ckpt}", "give one of them"),

@@ -55,6 +55,17 @@ def test_liquid_water_example(tmp_path, scan_data_path):
 
 
 @pytest.mark.slow
+def test_liquid_water_example_with_multiple_time_stepping(tmp_path, scan_data_path):
+    """--mts 4: NVT (CSVR) and NPT (nph + CSVR) under r-RESPA with the grid-2 correction every 4th 0.5 fs step."""
+    summary = run_example("liquid-water", tmp_path, "--npt", "--steps", "80", "--mode", "grid 2", "--mts", "4")
+    nvt, npt = summary["nvt"], summary["npt"]
+    assert summary["mts"] == 4 and nvt["time_ps"] == pytest.approx(0.04) and npt["time_ps"] == pytest.approx(0.04)
+    log = (tmp_path / "nvt.log").read_text()
+    assert "run_style respa 2 4 hybrid 1 2" in log and "correction: 18 rotations" in log
+    assert 200 < nvt["thermo"]["temperature"]["mean"] < 400 and 0.8 < npt["thermo"]["density"]["mean"] < 1.2
+
+
+@pytest.mark.slow
 def test_gas_phase_example_angular_momentum(tmp_path):
     summary = run_example("gas-phase", tmp_path)
     by_mode = {r["mode"]: r for r in summary["results"]}

@@ -14,6 +14,7 @@ from petmd.batch import collate
 from petmd.calculator import PETCalculator
 from petmd.errors import PetmdError
 from petmd.export import export_checkpoint
+from petmd.exported import FORMAT_VERSION
 from petmd.loading import load_model
 
 
@@ -266,7 +267,7 @@ def test_a_format_1_file_is_refused_with_how_to_re_export_it():
 
 def test_re_exporting_a_format_1_file_upgrades_it_with_the_same_results(tmp_path):
     meta = export_checkpoint(FORMAT_1_MODEL, tmp_path / "new.pt", dtype="float64")
-    assert meta["format_version"] == 2 and meta["training"]["exported_file"] == FORMAT_1_MODEL.name
+    assert meta["format_version"] == FORMAT_VERSION and meta["training"]["exported_file"] == FORMAT_1_MODEL.name
     upgraded = load_model(tmp_path / "new.pt")
     old = torch.jit.load(str(FORMAT_1_MODEL))  # run as it was, through its own code
     f = frame(water_box(2, seed=8, cell_tilt=0.4))

@@ -348,6 +348,13 @@ Loop time of 1 on 1 procs for 200 steps with 3 atoms
         analyze([str(tmp_path / "real.log")], Options(progress=False))
 
 
+@pytest.mark.parametrize("line", ["pair_coeff * * pet 1 O H", "pair_coeff * * pet O H # the plain term"])
+def test_log_elements_from_a_hybrid_sub_style(tmp_path, line):
+    """Multiple time stepping writes pair_coeff * * pet 1 O H: the elements are still read from it."""
+    (tmp_path / "log.lammps").write_text(f"LAMMPS (22 Jul 2025)\nunits metal\n{line}\npair_coeff * * pet 2 O H\n")
+    assert read_lammps_log(tmp_path / "log.lammps").type_elements == ["O", "H"]
+
+
 # --- compare ---------------------------------------------------------------------------------------------------
 
 

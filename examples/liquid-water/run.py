@@ -7,6 +7,7 @@ energy, pressure, density, symmetry error, g_OO/g_OH/g_HH with block-average err
     python examples/liquid-water/run.py --npt                 # + 0.2 ps NPT
     python examples/liquid-water/run.py --long --npt          # production: 10 ps NVT + 10 ps NPT
     python examples/liquid-water/run.py --model models/pet-water.pt --mode "grid 2i" --ranks 2
+    python examples/liquid-water/run.py --mode "grid 2i" --mts 4  # the correction to grid 2i every 4 steps (r-RESPA)
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def run_nvt(
     steps: int,
     mode: str = "none",
     ranks: int = 1,
+    mts: int = 1,
     symgrid: str = "2",
     symevery: int = 100,
     dumpevery: int = 20,
@@ -66,6 +68,8 @@ def run_nvt(
             "data": "water.data",
             "steps": steps,
             "mode": mode,
+            "mts": mts,
+            "here": HERE,
             "symgrid": symgrid,
             "symevery": symevery,
             "dumpevery": dumpevery,
@@ -75,11 +79,11 @@ def run_nvt(
     )
 
 
-def run_npt(out: Path, model: Path, steps: int, mode: str = "none", ranks: int = 1) -> float:
+def run_npt(out: Path, model: Path, steps: int, mode: str = "none", ranks: int = 1, mts: int = 1) -> float:
     return run_lammps(
         HERE / "npt.lammps",
         out,
-        {"model": model.resolve(), "data": "water.data", "steps": steps, "mode": mode},
+        {"model": model.resolve(), "data": "water.data", "steps": steps, "mode": mode, "mts": mts, "here": HERE},
         ranks=ranks,
         log="npt.log",
     )
@@ -172,16 +176,26 @@ def main(argv=None) -> dict:
     parser.add_argument("--npt", action="store_true", help="also run NPT at 1 bar (density)")
     parser.add_argument("--mode", default="none", help='symmetrize mode: none | random | "grid 2i" | ecse')
     parser.add_argument("--ranks", type=int, default=1, help="MPI ranks (mpiexec -np N)")
+    parser.add_argument(
+        "--mts",
+        type=int,
+        default=1,
+        metavar="N",
+        help="multiple time stepping: the network as trained every 0.5 fs, the correction to --mode every N steps "
+        "(r-RESPA; default 1: --mode every step)",
+    )
     args = parse_example_args(parser, argv)
+    if args.mts < 1 or (args.mts > 1 and args.mode == "none"):
+        parser.error("--mts N needs N >= 1, and a --mode to correct towards when N > 1")
     steps = args.steps or (LONG_STEPS if args.long else SHORT_STEPS)
     out = args.output
     start = time.monotonic()
     prepare(out)
-    result = {"model": str(args.model), "mode": args.mode, "steps": steps, "ranks": args.ranks}
-    result["nvt_wall_s"] = run_nvt(out, args.model, steps, args.mode, args.ranks)
+    result = {"model": str(args.model), "mode": args.mode, "mts": args.mts, "steps": steps, "ranks": args.ranks}
+    result["nvt_wall_s"] = run_nvt(out, args.model, steps, args.mode, args.ranks, args.mts)
     result["nvt"] = analyse_nvt(out)
     if args.npt:
-        result["npt_wall_s"] = run_npt(out, args.model, steps, args.mode, args.ranks)
+        result["npt_wall_s"] = run_npt(out, args.model, steps, args.mode, args.ranks, args.mts)
         result["npt"] = analyse_npt(out)
     result["wall_s"] = time.monotonic() - start
     (out / "summary.json").write_text(json.dumps(result, indent=1))

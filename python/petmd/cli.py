@@ -17,8 +17,8 @@ def _train(args) -> int:
 
     if args.max_steps is not None and args.max_steps < 1:
         raise PetmdError(f"--max-steps {args.max_steps}: give a number of optimizer steps of at least 1")
-    if args.max_time is not None and not args.max_time > 0:
-        raise PetmdError(f"--max-time must be a positive number of seconds, got {args.max_time}")
+    if args.max_time is not None and not args.max_time >= 0:
+        raise PetmdError(f"--max-time must be a number of seconds of at least 0, got {args.max_time}")
     result = train_from_config(
         args.config,
         args.output,

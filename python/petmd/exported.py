@@ -19,8 +19,9 @@ from .rotations import named_grid, random_o3, rotate, rotate_back
 FORMAT = "petmd-model"
 # The interface's version, which the C++ bridge checks too (kFormatVersion in cpp/model.cpp); it changes whenever the
 # file's methods or metadata change. 1: files from before 2026-12-04, some without methods added since (message
-# exchange, set_chunk_atoms, ECSE); 2: the interface of docs/model-interface.md, complete.
-FORMAT_VERSION = 2
+# exchange, set_chunk_atoms, ECSE); 2: the interface of docs/model-interface.md as of 2026-12-04; 3: adds
+# set_correction (the slow term of multiple time stepping).
+FORMAT_VERSION = 3
 METADATA_FILE = "petmd.json"
 # rotated copies evaluated per network call (grid modes, evaluate_grid): at most this many nodes, at least one copy
 COPY_NODES_PER_CALL = 2048
@@ -33,12 +34,14 @@ class ExportedPET(nn.Module):
     the rotation grid G, forces and virial rotated back; all grid elements in one batched call), ``random`` (the
     network on the system rotated by a fresh random O(3) element each call, outputs rotated back; torch's global
     generator, so ``torch.manual_seed`` makes it reproducible) or ``ecse`` (exact symmetrization in each atom's local
-    frames, model/ecse.py). ``set_symmetrization`` changes it at run time."""
+    frames, model/ecse.py). ``set_symmetrization`` changes it at run time. ``set_correction(True)`` makes forward
+    return (that mode − the network as trained) instead: the slow term of multiple time stepping."""
 
     def __init__(self, pet: PET, symmetrize: str = "none"):
         super().__init__()
         self.pet = pet
         self.symmetrize = "none"
+        self.correction = False
         self.copy_nodes_per_call = COPY_NODES_PER_CALL
         self.register_buffer("grid_rotations", torch.eye(3, dtype=torch.float64).unsqueeze(0))
         self.register_buffer("grid_weights", torch.ones(1, dtype=torch.float64))
@@ -55,7 +58,18 @@ class ExportedPET(nn.Module):
                 "unknown symmetrization '" + mode + "': use none, random, grid:G (e.g. grid:2i; `grid 2i` in "
                 "pair_style pet) or ecse"
             )
+        if mode == "none" and self.correction:
+            raise RuntimeError(_no_correction())
         self.symmetrize = mode
+
+    @torch.jit.export
+    def set_correction(self, on: bool) -> None:
+        """With ``on``, forward returns (symmetrized − as trained) in the current mode: energy, energies, forces and
+        virial of the difference, from one batched evaluation for grid:G and random (the plain copy rides along
+        with weight −1), from two for ecse."""
+        if on and self.symmetrize == "none":
+            raise RuntimeError(_no_correction())
+        self.correction = on
 
     @torch.jit.export
     def set_chunk_atoms(self, n: int) -> None:
@@ -77,17 +91,19 @@ class ExportedPET(nn.Module):
         energy_mask: torch.Tensor,  # [n] bool: atoms whose energies are summed (LAMMPS: local atoms)
     ) -> Dict[str, torch.Tensor]:
         positions = positions.to(torch.float64)
+        ecse = self.symmetrize == "ecse"
         rotations, weights = self._mode_rotations()
+        if self.correction and ecse:
+            identity, one = _identity(positions.device)
+            symmetrized = self._average(
+                positions, atomic_numbers, cell, edge_index, cell_shifts, energy_mask, identity, one, True
+            )[0]
+            plain = self._average(
+                positions, atomic_numbers, cell, edge_index, cell_shifts, energy_mask, identity, one, False
+            )[0]
+            return {key: symmetrized[key] - plain[key] for key in symmetrized}
         return self._average(
-            positions,
-            atomic_numbers,
-            cell,
-            edge_index,
-            cell_shifts,
-            energy_mask,
-            rotations,
-            weights,
-            self.symmetrize == "ecse",
+            positions, atomic_numbers, cell, edge_index, cell_shifts, energy_mask, rotations, weights, ecse
         )[0]
 
     @torch.jit.export
@@ -195,13 +211,19 @@ class ExportedPET(nn.Module):
     def _mode_rotations(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """Rotations [K, 3, 3] and weights [K] of the current mode: the identity (exact in floating point) for none
         and ecse (which symmetrizes inside the network), a fresh random O(3) element for random, the grid for
-        grid:G."""
+        grid:G; with the correction on (grid:G, random), the identity is appended with weight −1."""
         device = self.grid_weights.device
         if self.symmetrize == "none" or self.symmetrize == "ecse":
             return _identity(device)
         if self.symmetrize == "random":
-            return (random_o3(torch.float64, device).unsqueeze(0), torch.ones(1, dtype=torch.float64, device=device))
-        return self.grid_rotations, self.grid_weights
+            rotations = random_o3(torch.float64, device).unsqueeze(0)
+            weights = torch.ones(1, dtype=torch.float64, device=device)
+        else:
+            rotations, weights = self.grid_rotations, self.grid_weights
+        if self.correction:
+            identity, one = _identity(device)
+            rotations, weights = torch.cat([rotations, identity]), torch.cat([weights, -one])
+        return rotations, weights
 
     @torch.jit.export
     def message_grid(self, grid: str) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -248,7 +270,15 @@ class ExportedPET(nn.Module):
         gradient: torch.Tensor,
         n_all: int,
     ) -> Dict[str, torch.Tensor]:
-        return self.pet.message_result(atomic_numbers, layer_energies, edge_index, edge_vectors, gradient, n_all)
+        result = self.pet.message_result(atomic_numbers, layer_energies, edge_index, edge_vectors, gradient, n_all)
+        if self.correction:
+            # the layer energies are already weighted (sum of the weights: 0); the composition baseline that
+            # message_result adds once cancels in the difference
+            species = self.pet.species_index(atomic_numbers)
+            energies = result["energies"] - self.pet.composition_energies.index_select(0, species)
+            result["energies"] = energies
+            result["energy"] = energies.sum()
+        return result
 
     @torch.jit.export
     def batched(
@@ -278,6 +308,13 @@ class ExportedPET(nn.Module):
             create_graph=False,
             ecse=self.symmetrize == "ecse",
         )
+
+
+def _no_correction() -> str:
+    return (
+        "the correction is (symmetrized − as trained) and the mode is none, so it would be zero: give symmetrize "
+        "grid G, random or ecse with correction yes"
+    )
 
 
 def _identity(device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:

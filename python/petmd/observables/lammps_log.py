@@ -1,5 +1,6 @@
 """LAMMPS log files: thermo output of the MD runs (minimizations left out), and what the echoed input says about the
-run: units, timestep, thermostat/barostat targets and the element of each atom type (pair_coeff * * O H)."""
+run: units, timestep, thermostat/barostat targets and the element of each atom type (pair_coeff * * O H, or a hybrid
+sub-style's pair_coeff * * pet 1 O H)."""
 
 from __future__ import annotations
 
@@ -143,6 +144,8 @@ def read_lammps_log(path) -> LammpsLog:
                 _fix_targets(log, tokens)
             elif command == "pair_coeff" and tokens[1:3] == ["*", "*"]:
                 elements = [t for t in tokens[3:] if not t.startswith("#")]
+                if elements and elements[0] not in _ELEMENTS:  # a hybrid's: pair_coeff * * STYLE [INDEX] ELEMENTS
+                    elements = elements[2:] if len(elements) > 1 and elements[1].isdigit() else elements[1:]
                 if elements and all(e in _ELEMENTS for e in elements):
                     log.type_elements = elements
             if command in ("minimize", "run", "min_style", "fix", "thermo_style", "units", "timestep", "velocity"):
