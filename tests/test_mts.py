@@ -114,6 +114,27 @@ print "$(c_sym[1]:%.17g) $(c_sym[2]:%.17g) $(c_sym[3]:%.17g) $(c_sym[4]:%.17g)" 
     np.testing.assert_allclose(values["mts"], values["plain"], rtol=1e-10, atol=1e-14)
 
 
+def test_outside_respa_both_terms_act_every_step(tmp_path, model64):
+    """Under Verlet (and in a minimization) the pair is the symmetrized model, every step; a Verlet run is warned
+    that this is the mode alone at more cost."""
+    data = write_data(tmp_path / "w.data", water_box(2, seed=10))
+    full, both = tmp_path / "full", tmp_path / "both"
+    full.mkdir()
+    both.mkdir()
+    run_inprocess(single_point_input(model64, data, full, pair_extra="symmetrize grid 2i"))
+    script = single_point_input(model64, data, both).replace(
+        f"pair_style pet {model64} threads 1 \npair_coeff * * O H\n", mts_pair(model64) + "minimize 0 0 0 0\n"
+    )
+    result = run_lmp(script, tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "WARNING: pair_style pet: correction yes under run_style verlet adds the correction every step" in (
+        result.stdout
+    )
+    want, got = read_single_point(full), read_single_point(both)
+    assert got.energy == pytest.approx(want.energy, rel=1e-12)
+    np.testing.assert_allclose(got.forces, want.forces, rtol=0, atol=1e-9)
+
+
 # --- trajectories ---------------------------------------------------------------------------------------------------
 
 
@@ -172,7 +193,6 @@ def test_one_inner_step_is_the_symmetrized_run_on_one_and_two_ranks(tmp_path, mo
 # --- mistakes -------------------------------------------------------------------------------------------------------
 
 BAD_MTS = {
-    "correction under verlet": (lambda m, o: mts_pair(m), "needs run_style respa with the hybrid keyword"),
     "no plain partner": (
         lambda m, o: (
             f"pair_style pet {m} symmetrize grid 2i correction yes\npair_coeff * * O H\nrun_style respa 2 2 pair 2\n"

@@ -26,6 +26,7 @@ from petmd.observables.output import write_outputs
 from petmd.observables.structure import first_shell
 
 HERE = Path(__file__).resolve().parent
+PAIR_FILE = HERE.parent / "pair-pet.lammps"  # pair_style pet, or the two terms of multiple time stepping
 SHORT_STEPS, LONG_STEPS = 400, 20000
 
 NVT_COLUMNS = {
@@ -69,7 +70,7 @@ def run_nvt(
             "steps": steps,
             "mode": mode,
             "mts": mts,
-            "here": HERE,
+            "pairfile": PAIR_FILE,
             "symgrid": symgrid,
             "symevery": symevery,
             "dumpevery": dumpevery,
@@ -83,7 +84,14 @@ def run_npt(out: Path, model: Path, steps: int, mode: str = "none", ranks: int =
     return run_lammps(
         HERE / "npt.lammps",
         out,
-        {"model": model.resolve(), "data": "water.data", "steps": steps, "mode": mode, "mts": mts, "here": HERE},
+        {
+            "model": model.resolve(),
+            "data": "water.data",
+            "steps": steps,
+            "mode": mode,
+            "mts": mts,
+            "pairfile": PAIR_FILE,
+        },
         ranks=ranks,
         log="npt.log",
     )
