@@ -50,6 +50,12 @@ def prepare(out: Path, replicate=(1, 1, 1)) -> Path:
     return write_lammps_data(atoms, out / "water.data")
 
 
+def run_variables(model: Path, steps: int, mode: str, mts: int) -> dict:
+    """The -var values nvt.lammps and npt.lammps share."""
+    variables = {"model": model.resolve(), "data": "water.data", "steps": steps, "mode": mode, "mts": mts}
+    return dict(variables, pairfile=PAIR_FILE)
+
+
 def run_nvt(
     out: Path,
     model: Path,
@@ -61,40 +67,12 @@ def run_nvt(
     symevery: int = 100,
     dumpevery: int = 20,
 ) -> float:
-    return run_lammps(
-        HERE / "nvt.lammps",
-        out,
-        {
-            "model": model.resolve(),
-            "data": "water.data",
-            "steps": steps,
-            "mode": mode,
-            "mts": mts,
-            "pairfile": PAIR_FILE,
-            "symgrid": symgrid,
-            "symevery": symevery,
-            "dumpevery": dumpevery,
-        },
-        ranks=ranks,
-        log="nvt.log",
-    )
+    variables = dict(run_variables(model, steps, mode, mts), symgrid=symgrid, symevery=symevery, dumpevery=dumpevery)
+    return run_lammps(HERE / "nvt.lammps", out, variables, ranks=ranks, log="nvt.log")
 
 
 def run_npt(out: Path, model: Path, steps: int, mode: str = "none", ranks: int = 1, mts: int = 1) -> float:
-    return run_lammps(
-        HERE / "npt.lammps",
-        out,
-        {
-            "model": model.resolve(),
-            "data": "water.data",
-            "steps": steps,
-            "mode": mode,
-            "mts": mts,
-            "pairfile": PAIR_FILE,
-        },
-        ranks=ranks,
-        log="npt.log",
-    )
+    return run_lammps(HERE / "npt.lammps", out, run_variables(model, steps, mode, mts), ranks=ranks, log="npt.log")
 
 
 def analyse_nvt(out: Path, discard: float = 0.2) -> dict:
