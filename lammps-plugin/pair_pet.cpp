@@ -234,6 +234,8 @@ void PairPET::report_model(int threads)
                  info.interaction_range, info.dtype, mode_, cost, info.petmd_version, info.torch_version,
                  model_->device(), tf32_ ? " with TF32 matrix products" : "", threads, fold_ ? "yes" : "no",
                  info.citation);
+  if (model_.use_count() > 1)
+    utils::logmesg(lmp, "  the model is already loaded by another pet sub-style on this device: one copy, shared\n");
 }
 
 void PairPET::coeff(int narg, char **arg)

@@ -130,6 +130,7 @@ def test_outside_respa_both_terms_act_every_step(tmp_path, model64):
     assert "WARNING: pair_style pet: correction yes under run_style verlet adds the correction every step" in (
         result.stdout
     )
+    assert result.stdout.count("the model is already loaded by another pet sub-style on this device") == 1
     want, got = read_single_point(full), read_single_point(both)
     assert got.energy == pytest.approx(want.energy, rel=1e-12)
     np.testing.assert_allclose(got.forces, want.forces, rtol=0, atol=1e-9)
