@@ -407,6 +407,7 @@ def two_seeds(tmp_path_factory):
             out,
             {
                 "model": REPO / "models/pet-water-small.pt",
+                "pairfile": REPO / "examples/pair-pet.lammps",
                 "data": "water.data",
                 "steps": 400,
                 "seed": seed,
