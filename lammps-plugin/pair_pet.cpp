@@ -212,12 +212,13 @@ void PairPET::report_model(int threads)
   std::string cost;    // a grid costs one evaluation of the network per rotation
   if (mode_.rfind("grid:", 0) == 0) {
     const auto rotations = grid_size(mode_.substr(5), "pair_style pet");
-    cost = fmt::format(" ({0} rotations: {0} evaluations of the network per step)", rotations);
-    if (correction_)
-      cost = fmt::format(" (correction: {} rotations and the network as trained, {} evaluations per call)", rotations,
-                         rotations + 1);
+    cost = correction_ ? fmt::format(" (correction: {} rotations and the network as trained, {} evaluations per "
+                                     "call)",
+                                     rotations, rotations + 1)
+                       : fmt::format(" ({0} rotations: {0} evaluations of the network per step)", rotations);
+  } else if (correction_) {
+    cost = " (correction: the mode minus the network as trained)";
   }
-  if (correction_ && cost.empty()) cost = " (correction: the mode minus the network as trained)";
   std::string species, numbers;
   for (size_t k = 0; k < info.species.size(); k++) {
     species += (k ? " " : "") + info.species[k];

@@ -188,6 +188,11 @@ def _compare(args) -> int:
     return 0
 
 
+INDICES_HELP = (
+    "file with a JSON list of frame numbers of the data file, or a training run's split.json (its validation frames)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="petmd", description="Train, evaluate and export PET potentials.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -234,12 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="labelled structures (extxyz or any ASE format)")
     p.add_argument("--energy-key", default="energy", metavar="KEY", help="info key of the energies (default energy)")
     p.add_argument("--forces-key", default="forces", metavar="KEY", help="array key of the forces (default forces)")
-    p.add_argument(
-        "--indices",
-        metavar="JSON",
-        help="file with a JSON list of frame numbers of the data file, or a training run's split.json (its "
-        "validation frames)",
-    )
+    p.add_argument("--indices", metavar="JSON", help=INDICES_HELP)
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=_eval)
 
@@ -253,12 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="checkpoint (.ckpt) or exported model (.pt)")
     p.add_argument("data", help="structures (extxyz or any ASE format; labels not needed)")
     p.add_argument("--grid", default="3i", help="0, i, L or Li (L >= 1, e.g. 2, 2i, 3i) or random:K (default 3i)")
-    p.add_argument(
-        "--indices",
-        metavar="JSON",
-        help="file with a JSON list of frame numbers of the data file, or a training run's split.json (its "
-        "validation frames)",
-    )
+    p.add_argument("--indices", metavar="JSON", help=INDICES_HELP)
     p.add_argument("--stride", type=int, default=1, metavar="N", help="use every N-th frame (default 1)")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="use at most N frames")
     p.add_argument(

@@ -147,12 +147,12 @@ def labels(
 def check_species(numbers: Sequence[int], model_numbers: Sequence[int], where: str) -> None:
     unknown = sorted(set(int(z) for z in numbers) - set(int(z) for z in model_numbers))
     if unknown:
-        names = ", ".join(_symbol(z) for z in unknown)
-        known = ", ".join(_symbol(z) for z in model_numbers)
+        names = ", ".join(element_symbol(z) for z in unknown)
+        known = ", ".join(element_symbol(z) for z in model_numbers)
         raise PetmdError(f"{where}: element {names} is not a species of the model (model species: {known})")
 
 
-def _symbol(z: int) -> str:
+def element_symbol(z: int) -> str:
     return chemical_symbols[z] if 0 < z < len(chemical_symbols) else f"Z={z}"
 
 

@@ -93,18 +93,15 @@ class ExportedPET(nn.Module):
         positions = positions.to(torch.float64)
         ecse = self.symmetrize == "ecse"
         rotations, weights = self._mode_rotations()
-        if self.correction and ecse:
-            identity, one = _identity(positions.device)
-            symmetrized = self._average(
-                positions, atomic_numbers, cell, edge_index, cell_shifts, energy_mask, identity, one, True
-            )[0]
-            plain = self._average(
-                positions, atomic_numbers, cell, edge_index, cell_shifts, energy_mask, identity, one, False
-            )[0]
-            return {key: symmetrized[key] - plain[key] for key in symmetrized}
-        return self._average(
+        result = self._average(
             positions, atomic_numbers, cell, edge_index, cell_shifts, energy_mask, rotations, weights, ecse
         )[0]
+        if self.correction and ecse:  # ECSE acts inside the network: the plain network is a second evaluation
+            plain = self._average(
+                positions, atomic_numbers, cell, edge_index, cell_shifts, energy_mask, rotations, weights, False
+            )[0]
+            return {key: result[key] - plain[key] for key in result}
+        return result
 
     @torch.jit.export
     def evaluate_grid(

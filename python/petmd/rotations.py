@@ -73,11 +73,15 @@ def _grid_degree(name: str) -> Tuple[int, bool]:
     raise RuntimeError("unknown rotation grid '" + name + "': use 0, i, L or Li with L >= 1 (e.g. 2, 2i, 3i)")
 
 
+def _rotation_count(degree: int, inversion: bool) -> int:
+    size = 1 if degree == 0 else (2 * degree - 1) * (2 * degree - 1) * degree
+    return 2 * size if inversion else size
+
+
 def grid_size(name: str) -> int:
     """Number of rotations in grid ``name``, without building it. Raises for a name that is no grid."""
     degree, inversion = _grid_degree(name)
-    size = 1 if degree == 0 else (2 * degree - 1) * (2 * degree - 1) * degree
-    return 2 * size if inversion else size
+    return _rotation_count(degree, inversion)
 
 
 def check_grid_size(name: str, size: int) -> None:
@@ -97,8 +101,8 @@ def check_grid_size(name: str, size: int) -> None:
 def named_grid(name: str) -> Tuple[torch.Tensor, torch.Tensor]:
     """Grid by name: ``0`` (identity), ``i`` (identity and inversion), ``L`` or ``Li`` (L ≥ 1; ``i`` adds the inversion
     of every rotation). Raises for anything else and for grids beyond max_grid_rotations()."""
-    check_grid_size(name, grid_size(name))
     degree, inversion = _grid_degree(name)
+    check_grid_size(name, _rotation_count(degree, inversion))
     if degree == 0:
         rotations, weights = torch.eye(3, dtype=torch.float64).unsqueeze(0), torch.ones(1, dtype=torch.float64)
     else:

@@ -24,7 +24,6 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 import yaml
-from ase.data import chemical_symbols
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
@@ -33,7 +32,7 @@ from .atomic import atomic_output
 from .batch import Frame, batches_by_atom_budget, collate, random_rotations
 from .checkpoint import CheckpointState, _debug_kill, load_checkpoint, save_checkpoint
 from .config import Config
-from .data import default_data_path, load_frames, split_indices
+from .data import default_data_path, element_symbol, load_frames, split_indices
 from .errors import PetmdError
 from .model import PET
 from .model.composition import fit_composition_energies
@@ -186,7 +185,7 @@ class Trainer:
             if unseen:
                 raise PetmdError(
                     f"data: validation frame {int(i) * d.stride} of {d.path} holds "
-                    f"{' '.join(chemical_symbols[z] for z in unseen)}, which no training frame holds, so the model "
+                    f"{' '.join(element_symbol(z) for z in unseen)}, which no training frame holds, so the model "
                     "cannot learn it (its composition energy would be 0): add training frames with it, or change "
                     "data.split_seed or data.validation_indices"
                 )
