@@ -81,9 +81,8 @@ def test_gas_phase_example_angular_momentum(tmp_path):
     assert (tmp_path / "angmom.png").stat().st_size > 0
 
 
-@pytest.mark.slow
-def test_ice_ih_example(tmp_path):
-    summary = run_example("ice-ih", tmp_path)
+def check_ice_summary(summary: dict) -> None:
+    """The ice example's short form (run by the study's --short): three relaxed 32-molecule cells and NPT."""
     cells = summary["cells"]
     assert len(cells) == 3 and {c["molecules"] for c in cells} == {32}
     for c in cells:
@@ -97,6 +96,41 @@ def test_ice_ih_example(tmp_path):
 
 
 @pytest.mark.slow
+def test_study_short_form_runs_every_stage_and_resumes(tmp_path, scan_data_path):
+    """examples/study/run.py --short: liquid (equilibration, plain, grid 2i by MTS, ECSE), gas phase (five modes),
+    ice (the ice example's short form); observables, verdicts, the report; a second call finds everything done."""
+    report = tmp_path / "docs" / "study.md"
+    command = [sys.executable, str(ROOT / "examples" / "study" / "run.py"), "--short", "-o", str(tmp_path)]
+    first = subprocess.run(command + ["--report", str(report)], capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, f"study failed:\n{first.stdout[-3000:]}\n{first.stderr[-3000:]}"
+    study = json.loads((tmp_path / "study.json").read_text())
+    assert study["complete"] == {"liquid": True, "gas": True, "ice": True}
+    liquid = study["liquid"]["kinds"]
+    assert set(liquid) == {"plain", "grid-2i-mts8", "ecse"}
+    for kind in liquid.values():
+        assert kind["segments"] == kind["of"] == 2 and kind["time_ps"] == pytest.approx(0.032)
+        assert 200 < kind["temperature"]["value"] < 400 and 2.55 < kind["g_OO_peak"]["r"] < 3.0
+        assert 0 < kind["symmetry_error_meV_per_A"]["value"] < 200 and kind["throughput"]["ps_per_hour"] > 0
+    pairs = {(c["reference"], c["run"]) for c in study["liquid"]["comparisons"]}
+    assert pairs == {("plain", "ecse"), ("plain", "grid-2i-mts8"), ("ecse", "grid-2i-mts8")}
+    observables = {r["observable"] for r in study["liquid"]["comparisons"][0]["rows"]}
+    assert {"g_OO", "c_L", "c_T", "orientation_F", "msd_O", "c_uu", "conserved_drift"} <= observables
+    gas = study["gas"]["kinds"]
+    assert set(gas) == {"plain", "grid-2i", "random", "ecse", "grid-2i-mts4"}
+    assert gas["plain"]["L_final"] > 1e-4 and gas["grid-2i"]["L_max"] < 1e-2 * gas["plain"]["L_final"]
+    assert gas["ecse"]["L_max"] < 1e-2 * gas["plain"]["L_final"]
+    check_ice_summary(study["ice"])
+    text = report.read_text()
+    for heading in ("## Liquid water", "## The isolated molecule", "## Ice Ih", "Published:"):
+        assert heading in text
+    for png in ("liquid-rdf.png", "liquid-dynamics.png", "gas-angular-momentum.png", "ice.png"):
+        assert (report.parent / "study" / png).stat().st_size > 0 and f"study/{png}" in text
+    again = subprocess.run(command + ["--stages", "liquid", "gas"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "$ (cd" not in again.stdout  # no segment ran again
+    assert json.loads((tmp_path / "study.json").read_text())["liquid"]["kinds"]["ecse"]["segments"] == 2
+
+
+@pytest.mark.slow
 def test_large_water_example_on_two_ranks(tmp_path, scan_data_path):
     summary = run_example("large-water", tmp_path, "--steps", "2")
     assert summary["atoms"] == 24000 and summary["ranks"] == 2 and summary["steps"] == 2
@@ -104,7 +138,7 @@ def test_large_water_example_on_two_ranks(tmp_path, scan_data_path):
 
 
 def test_example_scripts_refuse_a_missing_model(tmp_path):
-    for name in ("liquid-water", "gas-phase", "ice-ih", "large-water"):
+    for name in ("liquid-water", "gas-phase", "ice-ih", "large-water", "study"):
         result = subprocess.run(
             [sys.executable, str(ROOT / "examples" / name / "run.py"), "--model", str(tmp_path / "nope.pt")],
             capture_output=True,

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from petmd.atomic import atomic_output
 from petmd.helpers.example_cli import example_parser, parse_example_args
 from petmd.helpers.lammps_run import read_thermo, run_lammps
 from petmd.helpers.report import format_rows, plot_thermo, summary_rows
+from petmd.helpers.segments import SegmentedRun
 from petmd.helpers.structures import ice_ih, write_lammps_data
 from petmd.tables import Column, column_table
 
@@ -35,6 +37,7 @@ LONG_CELLS = [
     ((3, 2, 2), (1, 2, 3, 4)),
 ]
 SHORT_NPT, LONG_NPT = 400, 20000
+NPT_SEGMENT = 4000  # steps per resumable segment of the NPT run
 NPT_COLUMNS = {
     "Temp": ("temperature", 1.0, "K"),
     "Press": ("pressure", 1e-3, "kbar"),
@@ -46,8 +49,24 @@ NPT_COLUMNS = {
 
 
 def relax(out: Path, model: Path, replicate, seed: int, grid_iterations: int) -> dict:
+    """Both relaxations of one cell; a cell already relaxed with the same model and settings (its result.json) is
+    read back instead, so that a killed --long run resumes at the cell it stopped in."""
     name = f"ice-{'x'.join(map(str, replicate))}-seed{seed}"
     folder = out / name
+    settings = {"model": str(model.resolve()), "grid_iterations": grid_iterations}
+    cached = folder / "result.json"
+    if cached.exists():
+        result = json.loads(cached.read_text())
+        if result.pop("settings", None) == settings:
+            return result
+    result = relax_cell(folder, model, replicate, seed, grid_iterations)
+    with atomic_output(cached, "w") as fh:
+        json.dump(dict(result, settings=settings), fh, indent=1)
+    return result
+
+
+def relax_cell(folder: Path, model: Path, replicate, seed: int, grid_iterations: int) -> dict:
+    name = folder.name
     atoms = ice_ih(replicate, seed)
     write_lammps_data(atoms, folder / "ice.data")
     n_mol = len(atoms) // 3
@@ -175,15 +194,16 @@ def main(argv=None) -> dict:
     largest = max(cells, key=lambda c: (c["molecules"], -c["seed"]))
     npt_dir = out / largest["cell"]
     npt_steps = args.npt_steps or (LONG_NPT if args.long else SHORT_NPT)
-    npt_wall = run_lammps(
-        HERE / "npt.lammps",
-        npt_dir,
-        {"model": args.model.resolve(), "data": "relaxed-plain.data", "steps": npt_steps},
-        ranks=args.ranks,
-        log="npt.log",
-        quiet=True,
+    segments = max(1, npt_steps // NPT_SEGMENT)  # resumable: a killed run continues from its last segment
+    if npt_steps % segments:
+        parser.error(f"--npt-steps {npt_steps} must be a multiple of {segments} (segments of ~{NPT_SEGMENT} steps)")
+    variables = {"model": args.model.resolve(), "data": (npt_dir / "relaxed-plain.data").resolve()}
+    run = SegmentedRun(
+        npt_dir / "npt", HERE / "npt.lammps", dict(variables, steps=npt_steps // segments), segments, ranks=args.ranks
     )
-    npt = read_thermo(npt_dir / "npt.log")[-1]
+    run.run()
+    npt_wall = run.wall_s
+    npt = run.thermo()
     npt_rows = summary_rows(npt, NPT_COLUMNS)
     plot_thermo(
         npt,

@@ -1,0 +1,219 @@
+"""Analysis of the study's runs: `petmd observables` on each run's segments, the on-the-fly symmetry error and the
+throughput from the logs, `petmd compare` verdicts between the ways of running the potential, and the ice stage
+(examples/ice-ih/run.py, resumed per stage)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import runs as study_runs
+
+from petmd.errors import PetmdError
+from petmd.helpers.segments import SegmentedRun
+from petmd.observables.analyze import Options, analyze
+from petmd.observables.blocks import mean_estimate
+from petmd.observables.compare import compare_runs, write_report
+from petmd.observables.output import write_outputs
+from petmd.observables.structure import first_shell
+
+# pairs (reference, run) of `petmd compare`: the question of the study, then whether MTS does the job of full
+# symmetrization (ECSE: exact, every step)
+LIQUID_COMPARISONS = [("plain", "ecse"), ("plain", "grid-2i-mts8"), ("ecse", "grid-2i-mts8")]
+GAS_REFERENCE = "grid-2i"
+ICE_SCRIPT = study_runs.EXAMPLES / "ice-ih" / "run.py"
+
+
+def estimate(values: np.ndarray, scale: float = 1.0) -> dict:
+    mean, err, blocks = mean_estimate(np.asarray(values, float) * scale, 5)
+    return {"value": float(mean), "err": float(err), "n_blocks": int(blocks)}
+
+
+def throughput(run: SegmentedRun, n_atoms: int) -> dict:
+    steps = int(run.variables["steps"])  # steps of 0.5 fs per segment
+    per_segment = run.wall_s / max(run.done, 1)
+    return {
+        "wall_s": run.wall_s,
+        "s_per_step": per_segment / steps,
+        "ps_per_hour": 3600 * steps * 0.0005 / per_segment,
+        "atom_steps_per_s": n_atoms * steps / per_segment,
+    }
+
+
+def observables_of(run: SegmentedRun, discard_ps: float) -> dict:
+    """`petmd observables` of the recorded segments, written into RUN/observables."""
+    time_ps = run.done * int(run.variables["steps"]) * 0.0005
+    discard = discard_ps if time_ps > 3 * discard_ps else 0.0
+    paths = [str(p) for p in run.dumps + run.logs]
+    result = analyze(paths, Options(discard=discard, progress=False))
+    write_outputs(result, run.folder / "observables")
+    result["discarded_ps"] = discard
+    return result
+
+
+def scalar(result: dict, key: str) -> Optional[dict]:
+    entry = result.get(key)
+    return {k: entry[k] for k in ("value", "err", "unit") if k in entry} if entry else None
+
+
+def liquid_kind(run: SegmentedRun, kind: study_runs.Kind, lengths: study_runs.Lengths) -> dict:
+    result = observables_of(run, lengths.discard_ps)
+    thermo = run.thermo()
+    peak, minimum, coordination = first_shell(result["g_OO"], after=2.0)
+    k = int(np.argmin(np.abs(np.asarray(result["g_OO"]["r"]) - peak)))
+    return {
+        "mode": kind.mode,
+        "mts": kind.mts,
+        "segments": run.done,
+        "of": run.segments,
+        "time_ps": float(thermo["Time"][-1]),
+        "discarded_ps": result["discarded_ps"],
+        "throughput": throughput(run, result["system"]["n_atoms"]),
+        "temperature": scalar(result, "temperature"),
+        "potential_energy": scalar(result, "potential_energy"),
+        "pressure": scalar(result, "pressure"),
+        "diffusion_O": scalar(result, "diffusion_O"),
+        "conserved_drift": scalar(result, "conserved_drift"),
+        "g_OO_peak": {"r": peak, "g": float(result["g_OO"]["g"][k]), "minimum": minimum, "n": coordination},
+        "symmetry_error_meV_per_atom": estimate(thermo["c_sym[1]"], 1e3),
+        "symmetry_error_meV_per_A": estimate(thermo["c_sym[2]"], 1e3),
+        "observables": str(run.folder / "observables"),
+    }
+
+
+def compare(out: Path, folders: Dict[str, str], pairs) -> List[dict]:
+    """`petmd compare` of each (reference, run) pair whose observables exist, with report.md in
+    OUT/compare/RUN-vs-REFERENCE; and one overlay of all runs (figures only) in OUT/compare/all."""
+    verdicts = []
+    for reference, name in pairs:
+        if reference not in folders or name not in folders:
+            continue
+        result = compare_runs([folders[reference], folders[name]], names=[reference, name], force=True)
+        write_report(result, out / "compare" / f"{name}-vs-{reference}")
+        rows = result["json"]["comparisons"][0]["rows"]
+        verdicts.append({"reference": reference, "run": name, "rows": rows})
+    if len(folders) > 2:
+        names = list(folders)
+        write_report(compare_runs([folders[n] for n in names], names=names, force=True), out / "compare" / "all")
+    return verdicts
+
+
+def analyse_liquid(out: Path, model: Path, lengths: study_runs.Lengths) -> dict:
+    runs = study_runs.liquid_runs(out, model, lengths)
+    kinds = {}
+    for kind in study_runs.LIQUID_KINDS:
+        run = runs[kind.name]
+        if run.done:
+            kinds[kind.name] = liquid_kind(run, kind, lengths)
+    folders = {name: entry["observables"] for name, entry in kinds.items()}
+    return {
+        "equilibration": {"segments": runs["equilibration"].done, "wall_s": runs["equilibration"].wall_s},
+        "kinds": kinds,
+        "comparisons": compare(out / "liquid", folders, LIQUID_COMPARISONS),
+    }
+
+
+def gas_kind(run: SegmentedRun, kind: study_runs.Kind) -> dict:
+    result = observables_of(run, 0.0)
+    thermo = run.thermo()
+    angular = result["angular_momentum"]
+    return {
+        "mode": kind.mode,
+        "mts": kind.mts,
+        "segments": run.done,
+        "of": run.segments,
+        "time_ps": float(thermo["Time"][-1]),
+        "throughput": throughput(run, 3),
+        "L_final": float(thermo["v_L"][-1]),
+        "L_max": float(thermo["v_L"].max()),
+        "L_norm_drift": angular["L_norm_drift"],
+        "mean_abs_torque": angular.get("mean_abs_torque"),
+        "torque_max_eV": float(thermo["v_tau"].max()),
+        "energy_drift_meV": float(1e3 * (thermo["TotEng"][-1] - thermo["TotEng"][0])),
+        "symmetry_error_meV_per_A": estimate(thermo["c_sym[2]"], 1e3),
+        "series": {"time_ps": thermo["Time"].tolist(), "L": thermo["v_L"].tolist(), "torque": thermo["v_tau"].tolist()},
+        "observables": str(run.folder / "observables"),
+    }
+
+
+def analyse_gas(out: Path, model: Path, lengths: study_runs.Lengths) -> dict:
+    runs = study_runs.gas_runs(out, model, lengths)
+    kinds = {kind.name: gas_kind(runs[kind.name], kind) for kind in study_runs.GAS_KINDS if runs[kind.name].done}
+    folders = {name: entry["observables"] for name, entry in kinds.items()}
+    pairs = [(GAS_REFERENCE, name) for name in kinds if name != GAS_REFERENCE]
+    return {"kinds": kinds, "comparisons": compare(out / "gas", folders, pairs)}
+
+
+def run_ice(out: Path, model: Path, short: bool, deadline: Optional[float]) -> bool:
+    """The ice stage: examples/ice-ih/run.py (--long unless short) into OUT/ice. That script resumes by itself
+    (relaxed cells are kept, NPT runs in segments), so running it again after a kill continues it."""
+    if deadline is not None and time.monotonic() > deadline:
+        return (out / "ice" / "summary.json").exists()
+    command = [sys.executable, str(ICE_SCRIPT), "--model", str(model.resolve()), "-o", str(out / "ice")]
+    if subprocess.run(command + ([] if short else ["--long"])).returncode != 0:
+        raise PetmdError(f"the ice stage ({ICE_SCRIPT}) failed: its output above says why")
+    return True
+
+
+def analyse(out: Path, model: Path, lengths: study_runs.Lengths, stages) -> dict:
+    results: dict = {
+        "model": str(model),
+        "lengths": asdict(lengths),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    if "liquid" in stages:
+        results["liquid"] = analyse_liquid(out, model, lengths)
+    if "gas" in stages:
+        results["gas"] = analyse_gas(out, model, lengths)
+    summary = out / "ice" / "summary.json"
+    if "ice" in stages and summary.exists():
+        results["ice"] = json.loads(summary.read_text())
+    return results
+
+
+def _pm(entry: Optional[dict], scale: float = 1.0, digits: str = ".4g") -> str:
+    if not entry or entry.get("value") is None:
+        return "—"
+    return f"{scale * entry['value']:{digits}} ± {scale * entry['err']:.2g}"
+
+
+def summary_text(results: dict) -> str:
+    lines = []
+    liquid = results.get("liquid")
+    if liquid:
+        lines.append("liquid water, 64 molecules, 300 K (± block-average standard errors)")
+        for name, k in liquid["kinds"].items():
+            lines.append(
+                f"  {name:<14} {k['time_ps']:6.2f} ps ({k['segments']}/{k['of']} segments)  T {_pm(k['temperature'])} K"
+                f"  D_O {_pm(k['diffusion_O'])} Å²/ps  drift {_pm(k['conserved_drift'])} meV/atom/ps"
+                f"  sym. err. {_pm(k['symmetry_error_meV_per_A'])} meV/Å"
+            )
+        for c in liquid["comparisons"]:
+            differs = [r["observable"] for r in c["rows"] if r["verdict"] == "differs"]
+            verdict = f"differs in {', '.join(differs)}" if differs else "consistent"
+            lines.append(f"  {c['run']} vs {c['reference']}: {verdict}")
+    gas = results.get("gas")
+    if gas:
+        lines.append("isolated molecule, NVE from rest")
+        for name, k in gas["kinds"].items():
+            lines.append(
+                f"  {name:<14} {k['time_ps']:6.2f} ps  |L| end {k['L_final']:.3g} amu Å²/ps  "
+                f"mean |torque| {_pm(k['mean_abs_torque'], digits='.3g')} eV  ΔE {k['energy_drift_meV']:.3g} meV"
+            )
+    ice = results.get("ice")
+    if ice:
+        lines.append("ice Ih proton disorder (meV/molecule)")
+        for s in ice["sizes"]:
+            lines.append(
+                f"  {s['molecules']:4d} mol × {s['cells']} orders: spread {s['spread_plain_meV_per_mol']:.3f} plain, "
+                f"{s['spread_grid2i_meV_per_mol']:.3f} grid 2i; symmetry error {s['mean_sym_err_meV_per_mol']:.3f}"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,188 @@
+"""docs/study.md from the study's outputs (study.json and the folders it names): tables of every observable with its
+error, the `petmd compare` verdicts, the published finding beside them, and PNG figures copied next to the report
+(docs/study/)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+# what Langer, Pozdnyakov & Ceriotti (2024, arXiv:2406.17747) report, per part of the comparison
+PUBLISHED = {
+    "liquid": "bulk liquid water: no effect of the symmetry breaking beyond statistical noise on structure (g(r), "
+    "dipole correlations), dynamics or the lab-frame orientation distribution ('negligible consequences in the "
+    "interpolative, bulk regime')",
+    "gas": "isolated molecule: the total angular momentum is not conserved by the unsymmetrized model (noticeable "
+    "artifacts), yet the dynamics stay stable; symmetrization removes the spin-up",
+    "ice": "ice Ih: the symmetry error is small against the energy differences between proton orders",
+}
+REGENERATE = "python examples/study/run.py --analyse --report docs/study.md"
+
+
+def _pm(entry: Optional[dict], scale: float = 1.0, digits: str = ".4g") -> str:
+    if not entry or entry.get("value") is None:
+        return "—"
+    return f"{scale * entry['value']:{digits}} ± {scale * entry['err']:.2g}"
+
+
+def _table(header: List[str], rows: List[List[str]]) -> List[str]:
+    def line(cells: List[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"  # |z|, |L| inside a cell
+
+    return [line(header), "|" + "---|" * len(header)] + [line(row) for row in rows]
+
+
+def _copy(source: Path, figures: Path, name: str) -> Optional[str]:
+    if not source.exists():
+        return None
+    figures.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, figures / name)
+    return f"{figures.name}/{name}"
+
+
+def liquid_section(liquid: dict, out: Path, figures: Path) -> List[str]:
+    kinds = liquid["kinds"]
+    lines = ["## Liquid water: 64 molecules, 300 K", ""]
+    rows = []
+    for name, k in kinds.items():
+        g = k["g_OO_peak"]
+        rows.append(
+            [
+                name,
+                f"{k['time_ps']:.2f} ({k['segments']}/{k['of']})",
+                _pm(k["temperature"]),
+                _pm(k["potential_energy"], 1.0, ".6f"),
+                _pm(k["pressure"], 1e-3),
+                f"{g['g']:.3f} at {g['r']:.2f} Å, n {g['n']:.2f}",
+                _pm(k["diffusion_O"]),
+                _pm(k["conserved_drift"]),
+                _pm(k["symmetry_error_meV_per_A"]),
+                f"{k['throughput']['ps_per_hour']:.2f}",
+            ]
+        )
+    header = ["run", "ps (segments)", "T (K)", "PE (eV/atom)", "p (kbar)", "g_OO peak", "D_O (Å²/ps)"]
+    header += ["drift (meV/atom/ps)", "network's sym. err. (meV/Å)", "ps per hour"]
+    lines += _table(header, rows)
+    lines += ["", f"Published: {PUBLISHED['liquid']}.", ""]
+    for png in ("rdf.png", "dipole.png", "dynamics.png"):
+        link = _copy(out / "liquid" / "compare" / "all" / png, figures, f"liquid-{png}")
+        if link:
+            lines.append(f"![{png}]({link})")
+    lines.append("")
+    for c in liquid["comparisons"]:
+        lines += [f"### {c['run']} against {c['reference']} (`petmd compare`)", ""]
+        rows = [[r["observable"], _difference(r), f"{r['p']:.2g}", r["verdict"]] for r in c["rows"]]
+        lines += _table(["observable", "difference", "p", "verdict"], rows) + [""]
+    return lines
+
+
+def _difference(row: dict) -> str:
+    """A comparison row's difference: run − reference ± combined error for scalars; for curves and maps the rms
+    difference and the largest |z| over the points."""
+    if row["kind"] == "scalar":
+        return f"{row['difference']:.3g} ± {row['combined_err']:.2g} (|z| {abs(row['z']):.2f})"
+    at = f" at {row['at']:.3g}" if row.get("at") is not None else ""
+    return f"rms {row['rms_difference']:.3g}; max |z| {row['max_abs_z']:.2f}{at} over {row['points']} points"
+
+
+def gas_figure(gas: dict, png: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for name, k in gas["kinds"].items():
+        t = np.array(k["series"]["time_ps"])
+        axes[0].semilogy(t, np.maximum(k["series"]["L"], 1e-16), label=name, lw=1)
+        axes[1].semilogy(t, np.maximum(k["series"]["torque"], 1e-18), label=name, lw=1)
+    axes[0].set_ylabel("|L| (amu Å²/ps)")
+    axes[1].set_ylabel("|net torque| (eV)")
+    for ax in axes:
+        ax.set_xlabel("time (ps)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("one water molecule, NVE from rest", fontsize=9)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
+def gas_section(gas: dict, figures: Path) -> List[str]:
+    lines = ["## The isolated molecule: NVE from rest", ""]
+    rows = [
+        [
+            name,
+            f"{k['time_ps']:.2f}",
+            f"{k['L_final']:.3g}",
+            _pm(k["L_norm_drift"], digits=".3g"),
+            _pm(k["mean_abs_torque"], digits=".3g"),
+            f"{k['energy_drift_meV']:.3g}",
+            f"{k['throughput']['s_per_step'] * 1e3:.1f}",
+        ]
+        for name, k in gas["kinds"].items()
+    ]
+    header = ["run", "ps", "|L| end (amu Å²/ps)", "d|L|/dt (amu Å²/ps²)", "mean |torque| (eV)", "ΔE_tot (meV)"]
+    lines += _table(header + ["ms per step"], rows)
+    lines += ["", f"Published: {PUBLISHED['gas']}.", ""]
+    gas_figure(gas, figures / "gas-angular-momentum.png")
+    lines += [f"![angular momentum]({figures.name}/gas-angular-momentum.png)", ""]
+    for c in gas["comparisons"]:
+        differs = [r["observable"] for r in c["rows"] if r["verdict"] == "differs"]
+        verdict = f"differs in {', '.join(differs)}" if differs else "consistent in every observable"
+        lines.append(f"- {c['run']} against {c['reference']}: {verdict}")
+    return lines + [""]
+
+
+def ice_section(ice: dict, out: Path, figures: Path) -> List[str]:
+    lines = ["## Ice Ih: proton disorder against the symmetry error", ""]
+    rows = [
+        [
+            str(s["molecules"]),
+            str(s["cells"]),
+            f"{s['spread_plain_meV_per_mol']:.3f}",
+            f"{s['std_plain_meV_per_mol']:.3f}",
+            f"{s['spread_grid2i_meV_per_mol']:.3f}",
+            f"{s['mean_sym_err_meV_per_mol']:.3f}",
+            str(s["same_energy_order"]),
+        ]
+        for s in ice["sizes"]
+    ]
+    header = ["molecules", "proton orders", "spread plain", "std plain", "spread grid 2i", "sym. err.", "same order"]
+    lines += _table(header, rows) + ["", "(meV per molecule)", ""]
+    npt = ice.get("npt")
+    if npt:
+        thermo = npt["thermo"]
+        cells = ", ".join(f"{key} {_pm(thermo[key])} Å" for key in ("Lx", "Ly", "Lz") if key in thermo)
+        lines.append(f"NPT 250 K, 1 bar, {npt['cell']}: density {_pm(thermo.get('density'))} g/cm³; {cells}.")
+    lines += ["", f"Published: {PUBLISHED['ice']}.", ""]
+    link = _copy(out / "ice" / "ice.png", figures, "ice.png")
+    if link:
+        lines += [f"![ice]({link})", ""]
+    return lines
+
+
+def write(results: dict, report: Path, out: Path) -> Path:
+    figures = report.with_suffix("")  # docs/study.md → docs/study/
+    lines = [
+        "# The study's comparison: plain against symmetrized PET",
+        "",
+        f"Generated by `{REGENERATE}` from the outputs of `examples/study/run.py`; model "
+        f"`{Path(results['model']).name}`, {results['machine']}, {results['date']}. Errors are block-average standard "
+        "errors (5 blocks).",
+        "",
+    ]
+    if "liquid" in results:
+        lines += liquid_section(results["liquid"], out, figures)
+    if "gas" in results:
+        lines += gas_section(results["gas"], figures)
+    if "ice" in results:
+        lines += ice_section(results["ice"], out, figures)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text("\n".join(lines) + "\n")
+    return report

@@ -1,0 +1,80 @@
+#!/usr/bin/env python
+"""The study's comparison of plain and symmetrized PET (Langer, Pozdnyakov & Ceriotti 2024) at full length: liquid
+water (plain, grid 2i by multiple time stepping, ECSE), ice Ih proton disorder, and the isolated molecule. Runs,
+resumes and analyses; `--report docs/study.md` writes the report from the outputs.
+
+    python examples/study/run.py --short                      # every stage on tiny lengths (~3 min on 2 cores)
+    python examples/study/run.py --hours 2                    # runs for ~2 h, then analyses what is done
+    python examples/study/run.py --stages liquid --analyse    # analyse what the liquid runs have so far
+    python examples/study/run.py --analyse --report docs/study.md
+
+Every MD run is a chain of segments with LAMMPS restart files (petmd.helpers.segments): kill it at any time and run
+the same command again to continue. Long runs: give them one core at low priority, e.g.
+`taskset -c 1 nice -n 19 python examples/study/run.py --hours 3`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import analysis
+import runs as study_runs
+
+from petmd.errors import PetmdError
+from petmd.helpers.example_cli import example_parser, parse_example_args
+
+HERE = Path(__file__).resolve().parent
+STAGES = ["liquid", "gas", "ice"]
+
+
+def run_stages(args, lengths: study_runs.Lengths, deadline) -> dict:
+    """Run what is not done yet; returns {stage: whether its runs are complete}."""
+    complete = {}
+    if "liquid" in args.stages:
+        liquid = study_runs.liquid_runs(args.output, args.model, lengths)
+        complete["liquid"] = study_runs.run_round_robin(list(liquid.values()), deadline)
+    if "gas" in args.stages:
+        gas = study_runs.gas_runs(args.output, args.model, lengths)
+        complete["gas"] = study_runs.run_round_robin(list(gas.values()), deadline)
+    if "ice" in args.stages:
+        complete["ice"] = analysis.run_ice(args.output, args.model, short=args.short, deadline=deadline)
+    return complete
+
+
+def main(argv=None) -> dict:
+    parser = example_parser(__doc__, HERE)
+    parser.add_argument("--short", action="store_true", help="tiny lengths: a check that every stage runs (CI)")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=STAGES, help="stages to run and analyse")
+    parser.add_argument(
+        "--hours", type=float, help="start no new MD segment after this many hours (default: run to the end)"
+    )
+    parser.add_argument("--analyse", action="store_true", help="run nothing: analyse the outputs there are")
+    parser.add_argument("--report", type=Path, metavar="MD", help="write the report (docs/study.md) from the outputs")
+    args = parse_example_args(parser, argv)
+    if args.hours is not None and args.hours < 0:
+        parser.error(f"--hours must be ≥ 0 (got {args.hours})")
+    lengths = study_runs.SHORT if args.short else study_runs.FULL
+    start = time.monotonic()
+    deadline = start + 3600 * args.hours if args.hours is not None else None
+    complete = {} if args.analyse else run_stages(args, lengths, deadline)
+    results = analysis.analyse(args.output, args.model, lengths, args.stages)
+    results["complete"] = complete
+    results["wall_s"] = time.monotonic() - start
+    (args.output / "study.json").write_text(json.dumps(results, indent=1))
+    print(analysis.summary_text(results))
+    if args.report:
+        import report
+
+        report.write(results, args.report, args.output)
+        print(f"report written to {args.report}")
+    return results
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except PetmdError as error:
+        sys.exit(f"error: {error}")

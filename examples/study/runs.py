@@ -1,0 +1,131 @@
+"""The MD runs of the study, each a chain of resumable segments (petmd.helpers.segments): liquid water (a shared
+plain equilibration, then plain, grid 2i by multiple time stepping and ECSE production runs) and the isolated
+molecule (NVE from rest in every symmetrization mode)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from petmd.helpers.segments import SegmentedRun
+from petmd.helpers.structures import liquid_water, write_lammps_data
+
+EXAMPLES = Path(__file__).resolve().parents[1]
+PAIR_FILE = EXAMPLES / "pair-pet.lammps"
+LIQUID_INPUT = EXAMPLES / "liquid-water" / "nvt.lammps"
+GAS_INPUT = EXAMPLES / "gas-phase" / "molecule.lammps"
+GAS_DATA = EXAMPLES / "gas-phase" / "water-molecule.data"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One way of running the potential: pair_style pet's symmetrize mode, and the r-RESPA factor that applies its
+    correction every mts-th step (1: the mode every step)."""
+
+    name: str  # folder and label
+    mode: str
+    mts: int = 1
+
+
+LIQUID_KINDS = [Kind("plain", "none"), Kind("grid-2i-mts8", "grid 2i", 8), Kind("ecse", "ecse")]
+GAS_KINDS = [
+    Kind("plain", "none"),
+    Kind("grid-2i", "grid 2i"),
+    Kind("random", "random"),
+    Kind("ecse", "ecse"),
+    Kind("grid-2i-mts4", "grid 2i", 4),
+]
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """Run lengths in steps of 0.5 fs (multiples of every mts and of the sampling intervals)."""
+
+    equilibration: int  # per segment; 2 segments
+    liquid_segment: int
+    liquid_segments: int
+    liquid_sample: int  # dump and thermo interval
+    symmetry_every: int  # compute pet/symmetry interval
+    gas_segment: int
+    gas_segments: int
+    gas_sample: int
+    discard_ps: float  # liquid production left out of the observables
+
+
+FULL = Lengths(2000, 2000, 10, 40, 200, 4000, 5, 20, 1.0)
+SHORT = Lengths(24, 32, 2, 8, 32, 40, 2, 20, 0.0)
+
+
+def liquid_runs(out: Path, model: Path, lengths: Lengths) -> Dict[str, SegmentedRun]:
+    """The equilibration (plain, CSVR τ = 0.1 ps) and, from its end, the production runs (CSVR τ = 1 ps, which
+    leaves the dynamics of 192 atoms all but untouched); keyed by kind name."""
+    folder = out / "liquid"
+    data = folder / "water.data"
+    if not data.exists():
+        write_lammps_data(liquid_water(), data)
+    common = {
+        "model": model.resolve(),
+        "data": data.resolve(),
+        "pairfile": PAIR_FILE,
+        "symgrid": "2",
+        "symevery": lengths.symmetry_every,
+        "dumpevery": lengths.liquid_sample,
+        "thermoevery": lengths.liquid_sample,
+    }
+    equilibration = SegmentedRun(
+        folder / "equilibration",
+        LIQUID_INPUT,
+        dict(common, steps=lengths.equilibration, mode="none", mts=1, tau=0.1),
+        segments=2,
+    )
+    runs = {"equilibration": equilibration}
+    for kind in LIQUID_KINDS:
+        variables = dict(common, steps=lengths.liquid_segment, mode=kind.mode, mts=kind.mts, tau=1.0)
+        runs[kind.name] = SegmentedRun(
+            folder / kind.name,
+            LIQUID_INPUT,
+            variables,
+            segments=lengths.liquid_segments,
+            start_restart=_end_of(equilibration),
+        )
+    return runs
+
+
+def _end_of(run: SegmentedRun) -> Optional[Path]:
+    """The restart file a run will end with (known before it has run: the name of its last segment's restart)."""
+    return run.folder / run.name(run.segments - 1, "restart")
+
+
+def gas_runs(out: Path, model: Path, lengths: Lengths) -> Dict[str, SegmentedRun]:
+    """NVE of one molecule from its own minimum with zero linear and angular momentum, one run per mode."""
+    runs = {}
+    for kind in GAS_KINDS:
+        variables = {
+            "model": model.resolve(),
+            "data": GAS_DATA,
+            "pairfile": PAIR_FILE,
+            "mode": kind.mode,
+            "mts": kind.mts,
+            "steps": lengths.gas_segment,
+            "every": lengths.gas_sample,
+        }
+        runs[kind.name] = SegmentedRun(out / "gas" / kind.name, GAS_INPUT, variables, segments=lengths.gas_segments)
+    return runs
+
+
+def ready(run: SegmentedRun) -> bool:
+    """Whether the run can take its next segment: not complete, and the restart it starts from exists."""
+    return not run.complete and (run.done > 0 or run.start_restart is None or run.start_restart.exists())
+
+
+def run_round_robin(runs: List[SegmentedRun], deadline: Optional[float]) -> bool:
+    """One segment of each run in turn, so that every run has about the same length whenever the work stops
+    (a partial study compares like with like). Returns whether all runs are complete."""
+    while True:
+        pending = [run for run in runs if ready(run)]
+        if not pending:
+            return all(run.complete for run in runs)
+        for run in pending:
+            if not run.run(deadline, max_segments=1):
+                return False
