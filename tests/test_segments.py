@@ -18,7 +18,7 @@ from ase.io import read
 
 from petmd.errors import PetmdError
 from petmd.helpers.lammps_run import read_thermo
-from petmd.helpers.segments import SegmentedRun
+from petmd.helpers.segments import RunBusy, SegmentedRun
 from petmd.helpers.structures import write_lammps_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,3 +107,14 @@ def test_changed_settings_are_refused_and_a_longer_run_extends(tmp_path):
     longer = molecule_run(tmp_path / "m", segments=2)
     assert longer.done == 1 and longer.run() and longer.done == 2
     assert read_thermo(longer.logs[1])[-1]["Step"][-1] == 40
+
+
+def test_a_run_held_by_another_process_is_refused(tmp_path):
+    """Two processes on one run would overwrite each other's segments: the second is refused, and the lock goes
+    with the process that held it."""
+    holder = molecule_run(tmp_path / "m", segments=1)
+    holder.folder.mkdir(parents=True)
+    with holder._lock():
+        with pytest.raises(RunBusy, match="being run by another process"):
+            molecule_run(tmp_path / "m", segments=1).run()
+    assert molecule_run(tmp_path / "m", segments=1).run()

@@ -148,7 +148,10 @@ def analyse_gas(out: Path, model: Path, lengths: study_runs.Lengths) -> dict:
     kinds = {kind.name: gas_kind(runs[kind.name], kind) for kind in study_runs.GAS_KINDS if runs[kind.name].done}
     folders = {name: entry["observables"] for name, entry in kinds.items()}
     pairs = [(GAS_REFERENCE, name) for name in kinds if name != GAS_REFERENCE]
-    return {"kinds": kinds, "comparisons": compare(out / "gas", folders, pairs)}
+    comparisons = compare(out / "gas", folders, pairs)
+    for c in comparisons:  # one deterministic trajectory per mode: only the angular momentum is a fair test
+        c["rows"] = [row for row in c["rows"] if row["observable"].startswith("angular_momentum")]
+    return {"kinds": kinds, "comparisons": comparisons}
 
 
 def run_ice(out: Path, model: Path, short: bool, deadline: Optional[float]) -> bool:
@@ -169,6 +172,8 @@ def analyse(out: Path, model: Path, lengths: study_runs.Lengths, stages) -> dict
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "date": time.strftime("%Y-%m-%d"),
     }
+    invocations = out / "invocations.log"
+    results["invocations"] = invocations.read_text().splitlines() if invocations.exists() else []
     if "liquid" in stages:
         results["liquid"] = analyse_liquid(out, model, lengths)
     if "gas" in stages:

@@ -44,6 +44,12 @@ def run_stages(args, lengths: study_runs.Lengths, deadline) -> dict:
     return complete
 
 
+def log_invocation(out: Path, stages, hours) -> None:
+    """One line per call that runs anything (invocations.log): how often the study was started and resumed."""
+    with open(out / "invocations.log", "a") as fh:
+        fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} stages {' '.join(stages)} hours {hours}\n")
+
+
 def main(argv=None) -> dict:
     parser = example_parser(__doc__, HERE)
     parser.add_argument("--short", action="store_true", help="tiny lengths: a check that every stage runs (CI)")
@@ -59,6 +65,8 @@ def main(argv=None) -> dict:
     lengths = study_runs.SHORT if args.short else study_runs.FULL
     start = time.monotonic()
     deadline = start + 3600 * args.hours if args.hours is not None else None
+    if not args.analyse:
+        log_invocation(args.output, args.stages, args.hours)
     complete = {} if args.analyse else run_stages(args, lengths, deadline)
     results = analysis.analyse(args.output, args.model, lengths, args.stages)
     results["complete"] = complete

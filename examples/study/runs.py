@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from petmd.helpers.segments import SegmentedRun
+from petmd.helpers.segments import RunBusy, SegmentedRun
 from petmd.helpers.structures import liquid_water, write_lammps_data
 
 EXAMPLES = Path(__file__).resolve().parents[1]
@@ -121,11 +121,16 @@ def ready(run: SegmentedRun) -> bool:
 
 def run_round_robin(runs: List[SegmentedRun], deadline: Optional[float]) -> bool:
     """One segment of each run in turn, so that every run has about the same length whenever the work stops
-    (a partial study compares like with like). Returns whether all runs are complete."""
+    (a partial study compares like with like). Runs another process is running are left to it, so several
+    processes (one core each) can share a stage. Returns whether all runs are complete."""
+    busy: set = set()
     while True:
-        pending = [run for run in runs if ready(run)]
+        pending = [run for run in runs if ready(run) and run.folder not in busy]
         if not pending:
             return all(run.complete for run in runs)
         for run in pending:
-            if not run.run(deadline, max_segments=1):
-                return False
+            try:
+                if not run.run(deadline, max_segments=1):
+                    return False
+            except RunBusy:
+                busy.add(run.folder)

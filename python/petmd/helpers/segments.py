@@ -14,12 +14,14 @@ restart at 0, for a run that continues another run's restart file with other set
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import numpy as np
 
@@ -28,6 +30,11 @@ from ..errors import PetmdError
 from .lammps_run import read_thermo, run_lammps
 
 STATE_FILE = "segments.json"
+LOCK_FILE = ".lock"
+
+
+class RunBusy(PetmdError):
+    """Another process holds the run."""
 
 
 @dataclass
@@ -113,15 +120,32 @@ class SegmentedRun:
 
     def run(self, deadline: Optional[float] = None, max_segments: Optional[int] = None) -> bool:
         """Run the segments not yet recorded (at most ``max_segments`` of them), starting no new segment once
-        time.monotonic() passes ``deadline``. Returns False when the deadline stopped it."""
+        time.monotonic() passes ``deadline``. Returns False when the deadline stopped it. Raises RunBusy when
+        another process is running this run (two would overwrite each other's segments)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        ran = 0
-        while not self.complete and (max_segments is None or ran < max_segments):
-            if deadline is not None and time.monotonic() > deadline:
-                return False
-            self._run_segment(self.done)
-            ran += 1
+        with self._lock():
+            self.records = self._read_state()  # another process may have added segments since
+            ran = 0
+            while not self.complete and (max_segments is None or ran < max_segments):
+                if deadline is not None and time.monotonic() > deadline:
+                    return False
+                self._run_segment(self.done)
+                ran += 1
         return True
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        """An exclusive lock on the run's folder for as long as this process runs it (released by the kernel if the
+        process dies, so a killed run never stays locked)."""
+        with open(self.folder / LOCK_FILE, "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunBusy(f"{self.folder} is being run by another process; wait for it or stop it first") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def _run_segment(self, k: int) -> None:
         restart_in = self.last_restart or self.start_restart
