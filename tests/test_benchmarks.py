@@ -120,3 +120,13 @@ def test_mts_cost_reports_every_mode(tmp_path, scan_data_path):
     rows = json.loads(out.read_text())["rows"]
     assert [r["mode"] for r in rows] == ["plain", "grid 2i", "ecse", "MTS n=4", "MTS n=8", "MTS n=16"]
     assert all(r["s_per_0.5fs"] > 0 for r in rows) and "| 192 | MTS n=16 |" in result.stdout
+
+
+@pytest.mark.slow
+def test_distributed_training_compares_one_and_two_processes(scan_data_path):
+    result = run_benchmark("distributed_training.py", "--frames", 12, "--steps", 2, "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert [(r["processes"], r["threads_each"]) for r in report["rows"]][0] == (1, report["cores"])
+    assert [r["processes"] for r in report["rows"]] == [1, 2] and report["rows"][0]["efficiency"] == 1.0
+    assert all(r["atoms_per_s"] > 0 for r in report["rows"])

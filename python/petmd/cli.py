@@ -13,21 +13,31 @@ from .precision import DTYPE_NAMES
 
 
 def _train(args) -> int:
+    from .distributed import stop, world_from_environment
     from .train import summary_table, train_from_config
 
     if args.max_steps is not None and args.max_steps < 1:
         raise PetmdError(f"--max-steps {args.max_steps}: give a number of optimizer steps of at least 1")
     if args.max_time is not None and not args.max_time >= 0:
         raise PetmdError(f"--max-time must be a number of seconds of at least 0, got {args.max_time}")
-    result = train_from_config(
-        args.config,
-        args.output,
-        resume=args.resume,
-        max_time=args.max_time,
-        progress=not args.no_progress,
-        init=args.init,
-        max_steps=args.max_steps,
-    )
+    world = world_from_environment()  # several processes when started by torchrun
+    finished = False
+    try:
+        result = train_from_config(
+            args.config,
+            args.output,
+            resume=args.resume,
+            max_time=args.max_time,
+            progress=not args.no_progress,
+            init=args.init,
+            max_steps=args.max_steps,
+            world=world,
+        )
+        finished = True
+    finally:
+        stop(finished)
+    if not world.is_main:  # rank 0 reports for all
+        return 0
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "history"} | {"history": result["history"]}))
     else:
@@ -200,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         help="train a PET model from a YAML config",
-        description="Train PET on energies and forces (extxyz) with random O(3) augmentation.",
+        description="Train PET on energies and forces (extxyz) with random O(3) augmentation. On several "
+        "processes or GPUs, start it with torchrun: `torchrun --standalone --nproc-per-node N -m petmd train CONFIG "
+        "-o RUN` (data-parallel; the global batch is shared out; README, 'Training on several processes or GPUs').",
     )
     p.add_argument("config", help="YAML config (sections model, data, training)")
     p.add_argument("-o", "--output", default="run", help="output directory (checkpoints, metrics.csv)")

@@ -4,7 +4,7 @@ the learning-rate schedule, and the error sums of validation."""
 from __future__ import annotations
 
 import math
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -26,22 +26,38 @@ def learning_rate(cfg, step: int, total_steps: int) -> float:
 
 
 def training_loss(
-    out: Dict[str, torch.Tensor], batch: Batch, sigma_f: float, energy_weight: float, force_weight: float
+    out: Dict[str, torch.Tensor],
+    batch: Batch,
+    sigma_f: float,
+    energy_weight: float,
+    force_weight: float,
+    n_structures: Optional[int] = None,
+    n_force_components: Optional[int] = None,
 ):
     """(loss, per-structure energy error per atom, force errors). Both terms are in the model's own unit σ_F
     (eV/atom and eV/Å alike): normalising the energy by its much smaller residual spread σ_E made it ~10⁴ times
-    stiffer, and its gradients kept the forces at zero."""
+    stiffer, and its gradients kept the forces at zero. The squared errors are summed and divided by the counts of
+    the whole batch (default: this batch's), so that processes holding parts of a batch add up to its loss."""
     assert batch.energy is not None and batch.forces is not None, "training batches are labelled"
     de = (out["energy"] - batch.energy) / batch.n_atoms
     df = out["forces"] - batch.forces
-    loss = (energy_weight * (de**2).mean() + force_weight * (df**2).mean()) / sigma_f**2
+    n_e = de.numel() if n_structures is None else n_structures
+    n_f = df.numel() if n_force_components is None else n_force_components
+    loss = (energy_weight * (de**2).sum() / n_e + force_weight * (df**2).sum() / n_f) / sigma_f**2
     return loss, de, df
 
 
-def rotational_variance(out: Dict[str, torch.Tensor], batch: Batch, rotations: np.ndarray, copies: int) -> torch.Tensor:
-    """Mean over structures of the variance over their rotated copies of E/atom, plus the mean over atoms and
-    components of the variance of the forces rotated back (eV²/atom², eV²/Å²); structure s's copies are batch
-    structures s·copies … s·copies + copies − 1."""
+def rotational_variance(
+    out: Dict[str, torch.Tensor],
+    batch: Batch,
+    rotations: np.ndarray,
+    copies: int,
+    n_structures_total: Optional[int] = None,
+) -> torch.Tensor:
+    """Mean over structures of the variance over their rotated copies of E/atom, plus the mean over structures of
+    the mean over atoms and components of the variance of the forces rotated back (eV²/atom², eV²/Å²); structure
+    s's copies are batch structures s·copies … s·copies + copies − 1. Means over ``n_structures_total`` structures
+    (default: this batch's), so that processes holding parts of a batch add up to its penalty."""
     n_structures = batch.n_structures // copies
     energy = (out["energy"] / batch.n_atoms).view(n_structures, copies)
     q = torch.as_tensor(rotations, dtype=out["forces"].dtype, device=out["forces"].device)
@@ -52,7 +68,8 @@ def rotational_variance(out: Dict[str, torch.Tensor], batch: Batch, rotations: n
         f = back[start : start + n * copies].view(copies, n, 3)
         force_terms.append(f.var(dim=0, unbiased=False).mean())
         start += n * copies
-    return energy.var(dim=1, unbiased=False).mean() + torch.stack(force_terms).mean()
+    total = n_structures if n_structures_total is None else n_structures_total
+    return (energy.var(dim=1, unbiased=False).sum() + torch.stack(force_terms).sum()) / total
 
 
 def error_sums(batch: Batch, out: Dict[str, torch.Tensor]) -> Dict[str, float]:

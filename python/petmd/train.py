@@ -33,6 +33,8 @@ from .batch import Frame, batches_by_atom_budget, collate, random_rotations
 from .checkpoint import CheckpointState, _debug_kill, load_checkpoint, save_checkpoint
 from .config import Config
 from .data import default_data_path, element_symbol, load_frames, split_indices
+from .distributed import SINGLE_PROCESS, GradientSync, World, check_same_config, share, sum_over_processes
+from .distributed import start as start_distributed
 from .errors import PetmdError
 from .model import PET
 from .model.composition import fit_composition_energies
@@ -82,11 +84,18 @@ RELOCATABLE_KEYS = {
 
 class Trainer:
     def __init__(
-        self, cfg: Config, output_dir: Path, resume: bool = False, progress: bool = True, init: Optional[Path] = None
+        self,
+        cfg: Config,
+        output_dir: Path,
+        resume: bool = False,
+        progress: bool = True,
+        init: Optional[Path] = None,
+        world: World = SINGLE_PROCESS,
     ):
         self.cfg = cfg
         self.out = Path(output_dir)
-        self.progress = progress
+        self.world = world
+        self.progress = progress and world.is_main
         t = cfg.training
         if t.num_threads:
             torch.set_num_threads(t.num_threads)
@@ -106,6 +115,8 @@ class Trainer:
             )
         # per process, like the bridge's set_tf32: the run's own setting, whatever an earlier run here left
         torch.backends.cuda.matmul.allow_tf32 = t.tf32
+        self.device = start_distributed(world, self.device)
+        check_same_config(world, cfg.to_dict())
         last = self.out / "last.ckpt"
         state = None
         if resume and init is not None:
@@ -126,6 +137,8 @@ class Trainer:
             )
         self._load_data()
         self._build(state, initial)
+        self._check_world_size()
+        self.sync = GradientSync(self.model, world, self.device)
 
     # --- set-up -----------------------------------------------------------------------------------------------
     def _check_resumable(self, state: CheckpointState) -> None:
@@ -276,6 +289,18 @@ class Trainer:
             # network outputs O(1): one unit of atomic energy ~ force RMS × 1 Å
             self.model.energy_scale.fill_(self.sigma_f)
 
+    def _check_world_size(self) -> None:
+        """Each process needs frames of its own in a batch: refuse more processes than a batch has frames."""
+        most = max(len(group) for group in self._epoch_batches(0))
+        if self.world.size > most:
+            t = self.cfg.training
+            copies = f" (with variance_copies {t.variance_copies})" if t.variance_copies > 1 else ""
+            raise PetmdError(
+                f"{self.world.size} training processes, but training.atoms_per_batch {t.atoms_per_batch}{copies} "
+                f"puts at most {most} frames of this data in a batch, so some processes would have nothing to do: "
+                f"start at most {most} processes, or raise atoms_per_batch (the global batch, shared out among them)"
+            )
+
     def _epoch_batches(self, epoch: int) -> List[List[int]]:
         rng = np.random.default_rng([self.cfg.training.seed, epoch])
         order = self.train_idx[rng.permutation(len(self.train_idx))]
@@ -348,10 +373,11 @@ class Trainer:
         frames = [self.frames[i] for i in self.val_idx]
         groups = batches_by_atom_budget(frames, range(len(frames)), self.cfg.training.validation_atoms_per_batch)
         total = {"e_abs": 0.0, "e_sq": 0.0, "n_e": 0, "f_abs": 0.0, "f_sq": 0.0, "n_f": 0}
-        for group in groups:
+        for group in groups[self.world.rank :: self.world.size]:  # shared out among the processes
             batch, out = predict(self.averaged_model, [frames[i] for i in group], self.device)
             for k, v in error_sums(batch, out).items():
                 total[k] += v
+        total = sum_over_processes(total, self.world)
         n_e, n_f = max(total["n_e"], 1), max(total["n_f"], 1)
         return {
             "val_energy_mae_mev_per_atom": 1e3 * total["e_abs"] / n_e,
@@ -361,27 +387,55 @@ class Trainer:
         }
 
     def train_step(self, group: List[int], rotations) -> Dict[str, float]:
+        """One optimizer step on the global batch ``group``: this process's share of its frames, the loss as sums
+        normalised by the whole batch's counts, the gradient averaged over the processes by DDP."""
         t = self.cfg.training
         copies = t.variance_copies  # copy c of structure s is frame s·copies + c of the batch
-        frames = [self.frames[i] for i in group for _ in range(copies)]
-        batch = collate(frames, rotations=rotations).to(self.device)
-
-        def loss_of(out: Dict[str, torch.Tensor]) -> torch.Tensor:
-            loss, _, _ = training_loss(out, batch, self.sigma_f, t.energy_weight, t.force_weight)
-            if t.variance_weight > 0:
-                loss = loss + t.variance_weight * rotational_variance(out, batch, rotations, copies) / self.sigma_f**2
-            return loss
-
+        mine = share(group, [self.frames[i].n_atoms for i in group], self.world)
+        counts = {
+            "structures": len(group) * copies,
+            "components": 3 * copies * sum(self.frames[i].n_atoms for i in group),
+        }
         self.optimizer.zero_grad(set_to_none=True)
-        loss, out = loss_and_gradient(self.model, batch.model_inputs(), loss_of, self.chunk_atoms)
-        _, de, df = training_loss(out, batch, self.sigma_f, t.energy_weight, t.force_weight)
+        sums = {"loss": 0.0, "e_sq": 0.0, "n_e": 0, "f_sq": 0.0, "n_f": 0, "atoms": 0}
+        if mine:
+            position = {frame: k for k, frame in enumerate(group)}
+            local_rotations = None
+            if rotations is not None:
+                picked = [position[i] * copies + c for i in mine for c in range(copies)]
+                local_rotations = rotations[picked]
+            with self.sync.local():
+                sums = self._local_gradient(mine, local_rotations, counts)
+        self.sync.synchronize()
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
+        return sums
+
+    def _local_gradient(self, frames_of_mine: List[int], rotations, counts: Dict[str, int]) -> Dict[str, float]:
+        """This process's part of the loss and its gradient, added to ``.grad``. The loss is this share's sum over
+        the batch's counts, times the number of processes, because DDP averages the processes' gradients."""
+        t = self.cfg.training
+        copies = t.variance_copies
+        frames = [self.frames[i] for i in frames_of_mine for _ in range(copies)]
+        batch = collate(frames, rotations=rotations).to(self.device)
+        scale = float(self.world.size)
+
+        def loss_of(out: Dict[str, torch.Tensor]) -> torch.Tensor:
+            loss, _, _ = training_loss(
+                out, batch, self.sigma_f, t.energy_weight, t.force_weight, counts["structures"], counts["components"]
+            )
+            if t.variance_weight > 0:
+                variance = rotational_variance(out, batch, rotations, copies, counts["structures"] // copies)
+                loss = loss + t.variance_weight * variance / self.sigma_f**2
+            return scale * loss
+
+        loss, out = loss_and_gradient(self.model, batch.model_inputs(), loss_of, self.chunk_atoms)
+        _, de, df = training_loss(out, batch, self.sigma_f, t.energy_weight, t.force_weight)
         return {
-            "loss": float(loss.detach()),
+            "loss": float(loss.detach()) / scale,
             "e_sq": float((de.detach() ** 2).sum()),
             "n_e": de.numel(),
             "f_sq": float((df.detach() ** 2).sum()),
@@ -393,7 +447,8 @@ class Trainer:
         """``max_steps``: stop once the run (counting the steps before a resume) has taken that many optimizer
         steps — unlike ``max_time``, a stop that a rerun on another machine reproduces."""
         t = self.cfg.training
-        self._write_side_files()
+        if self.world.is_main:
+            self._write_side_files()
         start = time.monotonic()
         elapsed_at_start = self.elapsed
         last_save = start
@@ -405,6 +460,7 @@ class Trainer:
 
         old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         kill_at = int(os.environ.get("PETMD_DEBUG_KILL_AT_STEP", "-1"))
+        kill_rank = int(os.environ.get("PETMD_DEBUG_KILL_RANK", "0"))
         atoms_seen, train_time = 0, 0.0
         steady: List[float] = [
             0,
@@ -434,7 +490,12 @@ class Trainer:
                     r = self.train_step(
                         group, self._rotations(self.epoch, self.step_in_epoch, len(group) * t.variance_copies)
                     )
-                    dt = time.monotonic() - t0
+                    now = time.monotonic()
+                    dt = now - t0
+                    # every process stops at the same step: one process's signal or time limit stops them all
+                    asked_to_stop = stopping["signal"] is not None or (max_time is not None and now - start >= max_time)
+                    flags = {"stop": float(asked_to_stop), "signal": float(stopping["signal"] is not None)}
+                    r = sum_over_processes(dict(r, **flags), self.world)
                     if atoms_seen:
                         steady = [steady[0] + r["atoms"], steady[1] + dt]
                     train_time += dt
@@ -448,17 +509,17 @@ class Trainer:
                     self.global_step += 1
                     bar.update(1)
                     bar.set_postfix(loss=f"{r['loss']:.3g}")
-                    if self.global_step == kill_at:
+                    if self.global_step == kill_at and self.world.rank == kill_rank:
                         _debug_kill()
-                    now = time.monotonic()
                     self.elapsed = elapsed_at_start + (now - start)
-                    if stopping["signal"] is not None or (max_time is not None and now - start >= max_time):
-                        stop_reason = "signal" if stopping["signal"] is not None else "max-time"
+                    if r["stop"] > 0:
+                        stop_reason = "signal" if r["signal"] > 0 else "max-time"
                         break
                     if now - last_save >= t.checkpoint_every_s and self.step_in_epoch < len(groups):
-                        save_checkpoint(self._state(), self.out / "last.ckpt")
+                        if self.world.is_main:
+                            save_checkpoint(self._state(), self.out / "last.ckpt")
                         last_save = now
-                        if not self.progress:  # in place of the bar: a background run's log shows where it is
+                        if not self.progress and self.world.is_main:  # in place of the bar: a background log's line
                             print(
                                 f"epoch {self.epoch + 1}/{t.epochs}: batch {self.step_in_epoch}/{len(groups)}, "
                                 f"mean loss {sums['loss'] / sums['n']:.4g}, train F RMSE "
@@ -478,7 +539,8 @@ class Trainer:
             for s, h in old_handlers.items():
                 signal.signal(s, h)
         self.elapsed = elapsed_at_start + (time.monotonic() - start)
-        save_checkpoint(self._state(), self.out / "last.ckpt")
+        if self.world.is_main:
+            save_checkpoint(self._state(), self.out / "last.ckpt")
         result = {
             "stop_reason": stop_reason,
             "epoch": self.epoch,
@@ -519,6 +581,8 @@ class Trainer:
             self.best = score
         # best.ckpt before last.ckpt: a kill between the two writes makes the resume redo this epoch and rewrite
         # the same best.ckpt, while the other order could record an improvement whose checkpoint was never written
+        if not self.world.is_main:
+            return
         state = self._state()
         if improved:
             save_checkpoint(state, self.out / "best.ckpt")
@@ -575,9 +639,10 @@ def summary_table(result: dict) -> str:
 
 
 def train_from_config(
-    config_path, output_dir, resume=False, max_time=None, progress=True, init=None, max_steps=None
+    config_path, output_dir, resume=False, max_time=None, progress=True, init=None, max_steps=None, world=SINGLE_PROCESS
 ) -> dict:
     from .config import load_config
 
-    trainer = Trainer(load_config(config_path), Path(output_dir), resume=resume, progress=progress, init=init)
+    cfg = load_config(config_path)
+    trainer = Trainer(cfg, Path(output_dir), resume=resume, progress=progress, init=init, world=world)
     return trainer.run(max_time=max_time, max_steps=max_steps)
