@@ -110,7 +110,7 @@ def test_study_short_form_runs_every_stage_and_resumes(tmp_path, scan_data_path)
     for kind in liquid.values():
         assert kind["segments"] == kind["of"] == 2 and kind["time_ps"] == pytest.approx(0.032)
         assert 200 < kind["temperature"]["value"] < 400 and 2.55 < kind["g_OO_peak"]["r"] < 3.0
-        assert 0 < kind["symmetry_error_meV_per_A"]["value"] < 200 and kind["throughput"]["ps_per_hour"] > 0
+        assert 0 < kind["symmetry_error_meV_per_A"]["value"] < 200 and kind["throughput"]["ps_per_cpu_hour"] > 0
     pairs = {(c["reference"], c["run"]) for c in study["liquid"]["comparisons"]}
     assert pairs == {("plain", "ecse"), ("plain", "grid-2i-mts8"), ("ecse", "grid-2i-mts8")}
     observables = {r["observable"] for r in study["liquid"]["comparisons"][0]["rows"]}

@@ -334,8 +334,15 @@ run 200
    Step          Time           Temp          PotEng       Econserve
 {rows}
 Loop time of 1 on 1 procs for 200 steps with 3 atoms
+
+Performance: 8.577 ns/day, 2.798 hours/ns, 198.542 timesteps/s, 595.626 atom-step/s
+92.3% CPU use with 1 MPI tasks x 1 OpenMP threads
 """)
     parsed = read_lammps_log(log)
+    assert parsed.loops == [
+        {"wall_s": 0.1, "procs": 1, "steps": 5, "cpu_fraction": None},
+        {"wall_s": 1.0, "procs": 1, "steps": 200, "cpu_fraction": pytest.approx(0.923)},
+    ]
     assert parsed.target_temperature == 300.0 and parsed.timestep == 0.0005 and parsed.minimizations == 1
     assert parsed.type_elements == ["O", "H"] and parsed.n_atoms == 3
     assert parsed.thermo["Step"][0] == 0 and len(parsed.thermo["Step"]) == 11

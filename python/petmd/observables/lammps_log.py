@@ -63,6 +63,9 @@ class LammpsLog:
     barostat: bool = False
     type_elements: Optional[List[str]] = None
     minimizations: int = 0
+    # each finished run or minimize: {"wall_s", "steps", "procs", "cpu_fraction"} from its "Loop time of ..." and
+    # "N% CPU use ..." lines (LAMMPS's CPU use: the process's CPU time over the wall time, None if not printed)
+    loops: List[dict] = field(default_factory=list)
 
     def time(self) -> Optional[np.ndarray]:
         if "Time" in self.thermo:
@@ -111,6 +114,10 @@ def read_lammps_log(path) -> LammpsLog:
                     match = re.search(r"with (\d+) atoms", line)
                     if match:
                         log.n_atoms = int(match.group(1))
+                    loop = re.match(r"Loop time of (\S+) on (\d+) procs for (\d+) steps", line)
+                    if loop:
+                        wall, procs, steps = float(loop.group(1)), int(loop.group(2)), int(loop.group(3))
+                        log.loops.append({"wall_s": wall, "procs": procs, "steps": steps, "cpu_fraction": None})
                     header = None
                     continue
                 if len(tokens) == len(header):
@@ -120,6 +127,10 @@ def read_lammps_log(path) -> LammpsLog:
                         continue  # WARNING lines and the like inside a run
                     for name, value in zip(header, values):
                         blocks[-1][name].append(value)
+                continue
+            cpu = re.match(r"([\d.]+)% CPU use with", line)
+            if cpu and log.loops and log.loops[-1]["cpu_fraction"] is None:
+                log.loops[-1]["cpu_fraction"] = float(cpu.group(1)) / 100
                 continue
             if not tokens or tokens[0].startswith("#") or "$" in line:
                 continue  # LAMMPS echoes each substitution of a variable: the line without $ is the one it ran
