@@ -40,7 +40,7 @@ def test_a_value_out_of_range_is_refused_with_the_key(section, key, value, messa
 
 
 def test_nothing_to_fit_is_refused():
-    with pytest.raises(PetmdError, match="both 0: nothing to fit"):
+    with pytest.raises(PetmdError, match="are all 0: nothing to fit"):
         config_from_dict({"training": {"energy_weight": 0, "force_weight": 0}})
 
 

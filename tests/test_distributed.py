@@ -64,6 +64,18 @@ def test_two_processes_follow_one_process(tmp_path, data, training):
     assert two.stdout.count("training stopped (max-steps)") == 1  # rank 0 reports for all
 
 
+def test_two_processes_with_stress_labels_follow_one_process(tmp_path):
+    """The stress term's normalisation by the whole batch's labelled structures (some frames without a label)."""
+    from test_stress import labelled_lj
+
+    data = labelled_lj(tmp_path / "lj.xyz", 10, with_stress=lambda k: k % 3 != 0)
+    config = write_config(tmp_path / "cfg.yaml", data, epochs=2, atoms_per_batch=48, stress_weight=5.0)
+    run_petmd("train", config, "-o", tmp_path / "one", "--no-progress", "--max-steps", 4, check=True)
+    two = torchrun(2, "train", config, "-o", tmp_path / "two", "--no-progress", "--max-steps", 4)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert_same_state(tmp_path / "one", tmp_path / "two", tolerance=1e-12)
+
+
 def test_a_killed_rank_stops_the_run_and_it_resumes(tmp_path, data):
     """SIGKILL of rank 1 after step 4 (mid-epoch 2): torchrun stops the run; --resume with 2 processes, and with 1,
     ends where an uninterrupted run ends."""

@@ -14,9 +14,9 @@ from petmd.model.training_gradient import loss_and_gradient
 from petmd.objective import rotational_variance, training_loss
 
 
-def gradients(model, inputs, loss_fn, chunk):
+def gradients(model, inputs, loss_fn, chunk, compute_virial=False):
     model.zero_grad(set_to_none=True)
-    loss, out = loss_and_gradient(model, inputs, loss_fn, chunk)
+    loss, out = loss_and_gradient(model, inputs, loss_fn, chunk, compute_virial)
     return (
         loss,
         out,

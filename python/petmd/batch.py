@@ -26,13 +26,15 @@ class Frame:
     energy: Optional[float] = None  # eV per cell
     forces: Optional[np.ndarray] = None  # [n, 3] eV/Å
     info: Dict[str, str] = field(default_factory=dict)
+    # [3, 3] eV: W = −∂E/∂ε = −V σ (σ: ASE's stress); None where the frame has no stress/virial label
+    virial: Optional[np.ndarray] = None
 
     @property
     def n_atoms(self) -> int:
         return len(self.numbers)
 
 
-def make_frame(positions, numbers, cell, pbc, cutoff: float, energy=None, forces=None, info=None) -> Frame:
+def make_frame(positions, numbers, cell, pbc, cutoff: float, energy=None, forces=None, info=None, virial=None) -> Frame:
     positions = np.asarray(positions, dtype=np.float64)
     cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
     pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()
@@ -49,11 +51,13 @@ def make_frame(positions, numbers, cell, pbc, cutoff: float, energy=None, forces
         energy=None if energy is None else float(energy),
         forces=None if forces is None else np.asarray(forces, dtype=np.float64),
         info=dict(info or {}),
+        virial=None if virial is None else np.asarray(virial, dtype=np.float64).reshape(3, 3),
     )
 
 
-def frame_from_atoms(atoms, cutoff: float, energy=None, forces=None, info=None) -> Frame:
-    return make_frame(atoms.positions, atoms.numbers, atoms.cell.array, atoms.pbc, cutoff, energy, forces, info)
+def frame_from_atoms(atoms, cutoff: float, energy=None, forces=None, info=None, virial=None) -> Frame:
+    cell = atoms.cell.array
+    return make_frame(atoms.positions, atoms.numbers, cell, atoms.pbc, cutoff, energy, forces, info, virial)
 
 
 @dataclass
@@ -68,6 +72,9 @@ class Batch:
     n_atoms: torch.Tensor  # [n_structures]
     energy: Optional[torch.Tensor]  # [n_structures] reference, eV
     forces: Optional[torch.Tensor]  # [N, 3] reference, eV/Å
+    virial: Optional[torch.Tensor] = None  # [n_structures, 3, 3] reference W (eV), 0 where has_virial is False
+    has_virial: Optional[torch.Tensor] = None  # [n_structures] bool; None: no structure of the batch has one
+    cells: Optional[torch.Tensor] = None  # [n_structures, 3, 3] rows are cell vectors (rotated with the structure)
 
     def to(self, device) -> "Batch":
         moved: Dict[str, Any] = {
@@ -89,8 +96,8 @@ class Batch:
 
 def collate(frames: Sequence[Frame], rotations: Optional[np.ndarray] = None) -> Batch:
     """Concatenate frames into one disconnected graph (float64 positions). ``rotations`` [B, 3, 3] (orthogonal,
-    det ±1) are applied to positions, cells and reference forces (row vectors: x → x Qᵀ)."""
-    positions, shift_vectors, forces = [], [], []
+    det ±1) are applied to positions, cells and reference forces (row vectors: x → x Qᵀ) and virials (W → Q W Qᵀ)."""
+    positions, shift_vectors, forces, cells = [], [], [], []
     edges, reverse, structure = [], [], []
     atom_offset = edge_offset = 0
     for k, f in enumerate(frames):
@@ -98,6 +105,7 @@ def collate(frames: Sequence[Frame], rotations: Optional[np.ndarray] = None) -> 
         pos = f.positions if q is None else rotate(f.positions, q)
         cell = f.cell if q is None else rotate(f.cell, q)
         positions.append(pos)
+        cells.append(cell)
         shift_vectors.append(f.cell_shifts @ cell)
         edges.append(f.edge_index + atom_offset)
         reverse.append(f.reverse + edge_offset)
@@ -108,6 +116,15 @@ def collate(frames: Sequence[Frame], rotations: Optional[np.ndarray] = None) -> 
         edge_offset += f.edge_index.shape[1]
     labelled = all(f.energy is not None for f in frames)
     has_forces = len(forces) == len(frames)
+    virial, has_virial = None, None
+    if any(f.virial is not None for f in frames):
+        virials = np.zeros((len(frames), 3, 3))
+        for k, f in enumerate(frames):
+            if f.virial is not None:
+                q = np.eye(3) if rotations is None else rotations[k]
+                virials[k] = q @ f.virial @ q.T
+        virial = torch.from_numpy(virials)
+        has_virial = torch.tensor([f.virial is not None for f in frames])
     return Batch(
         positions=torch.from_numpy(np.concatenate(positions)),
         numbers=torch.from_numpy(np.concatenate([f.numbers for f in frames])),
@@ -119,6 +136,9 @@ def collate(frames: Sequence[Frame], rotations: Optional[np.ndarray] = None) -> 
         n_atoms=torch.tensor([f.n_atoms for f in frames]),
         energy=torch.tensor([f.energy for f in frames], dtype=torch.float64) if labelled else None,
         forces=torch.from_numpy(np.concatenate(forces)) if has_forces else None,
+        virial=virial,
+        has_virial=has_virial,
+        cells=torch.from_numpy(np.stack(cells)),
     )
 
 

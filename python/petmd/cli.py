@@ -74,7 +74,16 @@ def _eval(args) -> int:
     from .evaluate import evaluate, format_table
 
     indices = _read_indices(args.indices) if args.indices else None
-    result = evaluate(args.model, args.data, args.energy_key, args.forces_key, indices=indices, progress=not args.json)
+    result = evaluate(
+        args.model,
+        args.data,
+        args.energy_key,
+        args.forces_key,
+        indices=indices,
+        progress=not args.json,
+        stress_key=args.stress_key,
+        virial_key=args.virial_key,
+    )
     print(json.dumps(result, indent=1) if args.json else format_table(result))
     return 0
 
@@ -251,6 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="labelled structures (extxyz or any ASE format)")
     p.add_argument("--energy-key", default="energy", metavar="KEY", help="info key of the energies (default energy)")
     p.add_argument("--forces-key", default="forces", metavar="KEY", help="array key of the forces (default forces)")
+    p.add_argument(
+        "--stress-key",
+        default="stress",
+        metavar="KEY",
+        help="info key of ASE stresses, eV/Å³ (default stress; frames with one get stress errors in GPa)",
+    )
+    p.add_argument(
+        "--virial-key", default="virial", metavar="KEY", help="info key of virials W = −Vσ, eV (default virial)"
+    )
     p.add_argument("--indices", metavar="JSON", help=INDICES_HELP)
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=_eval)

@@ -46,6 +46,10 @@ class DataConfig:
     path: str = ""  # empty: $PETMD_DATA, else ../shared/data/water-scan/water-scan.extxyz.gz
     energy_key: str = "energy"
     forces_key: str = "forces"
+    # optional stress labels (frames without them are simply not in the stress term): ASE's stress σ (eV/Å³, the
+    # extxyz `stress` of atoms.info or a calculator, Voigt 6 or 3×3), or a virial W = −V σ (eV, 9 or Voigt 6)
+    stress_key: str = "stress"
+    virial_key: str = "virial"
     # optional: read every k-th frame / at most n frames (after the stride), for quick runs
     stride: int = 1
     max_frames: int | None = None
@@ -78,6 +82,9 @@ class TrainingConfig:
     # later stage (models/README.md has the shipped models' stages)
     energy_weight: float = 1.0
     force_weight: float = 1.0
+    # + stress_weight·MSE(W/atom): the (symmetrized) virial per atom of the labelled structures, in σ_F² like the
+    # energy per atom; W/atom = −σ·V/N, so 1 meV/atom is 0.016 GPa at water's 10 Å³ per atom
+    stress_weight: float = 0.0
     augment_rotations: bool = True
     augment_inversion: bool = True
     # rotational-variance penalty (Langer et al. 2024): each structure of a step is seen in variance_copies randomly
@@ -195,6 +202,7 @@ RANGES = [
     ("training.grad_clip", 0.0, True, "0: off"),
     ("training.energy_weight", 0.0, True, "a loss weight"),
     ("training.force_weight", 0.0, True, "a loss weight"),
+    ("training.stress_weight", 0.0, True, "a loss weight"),
     ("training.checkpoint_every_s", 0.0, True, "seconds"),
     ("training.num_threads", 1, True, "threads"),
 ]
@@ -218,8 +226,8 @@ def _validate(cfg: Config, source: str) -> None:
             f"{source}: training.step_decay_factor and training.min_lr_ratio must be at most 1 (they lower the "
             f"learning rate), got {t.step_decay_factor} and {t.min_lr_ratio}"
         )
-    if t.energy_weight == 0 and t.force_weight == 0:
-        raise PetmdError(f"{source}: training.energy_weight and training.force_weight are both 0: nothing to fit")
+    if t.energy_weight == 0 and t.force_weight == 0 and t.stress_weight == 0:
+        raise PetmdError(f"{source}: training.energy_weight, force_weight and stress_weight are all 0: nothing to fit")
     if m.cutoff_width <= 0 or m.cutoff_width >= m.cutoff:
         raise PetmdError(f"{source}: model.cutoff_width must be in (0, cutoff)")
     if m.d_model % m.n_heads:

@@ -123,6 +123,34 @@ def _forces(atoms, key: str) -> Optional[np.ndarray]:
     return None
 
 
+def _voigt_or_full(value, what: str) -> np.ndarray:
+    """A 3×3 tensor from 9 numbers (row by row) or Voigt's 6 (xx yy zz yz xz xy)."""
+    from ase.stress import voigt_6_to_full_3x3_stress
+
+    array = np.asarray(value, dtype=np.float64).ravel()
+    if array.size == 9:
+        return array.reshape(3, 3)
+    if array.size == 6:
+        return voigt_6_to_full_3x3_stress(array)
+    raise ValueError(f"{what} has {array.size} numbers; expected 9 (3×3) or 6 (Voigt: xx yy zz yz xz xy)")
+
+
+def virial_label(atoms, stress_key: str, virial_key: str) -> Optional[np.ndarray]:
+    """The frame's virial W = −∂E/∂ε (eV) from its `virial_key` (W itself) or `stress_key` (ASE's σ = (1/V)∂E/∂ε
+    in eV/Å³, W = −V σ) label, in atoms.info or from a calculator's stress; None if it has neither. A stress needs
+    a periodic cell (its volume)."""
+    if virial_key in atoms.info:
+        return _voigt_or_full(atoms.info[virial_key], f"'{virial_key}'")
+    stress = atoms.info.get(stress_key)
+    if stress is None and stress_key == "stress" and atoms.calc is not None and "stress" in atoms.calc.results:
+        stress = atoms.calc.results["stress"]
+    if stress is None:
+        return None
+    if not atoms.pbc.all():
+        raise ValueError(f"'{stress_key}' needs a cell periodic in x, y and z (a volume); give a virial instead")
+    return -atoms.get_volume() * _voigt_or_full(stress, f"'{stress_key}'")
+
+
 def labels(
     structures, path, energy_key: str, forces_key: str, frame_numbers: Optional[Sequence[int]] = None
 ) -> Tuple[List[float], List[np.ndarray]]:
@@ -167,6 +195,8 @@ def load_frames(
     labelled: bool = True,
     progress: bool = True,
     indices: Optional[Sequence[int]] = None,
+    stress_key: str = "stress",
+    virial_key: str = "virial",
 ) -> List[Frame]:
     """Read, check and neighbour-list a data file. Frame k of the result is frame k·stride of the file, or
     frame indices[k] when ``indices`` (file frame numbers) are given."""
@@ -181,20 +211,33 @@ def load_frames(
     structures = [structures[i] for i in indices]
     energies: Sequence[Optional[float]]
     forces: Sequence[Optional[np.ndarray]]
+    virials: List[Optional[np.ndarray]] = [None] * len(structures)
     if labelled:
         energies, forces = labels(structures, path, energy_key, forces_key, indices)
+        for k, atoms in enumerate(structures):
+            try:
+                virial = virial_label(atoms, stress_key, virial_key)
+            except ValueError as err:
+                raise PetmdError(f"{path}: frame {indices[k]}: {err} (data.stress_key, data.virial_key)") from None
+            if virial is not None and not np.isfinite(virial).all():
+                raise PetmdError(f"{path}: frame {indices[k]} has a non-finite stress or virial")
+            virials[k] = virial
     else:
         energies, forces = [None] * len(structures), [None] * len(structures)
     if model_numbers is not None:
         for k, atoms in enumerate(structures):
             check_species(atoms.numbers, model_numbers, f"{path}: frame {indices[k]}")
     frames = []
-    for atoms, e, f in tqdm(
-        list(zip(structures, energies, forces)), desc="neighbour lists", unit="frame", disable=not progress, leave=False
+    for atoms, e, f, w in tqdm(
+        list(zip(structures, energies, forces, virials)),
+        desc="neighbour lists",
+        unit="frame",
+        disable=not progress,
+        leave=False,
     ):
         info = {key: str(atoms.info[key]) for key in INFO_GROUP_KEYS if key in atoms.info}
         try:
-            frames.append(frame_from_atoms(atoms, cutoff, energy=e, forces=f, info=info))
+            frames.append(frame_from_atoms(atoms, cutoff, energy=e, forces=f, info=info, virial=w))
         except PetmdError as err:
             raise PetmdError(f"{path}: frame {indices[len(frames)]}: {err}") from None
     return frames

@@ -12,14 +12,26 @@ from tqdm import tqdm
 from .batch import batches_by_atom_budget, collate
 from .data import INFO_GROUP_KEYS, load_frames
 from .loading import load_model
+from .objective import stress_residual
 from .tables import group_table
 
+EV_PER_A3_IN_GPA = 160.21766208
 
-def _summary(e_err: List[float], f_err: List[np.ndarray]) -> Dict[str, Any]:
+
+def _summary(e_err: List[float], f_err: List[np.ndarray], s_err: Optional[List[np.ndarray]] = None) -> Dict[str, Any]:
     signed = np.asarray(e_err)
     e = np.abs(signed)
     f = np.abs(np.concatenate([x.ravel() for x in f_err])) if f_err else np.zeros(0)
-    return {
+    stress = {}
+    if s_err:  # frames with a stress label; components of σ_model − σ_reference in eV/Å³
+        s = np.abs(np.concatenate([x.ravel() for x in s_err]))
+        stress = {
+            "n_stress_frames": len(s_err),
+            "stress_mae_gpa": EV_PER_A3_IN_GPA * float(s.mean()),
+            "stress_rmse_gpa": EV_PER_A3_IN_GPA * float(np.sqrt((s**2).mean())),
+            "stress_mae_mev_per_A3": 1e3 * float(s.mean()),
+        }
+    return stress | {
         "n_frames": int(len(e)),
         "energy_mae_mev_per_atom": 1e3 * float(e.mean()) if len(e) else math.nan,
         "energy_rmse_mev_per_atom": 1e3 * float(np.sqrt((e**2).mean())) if len(e) else math.nan,
@@ -39,6 +51,8 @@ def evaluate(
     indices: Optional[Sequence[int]] = None,
     atoms_per_batch: int = 4000,
     progress: bool = True,
+    stress_key: str = "stress",
+    virial_key: str = "virial",
 ) -> dict:
     model = load_model(model_path)
     frames = load_frames(
@@ -49,16 +63,24 @@ def evaluate(
         model_numbers=model.atomic_numbers,
         progress=progress,
         indices=indices,
+        stress_key=stress_key,
+        virial_key=virial_key,
     )
     e_err: List[float] = []
     f_err: List[np.ndarray] = []
+    s_err: Dict[int, np.ndarray] = {}  # frame number in e_err → stress error (eV/Å³)
     groups: Dict[str, List[int]] = defaultdict(list)
     batches = batches_by_atom_budget(frames, range(len(frames)), atoms_per_batch)
     for group in tqdm(batches, desc="evaluating", unit="batch", disable=not progress, leave=False):
         batch = collate([frames[i] for i in group])
-        out = model.batched(batch)
+        out = model.batched(batch, compute_virial=batch.has_virial is not None)
         energy = out["energy"].detach().numpy()
         forces = out["forces"].detach().numpy()
+        if batch.has_virial is not None:
+            stress = stress_residual(out, batch).numpy()
+            labelled = [k for k, idx in enumerate(group) if frames[idx].virial is not None]
+            for row, k in enumerate(labelled):
+                s_err[len(e_err) + k] = stress[row]
         offset = 0
         for k, idx in enumerate(group):
             f = frames[idx]
@@ -68,9 +90,11 @@ def evaluate(
             for key in INFO_GROUP_KEYS:
                 if key in f.info:
                     groups[f"{key}={f.info[key]}"].append(len(e_err) - 1)
-    result = _summary(e_err, f_err)
+    result = _summary(e_err, f_err, list(s_err.values()))
     result["by_group"] = {
-        name: _summary([e_err[i] for i in members], [f_err[i] for i in members])
+        name: _summary(
+            [e_err[i] for i in members], [f_err[i] for i in members], [s_err[i] for i in members if i in s_err]
+        )
         for name, members in sorted(groups.items())
     }
     result["model"] = str(model_path)
@@ -79,16 +103,21 @@ def evaluate(
 
 
 def format_table(result: dict) -> str:
-    return group_table(
-        [
-            f"model {result['model']} on {result['data']}",
-            "energies in meV/atom (E mean: model minus reference, signed), forces in meV/Å (per component)",
-        ],
-        [f"{'E MAE':>8}", f"{'E RMSE':>8}", f"{'E mean':>8}", f"{'F MAE':>8}", f"{'F RMSE':>8}"],
-        lambda r: (
+    columns = [f"{'E MAE':>8}", f"{'E RMSE':>8}", f"{'E mean':>8}", f"{'F MAE':>8}", f"{'F RMSE':>8}"]
+    units = "energies in meV/atom (E mean: model minus reference, signed), forces in meV/Å (per component)"
+    with_stress = "stress_mae_gpa" in result
+    if with_stress:
+        columns += [f"{'S frames':>8}", f"{'S MAE':>8}", f"{'S RMSE':>8}"]
+        units += ", stress in GPa (per component, frames with a stress label)"
+
+    def row(r: dict) -> str:
+        cells = (
             f"{r['energy_mae_mev_per_atom']:>8.3f} {r['energy_rmse_mev_per_atom']:>8.3f} "
             f"{r['energy_mean_error_mev_per_atom']:>+8.3f} "
             f"{r['force_mae_mev_per_A']:>8.1f} {r['force_rmse_mev_per_A']:>8.1f}"
-        ),
-        result,
-    )
+        )
+        if with_stress and "stress_mae_gpa" in r:
+            cells += f" {r['n_stress_frames']:>8d} {r['stress_mae_gpa']:>8.4f} {r['stress_rmse_gpa']:>8.4f}"
+        return cells
+
+    return group_table([f"model {result['model']} on {result['data']}", units], columns, row, result)

@@ -53,8 +53,11 @@ METRIC_FIELDS = [
     "val_energy_rmse_mev_per_atom",
     "val_force_mae_mev_per_A",
     "val_force_rmse_mev_per_A",
+    "val_stress_mae_gpa",
+    "val_stress_rmse_gpa",
     "wall_s",
 ]
+EV_PER_A3_IN_GPA = 160.21766208
 
 
 # Chunk sizes of the training gradient when training.chunk_atoms is -1: on a CPU the largest chunk that trains as
@@ -65,8 +68,9 @@ TRAINING_CHUNK_ATOMS_GPU = 4096
 
 
 def predict(model, frames: List[Frame], device: torch.device):
+    """Energies and forces of ``frames``, and the virial where some of them have a stress label."""
     batch = collate(frames).to(device)
-    return batch, model(**batch.model_inputs(), compute_forces=True)
+    return batch, model(**batch.model_inputs(), compute_forces=True, compute_virial=batch.has_virial is not None)
 
 
 # what a resume may change: the data's location and how the run is executed (another machine, a GPU), not what
@@ -173,8 +177,22 @@ class Trainer:
         if not d.path:
             d.path = str(default_data_path())
         frames = load_frames(
-            d.path, self.cfg.model.cutoff, d.energy_key, d.forces_key, d.stride, d.max_frames, progress=self.progress
+            d.path,
+            self.cfg.model.cutoff,
+            d.energy_key,
+            d.forces_key,
+            d.stride,
+            d.max_frames,
+            progress=self.progress,
+            stress_key=d.stress_key,
+            virial_key=d.virial_key,
         )
+        if self.cfg.training.stress_weight > 0 and not any(f.virial is not None for f in frames):
+            raise PetmdError(
+                f"training.stress_weight is {self.cfg.training.stress_weight} but no frame of {d.path} has a stress "
+                f"('{d.stress_key}') or virial ('{d.virial_key}') label: set data.stress_key or data.virial_key, "
+                "or stress_weight: 0"
+            )
         train_idx, val_idx = split_indices(len(frames), d.validation_fraction, d.split_seed, d.validation_indices)
         if len(val_idx) == 0:
             raise PetmdError(
@@ -373,18 +391,23 @@ class Trainer:
         frames = [self.frames[i] for i in self.val_idx]
         groups = batches_by_atom_budget(frames, range(len(frames)), self.cfg.training.validation_atoms_per_batch)
         total = {"e_abs": 0.0, "e_sq": 0.0, "n_e": 0, "f_abs": 0.0, "f_sq": 0.0, "n_f": 0}
+        total.update(s_abs=0.0, s_sq=0.0, n_s=0)
         for group in groups[self.world.rank :: self.world.size]:  # shared out among the processes
             batch, out = predict(self.averaged_model, [frames[i] for i in group], self.device)
             for k, v in error_sums(batch, out).items():
                 total[k] += v
         total = sum_over_processes(total, self.world)
         n_e, n_f = max(total["n_e"], 1), max(total["n_f"], 1)
-        return {
+        metrics = {
             "val_energy_mae_mev_per_atom": 1e3 * total["e_abs"] / n_e,
             "val_energy_rmse_mev_per_atom": 1e3 * math.sqrt(total["e_sq"] / n_e),
             "val_force_mae_mev_per_A": 1e3 * total["f_abs"] / n_f,
             "val_force_rmse_mev_per_A": 1e3 * math.sqrt(total["f_sq"] / n_f),
         }
+        if total["n_s"]:  # validation frames with stress labels
+            metrics["val_stress_mae_gpa"] = EV_PER_A3_IN_GPA * total["s_abs"] / total["n_s"]
+            metrics["val_stress_rmse_gpa"] = EV_PER_A3_IN_GPA * math.sqrt(total["s_sq"] / total["n_s"])
+        return metrics
 
     def train_step(self, group: List[int], rotations) -> Dict[str, float]:
         """One optimizer step on the global batch ``group``: this process's share of its frames, the loss as sums
@@ -395,6 +418,7 @@ class Trainer:
         counts = {
             "structures": len(group) * copies,
             "components": 3 * copies * sum(self.frames[i].n_atoms for i in group),
+            "virial_components": 9 * copies * sum(self.frames[i].virial is not None for i in group),
         }
         self.optimizer.zero_grad(set_to_none=True)
         sums = {"loss": 0.0, "e_sq": 0.0, "n_e": 0, "f_sq": 0.0, "n_f": 0, "atoms": 0}
@@ -425,14 +449,23 @@ class Trainer:
 
         def loss_of(out: Dict[str, torch.Tensor]) -> torch.Tensor:
             loss, _, _ = training_loss(
-                out, batch, self.sigma_f, t.energy_weight, t.force_weight, counts["structures"], counts["components"]
+                out,
+                batch,
+                self.sigma_f,
+                t.energy_weight,
+                t.force_weight,
+                counts["structures"],
+                counts["components"],
+                stress_weight=t.stress_weight,
+                n_virial_components=counts["virial_components"],
             )
             if t.variance_weight > 0:
                 variance = rotational_variance(out, batch, rotations, copies, counts["structures"] // copies)
                 loss = loss + t.variance_weight * variance / self.sigma_f**2
             return scale * loss
 
-        loss, out = loss_and_gradient(self.model, batch.model_inputs(), loss_of, self.chunk_atoms)
+        with_stress = t.stress_weight > 0 and batch.has_virial is not None
+        loss, out = loss_and_gradient(self.model, batch.model_inputs(), loss_of, self.chunk_atoms, with_stress)
         _, de, df = training_loss(out, batch, self.sigma_f, t.energy_weight, t.force_weight)
         return {
             "loss": float(loss.detach()) / scale,

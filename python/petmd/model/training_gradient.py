@@ -20,7 +20,7 @@ round-off (tests/test_training_gradient.py).
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -38,11 +38,14 @@ def accumulate_parameter_gradient(
     energy_coefficient: torch.Tensor,
     force_coefficient: torch.Tensor,
     chunk_atoms: int,
+    virial_coefficient: Optional[torch.Tensor] = None,
 ) -> None:
-    """Adds ∂S/∂θ to the parameters' ``.grad``, S = Σ_i c_i y_i + Σ_i G_i·F_i (y_i: atomic energies).
+    """Adds ∂S/∂θ to the parameters' ``.grad``, S = Σ_i c_i y_i + Σ_i G_i·F_i + Σ_s H_s : W_s (y_i: atomic
+    energies, W_s the virial −Σ_e x_e ⊗ ∂E/∂x_e of structure s).
 
     species [N] (model indices), edge_vectors [E, 3] float64, energy_coefficient c [N] (∂L/∂E of each atom's
-    structure), force_coefficient G [N, 3] (∂L/∂F_i)."""
+    structure), force_coefficient G [N, 3] (∂L/∂F_i), virial_coefficient H [E, 3, 3] (∂L/∂W of each edge's
+    structure) or None."""
     n_atoms = species.shape[0]
     dtype = model.neighbor_embedding.weight.dtype
     edge_i, edge_j = edge_index[0], edge_index[1]
@@ -50,6 +53,9 @@ def accumulate_parameter_gradient(
     force_coefficient = force_coefficient.detach().to(torch.float64)
     # moving every atom along G moves edge vector x_ij = r_j − r_i (+ shift) along G_j − G_i
     edge_tangent = force_coefficient.index_select(0, edge_j) - force_coefficient.index_select(0, edge_i)
+    if virial_coefficient is not None:
+        # H : W = −Σ_e (x_e H)·∂E/∂x_e, the same kind of term as Σ_i G_i·F_i: each edge also moves along x_e H
+        edge_tangent = edge_tangent + torch.einsum("ea,eab->eb", edge_vectors, virial_coefficient.detach())
     # S = Σ_layers Σ_i scale·(c_i e_i − ė_i), since Σ_i G_i·F_i = −(derivative of E along G)
     scale = float(model.energy_scale)
     energy_weight = (scale * energy_coefficient.detach().to(torch.float64)).to(dtype)
@@ -135,25 +141,28 @@ def loss_and_gradient(
     inputs: Dict[str, torch.Tensor],
     loss_fn: Callable[[Dict[str, torch.Tensor]], torch.Tensor],
     chunk_atoms: int,
+    compute_virial: bool = False,
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-    """loss_fn({"energy", "forces"}) and its gradient, added to the parameters' ``.grad``; inputs as ``PET.forward``
-    takes them. In chunks of ``chunk_atoms`` when there are more atoms than that, else by the plain double backward
-    (chunk_atoms ≤ 0: always). Returns the loss and the model's (detached) energies and forces."""
+    """loss_fn({"energy", "forces"[, "virial"]}) and its gradient, added to the parameters' ``.grad``; inputs as
+    ``PET.forward`` takes them. In chunks of ``chunk_atoms`` when there are more atoms than that, else by the plain
+    double backward (chunk_atoms ≤ 0: always). Returns the loss and the model's (detached) outputs."""
+    keys = ["energy", "forces"] + (["virial"] if compute_virial else [])
     if not 0 < chunk_atoms < inputs["positions"].shape[0]:
-        out = model(**inputs, compute_forces=True, create_graph=True)
+        out = model(**inputs, compute_forces=True, compute_virial=compute_virial, create_graph=True)
         loss = loss_fn(out)
         loss.backward()
-        return loss.detach(), {"energy": out["energy"].detach(), "forces": out["forces"].detach()}
-    out = model(**inputs, compute_forces=True)
-    energy = out["energy"].detach().requires_grad_(True)
-    forces = out["forces"].detach().requires_grad_(True)
-    loss = loss_fn({"energy": energy, "forces": forces})
-    energy_coefficient, force_coefficient = torch.autograd.grad([loss], [energy, forces], allow_unused=True)
-    if energy_coefficient is None:
-        energy_coefficient = torch.zeros_like(energy)
-    if force_coefficient is None:
-        force_coefficient = torch.zeros_like(forces)
+        return loss.detach(), {key: out[key].detach() for key in keys}
+    out = model(**inputs, compute_forces=True, compute_virial=compute_virial)
+    leaves = {key: out[key].detach().requires_grad_(True) for key in keys}
+    loss = loss_fn(leaves)
+    coefficients = torch.autograd.grad([loss], [leaves[key] for key in keys], allow_unused=True)
+    energy_coefficient, force_coefficient = (
+        torch.zeros_like(leaves[key]) if c is None else c for key, c in zip(keys[:2], coefficients[:2])
+    )
     edge_index = inputs["edge_index"]
+    virial_coefficient = None  # ∂L/∂W of each edge's structure
+    if compute_virial and coefficients[2] is not None:
+        virial_coefficient = coefficients[2].index_select(0, inputs["structure"].index_select(0, edge_index[0]))
     edge_vectors = model.edge_vectors(inputs["positions"], edge_index, inputs["shift_vectors"])
     species = model.species_index(inputs["atomic_numbers"])
     accumulate_parameter_gradient(
@@ -165,5 +174,6 @@ def loss_and_gradient(
         energy_coefficient.index_select(0, inputs["structure"]),
         force_coefficient,
         chunk_atoms,
+        virial_coefficient,
     )
-    return loss.detach(), {"energy": energy.detach(), "forces": forces.detach()}
+    return loss.detach(), {key: leaf.detach() for key, leaf in leaves.items()}
