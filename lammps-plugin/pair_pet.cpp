@@ -84,6 +84,31 @@ template <typename Call> auto PairPET::bridged(const char *context, Call &&call)
   }
 }
 
+// A bridge call that every rank makes at the same point: a failure on any rank becomes error->all on all of them
+// with the message of the lowest failing rank, which rank 0 prints once before the run ends. error->one would
+// MPI_Abort, and the abort's teardown can drop the failing rank's own output, leaving no message at all.
+template <typename Call> auto PairPET::bridged_on_all_ranks(const char *context, Call &&call) -> decltype(call())
+{
+  decltype(call()) value{};
+  std::string message;
+  try {
+    value = call();
+  } catch (const std::exception &err) {
+    message = err.what();
+  }
+  const int mine = message.empty() ? comm->nprocs : comm->me;
+  int first = comm->nprocs;
+  MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, world);
+  if (first < comm->nprocs) {
+    int length = static_cast<int>(message.size());
+    MPI_Bcast(&length, 1, MPI_INT, first, world);
+    message.resize(length);
+    MPI_Bcast(message.data(), length, MPI_CHAR, first, world);
+    error->all(FLERR, "{}: {}", context, message);
+  }
+  return value;
+}
+
 PairPET::PairPET(LAMMPS *lmp) : Pair(lmp)
 {
   single_enable = 0;
@@ -582,8 +607,14 @@ void PairPET::compute_exchanged()
 
 petmd::ExchangeSystem PairPET::prepare_exchange()
 {
+  const auto view = domain_view();
+  const double cutoff = model_->info().cutoff;
+  bridged_on_all_ranks("pair_style pet", [&] {
+    exchange_rows_->build_graph(view, cutoff);
+    return 0;
+  });
   return bridged("pair_style pet", [&] {
-    return exchange_rows_->prepare(domain_view(), model_->info().cutoff, type_z_);
+    return exchange_rows_->prepare(view, cutoff, type_z_);
   });
 }
 

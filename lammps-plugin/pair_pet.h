@@ -55,6 +55,7 @@ class PairPET : public Pair {
 
  private:
   template <typename Call> auto bridged(const char *context, Call &&call) -> decltype(call());
+  template <typename Call> auto bridged_on_all_ranks(const char *context, Call &&call) -> decltype(call());
   petmd::SystemView build_system(petmd::DomainGraph &graph);
   petmd::DomainView<tagint> domain_view();
   void compute_exchanged();

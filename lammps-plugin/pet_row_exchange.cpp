@@ -13,12 +13,16 @@ using namespace LAMMPS_NS;
 
 PetRowExchange::PetRowExchange(LAMMPS *lmp, Pair *pair) : lmp_(lmp), pair_(pair) {}
 
+void PetRowExchange::build_graph(const petmd::DomainView<tagint> &view, double cutoff)
+{
+  graph_ = std::make_unique<petmd::LocalGraph>(petmd::build_local_graph(view, cutoff));
+}
+
 petmd::ExchangeSystem PetRowExchange::prepare(const petmd::DomainView<tagint> &view, double cutoff,
                                               const std::vector<long> &type_z)
 {
   const int nlocal = lmp_->atom->nlocal;
   const int nall = nlocal + lmp_->atom->nghost;
-  graph_ = std::make_unique<petmd::LocalGraph>(petmd::build_local_graph(view, cutoff));
   const auto &graph = *graph_;
   // every rank describes each atom with the same number of edge slots
   int64_t most = graph.max_neighbors;

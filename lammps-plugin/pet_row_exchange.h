@@ -27,9 +27,13 @@ class PetRowExchange : public petmd::MessageExchange {
 
   PetRowExchange(LAMMPS *lmp, Pair *pair);
 
-  // This rank's share of the system from its local atoms' neighbour lists: edges, the reverse of each (found
-  // through exchanged edge identities) and which edge rows travel. type_z: atomic number of each atom type.
-  // Collective; throws petmd::Error on inconsistent input.
+  // This rank's edges within the cutoff from its local atoms' neighbour lists. No communication: it may throw
+  // petmd::Error (atoms on one site) on one rank alone, which the caller makes an error of every rank before any
+  // collective call.
+  void build_graph(const petmd::DomainView<tagint> &view, double cutoff);
+  // This rank's share of the system on the graph just built: the reverse of each edge (found through exchanged
+  // edge identities) and which edge rows travel. type_z: atomic number of each atom type. Collective; throws
+  // petmd::Error on inconsistent input.
   petmd::ExchangeSystem prepare(const petmd::DomainView<tagint> &view, double cutoff, const std::vector<long> &type_z);
 
   // petmd::MessageExchange
