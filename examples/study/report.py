@@ -188,6 +188,18 @@ def write(results: dict, report: Path, out: Path) -> Path:
         "and throughput below are from the segments' records (`segments.json`).",
         "",
     ]
+    unfinished = [
+        f"{stage} {name} {k['segments']}/{k['of']} segments"
+        for stage in ("liquid", "gas")
+        for name, k in results.get(stage, {}).get("kinds", {}).items()
+        if k["segments"] < k["of"]
+    ]
+    if unfinished:
+        lines += [
+            f"**In progress: {', '.join(unfinished)}. Every figure below is of the runs as far as they have got; "
+            "the verdicts will change as they grow.**",
+            "",
+        ]
     if "liquid" in results:
         lines += liquid_section(results["liquid"], out, figures)
     if "gas" in results:
