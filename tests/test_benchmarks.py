@@ -130,3 +130,12 @@ def test_distributed_training_compares_one_and_two_processes(scan_data_path):
     assert [(r["processes"], r["threads_each"]) for r in report["rows"]][0] == (1, report["cores"])
     assert [r["processes"] for r in report["rows"]] == [1, 2] and report["rows"][0]["efficiency"] == 1.0
     assert all(r["atoms_per_s"] > 0 for r in report["rows"])
+
+
+def test_uncertainty_llpr_reproduces_the_energy_from_last_layer_features(scan_data_path):
+    result = run_benchmark("uncertainty_llpr.py", "--checkpoint", SMALL_CKPT, "--max-frames", 40, "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["features"] == 260 and report["exactness_eV"] < 1e-6  # Σ f·w = E − baseline
+    assert report["alpha"] > 0 and 0 <= report["within_1_sigma"] <= report["within_2_sigma"] <= 1
+    assert len(report["far"]) == 6 and all(entry["sigma_meV_per_atom"] > 0 for entry in report["far"].values())
