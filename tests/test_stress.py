@@ -165,7 +165,8 @@ def test_training_with_a_stress_weight_fits_stresses(tmp_path):
         settings = dict(epochs=12, atoms_per_batch=48, stress_weight=weight, learning_rate=3e-3)
         config = write_config(tmp_path / f"cfg{weight}.yaml", data, **settings)
         run = tmp_path / f"run{weight}"
-        run_petmd("train", config, "-o", run, "--no-progress", check=True)
+        trained = run_petmd("train", config, "-o", run, "--no-progress", check=True)
+        assert "val S MAE" in trained.stdout and "GPa" in trained.stdout  # the summary shows the stress errors
         metrics = (run / "metrics.csv").read_text().splitlines()
         assert "val_stress_mae_gpa" in metrics[0]
         result = run_petmd("eval", run / "last.ckpt", data, "--indices", run / "split.json", "--json", check=True)

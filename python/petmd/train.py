@@ -654,9 +654,11 @@ def summary_table(result: dict) -> str:
         )
     history = result["history"]
     if history:
+        stress = any("val_stress_mae_gpa" in row for row in history)  # validation frames with stress labels
         lines.append(
             f"{'epoch':>6} {'train F RMSE':>13} {'val E MAE':>10} {'val E RMSE':>11} {'val F MAE':>10} "
-            f"{'val F RMSE':>11}   (meV/atom, meV/Å)"
+            f"{'val F RMSE':>11}"
+            + (f" {'val S MAE':>10}   (meV/atom, meV/Å, GPa)" if stress else "   (meV/atom, meV/Å)")
         )
         shown = history if len(history) <= 10 else history[:3] + history[-7:]
         for row in shown:
@@ -666,6 +668,7 @@ def summary_table(result: dict) -> str:
                 f"{row.get('val_energy_rmse_mev_per_atom', float('nan')):>11.3f} "
                 f"{row.get('val_force_mae_mev_per_A', float('nan')):>10.1f} "
                 f"{row.get('val_force_rmse_mev_per_A', float('nan')):>11.1f}"
+                + (f" {row.get('val_stress_mae_gpa', float('nan')):>10.4f}" if stress else "")
             )
         lines.append(f"best validation force MAE: {result['best_val_force_mae_mev_per_A']:.1f} meV/Å (best.ckpt)")
     return "\n".join(lines)
