@@ -147,6 +147,18 @@ def test_example_scripts_refuse_a_missing_model(tmp_path):
         assert result.returncode != 0 and "nope.pt does not exist" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "steps, message",
+    [("8001", "--npt-steps 8001 must be a multiple of 2 (segments of ~4000 steps)"), ("-5", "at least 1, got -5")],
+)
+def test_ice_example_refuses_npt_steps_it_cannot_run_before_relaxing(tmp_path, steps, message):
+    script = ROOT / "examples" / "ice-ih" / "run.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "-o", str(tmp_path), "--npt-steps", steps], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and message in result.stderr and not list(tmp_path.glob("ice-*"))
+
+
 @pytest.mark.slow
 def test_demo_report(tmp_path, scan_data_path):
     result = subprocess.run(

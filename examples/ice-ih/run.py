@@ -177,6 +177,13 @@ def main(argv=None) -> dict:
     out = args.output
     start = time.monotonic()
     grid_iterations = args.grid_iterations or (400 if args.long else 60)
+    # checked before the relaxations, which take most of the time
+    if args.npt_steps is not None and args.npt_steps < 1:
+        parser.error(f"--npt-steps must be at least 1, got {args.npt_steps}")
+    npt_steps = args.npt_steps or (LONG_NPT if args.long else SHORT_NPT)
+    segments = max(1, npt_steps // NPT_SEGMENT)  # resumable: a killed run continues from its last segment
+    if npt_steps % segments:
+        parser.error(f"--npt-steps {npt_steps} must be a multiple of {segments} (segments of ~{NPT_SEGMENT} steps)")
     cells = [
         relax(out, args.model, replicate, seed, grid_iterations)
         for replicate, seeds in (LONG_CELLS if args.long else SHORT_CELLS)
@@ -193,10 +200,6 @@ def main(argv=None) -> dict:
     # NPT at 250 K of the largest cell, from its plain minimum
     largest = max(cells, key=lambda c: (c["molecules"], -c["seed"]))
     npt_dir = out / largest["cell"]
-    npt_steps = args.npt_steps or (LONG_NPT if args.long else SHORT_NPT)
-    segments = max(1, npt_steps // NPT_SEGMENT)  # resumable: a killed run continues from its last segment
-    if npt_steps % segments:
-        parser.error(f"--npt-steps {npt_steps} must be a multiple of {segments} (segments of ~{NPT_SEGMENT} steps)")
     variables = {"model": args.model.resolve(), "data": (npt_dir / "relaxed-plain.data").resolve()}
     run = SegmentedRun(
         npt_dir / "npt", HERE / "npt.lammps", dict(variables, steps=npt_steps // segments), segments, ranks=args.ranks
