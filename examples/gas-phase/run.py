@@ -21,6 +21,7 @@ import numpy as np
 
 from petmd.helpers.example_cli import example_parser, parse_example_args
 from petmd.helpers.lammps_run import read_thermo, run_lammps
+from petmd.helpers.report import plot_angular_momentum
 from petmd.tables import Column, column_table
 
 HERE = Path(__file__).resolve().parent
@@ -55,29 +56,6 @@ def run_mode(out: Path, model: Path, mode: str, steps: int, mts: int = 1) -> dic
     }
 
 
-def plot(results, png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for r in results:
-        t = np.array(r["time_ps"])
-        axes[0].semilogy(t, np.maximum(r["L"], 1e-16), label=r["mode"])
-        axes[1].semilogy(t, np.maximum(r["torque"], 1e-18), label=r["mode"])
-    axes[0].set_ylabel("|L| (amu Å²/ps)")
-    axes[1].set_ylabel("|net torque| (eV)")
-    for ax in axes:
-        ax.set_xlabel("time (ps)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("one water molecule, NVE from rest", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-
-
 TABLE = [
     Column("mode", "", 14, "", "mode"),
     Column("|L| end", "amu Å²/ps", 10, ".3g", "L_final"),
@@ -109,7 +87,7 @@ def main(argv=None) -> dict:
     results = [run_mode(args.output, args.model, mode, steps) for mode in args.modes]
     if args.mts:
         results += [run_mode(args.output, args.model, m, steps, args.mts) for m in args.modes if m != "none"]
-    plot(results, args.output / "angmom.png")
+    plot_angular_momentum([(r["mode"], r["time_ps"], r["L"], r["torque"]) for r in results], args.output / "angmom.png")
     t = np.array(results[0]["time_ps"])
     np.savetxt(
         args.output / "angmom.csv",

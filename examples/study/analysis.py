@@ -194,7 +194,8 @@ def analyse(out: Path, model: Path, lengths: study_runs.Lengths, stages) -> dict
     return results
 
 
-def _pm(entry: Optional[dict], scale: float = 1.0, digits: str = ".4g") -> str:
+def plus_minus(entry: Optional[dict], scale: float = 1.0, digits: str = ".4g") -> str:
+    """'value ± err' of a {"value", "err"} entry (times ``scale``), '—' where there is none."""
     if not entry or entry.get("value") is None:
         return "—"
     return f"{scale * entry['value']:{digits}} ± {scale * entry['err']:.2g}"
@@ -207,9 +208,10 @@ def summary_text(results: dict) -> str:
         lines.append("liquid water, 64 molecules, 300 K (± block-average standard errors)")
         for name, k in liquid["kinds"].items():
             lines.append(
-                f"  {name:<14} {k['time_ps']:6.2f} ps ({k['segments']}/{k['of']} segments)  T {_pm(k['temperature'])} K"
-                f"  D_O {_pm(k['diffusion_O'])} Å²/ps  drift {_pm(k['conserved_drift'])} meV/atom/ps"
-                f"  sym. err. {_pm(k['symmetry_error_meV_per_A'])} meV/Å"
+                f"  {name:<14} {k['time_ps']:6.2f} ps ({k['segments']}/{k['of']} segments)"
+                f"  T {plus_minus(k['temperature'])} K  D_O {plus_minus(k['diffusion_O'])} Å²/ps"
+                f"  drift {plus_minus(k['conserved_drift'])} meV/atom/ps"
+                f"  sym. err. {plus_minus(k['symmetry_error_meV_per_A'])} meV/Å"
             )
         for c in liquid["comparisons"]:
             differs = [r["observable"] for r in c["rows"] if r["verdict"] == "differs"]
@@ -221,7 +223,8 @@ def summary_text(results: dict) -> str:
         for name, k in gas["kinds"].items():
             lines.append(
                 f"  {name:<14} {k['time_ps']:6.2f} ps  |L| end {k['L_final']:.3g} amu Å²/ps  "
-                f"mean |torque| {_pm(k['mean_abs_torque'], digits='.3g')} eV  ΔE {k['energy_drift_meV']:.3g} meV"
+                f"mean |torque| {plus_minus(k['mean_abs_torque'], digits='.3g')} eV  "
+                f"ΔE {k['energy_drift_meV']:.3g} meV"
             )
     ice = results.get("ice")
     if ice:

@@ -8,7 +8,9 @@ import shutil
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
+from analysis import plus_minus
+
+from petmd.helpers.report import plot_angular_momentum
 
 # what Langer, Pozdnyakov & Ceriotti (2024, arXiv:2406.17747) report, per part of the comparison
 PUBLISHED = {
@@ -20,12 +22,6 @@ PUBLISHED = {
     "ice": "ice Ih: the symmetry error is small against the energy differences between proton orders",
 }
 REGENERATE = "python examples/study/run.py --analyse --report docs/study.md"
-
-
-def _pm(entry: Optional[dict], scale: float = 1.0, digits: str = ".4g") -> str:
-    if not entry or entry.get("value") is None:
-        return "—"
-    return f"{scale * entry['value']:{digits}} ± {scale * entry['err']:.2g}"
 
 
 def _table(header: List[str], rows: List[List[str]]) -> List[str]:
@@ -53,13 +49,13 @@ def liquid_section(liquid: dict, out: Path, figures: Path) -> List[str]:
             [
                 name,
                 f"{k['time_ps']:.2f} ({k['segments']}/{k['of']})",
-                _pm(k["temperature"]),
-                _pm(k["potential_energy"], 1.0, ".6f"),
-                _pm(k["pressure"], 1e-3),
+                plus_minus(k["temperature"]),
+                plus_minus(k["potential_energy"], 1.0, ".6f"),
+                plus_minus(k["pressure"], 1e-3),
                 f"{g['g']:.3f} at {g['r']:.2f} Å, n {g['n']:.2f}",
-                _pm(k["diffusion_O"]),
-                _pm(k["conserved_drift"]),
-                _pm(k["symmetry_error_meV_per_A"]),
+                plus_minus(k["diffusion_O"]),
+                plus_minus(k["conserved_drift"]),
+                plus_minus(k["symmetry_error_meV_per_A"]),
                 f"{k['throughput']['ps_per_cpu_hour']:.2f}",
             ]
         )
@@ -88,40 +84,16 @@ def _difference(row: dict) -> str:
     return f"rms {row['rms_difference']:.3g}; max |z| {row['max_abs_z']:.2f}{at} over {row['points']} points"
 
 
-def gas_figure(gas: dict, png: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for name, k in gas["kinds"].items():
-        t = np.array(k["series"]["time_ps"])
-        axes[0].semilogy(t, np.maximum(k["series"]["L"], 1e-16), label=name, lw=1)
-        axes[1].semilogy(t, np.maximum(k["series"]["torque"], 1e-18), label=name, lw=1)
-    axes[0].set_ylabel("|L| (amu Å²/ps)")
-    axes[1].set_ylabel("|net torque| (eV)")
-    for ax in axes:
-        ax.set_xlabel("time (ps)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle("one water molecule, NVE from rest", fontsize=9)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
-
-
 def gas_section(gas: dict, figures: Path) -> List[str]:
     lines = ["## The isolated molecule: NVE from rest", ""]
+    kinds = gas["kinds"]
     rows = [
         [
             name,
             f"{k['time_ps']:.2f}",
             f"{k['L_final']:.3g}",
-            _pm(k["L_norm_drift"], digits=".3g"),
-            _pm(k["mean_abs_torque"], digits=".3g"),
+            plus_minus(k["L_norm_drift"], digits=".3g"),
+            plus_minus(k["mean_abs_torque"], digits=".3g"),
             f"{k['energy_drift_meV']:.3g}",
             f"{k['throughput']['cpu_s_per_step'] * 1e3:.2f}",
         ]
@@ -130,7 +102,8 @@ def gas_section(gas: dict, figures: Path) -> List[str]:
     header = ["run", "ps", "|L| end (amu Å²/ps)", "d|L|/dt (amu Å²/ps²)", "mean |torque| (eV)", "ΔE_tot (meV)"]
     lines += _table(header + ["CPU ms per step"], rows)
     lines += ["", f"Published: {PUBLISHED['gas']}.", ""]
-    gas_figure(gas, figures / "gas-angular-momentum.png")
+    series = [(name, k["series"]["time_ps"], k["series"]["L"], k["series"]["torque"]) for name, k in kinds.items()]
+    plot_angular_momentum(series, figures / "gas-angular-momentum.png")
     lines += [f"![angular momentum]({figures.name}/gas-angular-momentum.png)", ""]
     lines += [
         "`petmd compare` against grid 2i, angular momentum only: each mode is one deterministic trajectory, whose "
@@ -165,8 +138,8 @@ def ice_section(ice: dict, out: Path, figures: Path) -> List[str]:
     npt = ice.get("npt")
     if npt:
         thermo = npt["thermo"]
-        cells = ", ".join(f"{key} {_pm(thermo[key])} Å" for key in ("Lx", "Ly", "Lz") if key in thermo)
-        lines.append(f"NPT 250 K, 1 bar, {npt['cell']}: density {_pm(thermo.get('density'))} g/cm³; {cells}.")
+        cells = ", ".join(f"{key} {plus_minus(thermo[key])} Å" for key in ("Lx", "Ly", "Lz") if key in thermo)
+        lines.append(f"NPT 250 K, 1 bar, {npt['cell']}: density {plus_minus(thermo.get('density'))} g/cm³; {cells}.")
     lines += ["", f"Published: {PUBLISHED['ice']}.", ""]
     link = _copy(out / "ice" / "ice.png", figures, "ice.png")
     if link:

@@ -92,7 +92,7 @@ def liquid_runs(out: Path, model: Path, lengths: Lengths) -> Dict[str, Segmented
     return runs
 
 
-def _end_of(run: SegmentedRun) -> Optional[Path]:
+def _end_of(run: SegmentedRun) -> Path:
     """The restart file a run will end with (known before it has run: the name of its last segment's restart)."""
     return run.folder / run.name(run.segments - 1, "restart")
 

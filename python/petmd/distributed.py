@@ -12,6 +12,7 @@ floating-point sums.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -53,7 +54,7 @@ SINGLE_PROCESS = World()
 def world_from_environment() -> World:
     """The World torchrun (or another launcher setting RANK and WORLD_SIZE) describes; one process otherwise."""
     if "WORLD_SIZE" not in os.environ:
-        return World()
+        return SINGLE_PROCESS
     try:
         size, rank = int(os.environ["WORLD_SIZE"]), int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
@@ -119,13 +120,13 @@ def share(group: Sequence[int], n_atoms: Sequence[int], world: World) -> List[in
     far (ties to the lower rank), so shares balance by atoms; deterministic on every process. A batch with fewer
     frames than processes leaves some processes without frames for that step."""
     load = [0] * world.size
-    mine: List[int] = []
+    mine: List[int] = []  # positions in the batch
     for position in sorted(range(len(group)), key=lambda p: (-n_atoms[p], p)):
         rank = min(range(world.size), key=lambda r: (load[r], r))
         load[rank] += n_atoms[position]
         if rank == world.rank:
-            mine.append(group[position])
-    return sorted(mine, key=list(group).index)
+            mine.append(position)
+    return [group[position] for position in sorted(mine)]
 
 
 def sum_over_processes(values: Dict[str, float], world: World) -> Dict[str, float]:
@@ -156,7 +157,6 @@ class GradientSync:
     parameters and buffers, so every process starts from the same weights."""
 
     def __init__(self, model: torch.nn.Module, world: World, device: torch.device):
-        self.world = world
         self.ddp = None
         if world.distributed:
             # gradients accumulated chunk by chunk keep the layout autograd gave them; DDP copies them into its
@@ -167,8 +167,6 @@ class GradientSync:
 
     def local(self):
         """The context in which this process accumulates its own gradient without communication."""
-        import contextlib
-
         return self.ddp.no_sync() if self.ddp is not None else contextlib.nullcontext()
 
     def synchronize(self) -> None:

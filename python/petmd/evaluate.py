@@ -12,10 +12,8 @@ from tqdm import tqdm
 from .batch import batches_by_atom_budget, collate
 from .data import INFO_GROUP_KEYS, load_frames
 from .loading import load_model
-from .objective import stress_residual
+from .objective import EV_PER_A3_IN_GPA, stress_residual
 from .tables import group_table
-
-EV_PER_A3_IN_GPA = 160.21766208
 
 
 def _summary(e_err: List[float], f_err: List[np.ndarray], s_err: Optional[List[np.ndarray]] = None) -> Dict[str, Any]:

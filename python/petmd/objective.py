@@ -6,11 +6,14 @@ from __future__ import annotations
 import math
 from typing import Dict, Optional
 
+import ase.units
 import numpy as np
 import torch
 
 from .batch import Batch
 from .rotations import rotate_back
+
+EV_PER_A3_IN_GPA = 1.0 / ase.units.GPa  # stresses are computed in eV/Å³ and reported in GPa
 
 
 def learning_rate(cfg, step: int, total_steps: int) -> float:

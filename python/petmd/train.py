@@ -39,7 +39,7 @@ from .errors import PetmdError
 from .model import PET
 from .model.composition import fit_composition_energies
 from .model.training_gradient import loss_and_gradient
-from .objective import error_sums, learning_rate, rotational_variance, training_loss
+from .objective import EV_PER_A3_IN_GPA, error_sums, learning_rate, rotational_variance, training_loss
 from .precision import torch_dtype
 
 METRIC_FIELDS = [
@@ -57,7 +57,6 @@ METRIC_FIELDS = [
     "val_stress_rmse_gpa",
     "wall_s",
 ]
-EV_PER_A3_IN_GPA = 160.21766208
 
 
 # Chunk sizes of the training gradient when training.chunk_atoms is -1: on a CPU the largest chunk that trains as

@@ -4,7 +4,7 @@ conserved quantity, thermo plots (PNG, matplotlib). Structure and dynamics come 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Mapping, Sequence
+from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -37,6 +37,35 @@ def summary_rows(run: Mapping[str, np.ndarray], columns: Mapping[str, tuple], di
 def format_rows(rows) -> str:
     width = max(len(r[0]) for r in rows) if rows else 0
     return "\n".join(f"  {label:<{width}}  {mean:14.6g} ± {err:<10.2g} {unit}" for label, mean, err, unit in rows)
+
+
+Curve = Tuple[str, Sequence[float], Sequence[float], Sequence[float]]
+
+
+def plot_angular_momentum(series: Sequence[Curve], png: Path) -> Path:
+    """|L| and the net torque of an isolated molecule against time, log scale: (label, time_ps, L, torque) per run
+    (examples/gas-phase, examples/study)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for label, time_ps, momentum, torque in series:
+        axes[0].semilogy(time_ps, np.maximum(momentum, 1e-16), label=label, lw=1)  # exactly 0 has no logarithm
+        axes[1].semilogy(time_ps, np.maximum(torque, 1e-18), label=label, lw=1)
+    axes[0].set_ylabel("|L| (amu Å²/ps)")
+    axes[1].set_ylabel("|net torque| (eV)")
+    for ax in axes:
+        ax.set_xlabel("time (ps)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("one water molecule, NVE from rest", fontsize=9)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
 
 
 def plot_thermo(

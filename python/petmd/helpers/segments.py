@@ -27,6 +27,7 @@ import numpy as np
 
 from ..atomic import atomic_output
 from ..errors import PetmdError
+from ..observables.lammps_log import merge_thermo
 from .lammps_run import read_thermo, run_lammps
 
 STATE_FILE = "segments.json"
@@ -83,13 +84,7 @@ class SegmentedRun:
         of the previous one counted once)."""
         if not self.done:
             raise PetmdError(f"{self.folder} has no finished segment yet")
-        parts = [read_thermo(log)[-1] for log in self.logs]
-        table = {key: [values] for key, values in parts[0].items()}
-        for part in parts[1:]:
-            keep = part["Step"] > table["Step"][-1][-1]
-            for key in table:
-                table[key].append(part[key][keep])
-        return {key: np.concatenate(values) for key, values in table.items()}
+        return merge_thermo([read_thermo(log)[-1] for log in self.logs])
 
     def _settings(self) -> Dict[str, str]:
         """What must not change between the segments of one run: the input and every variable."""
