@@ -15,6 +15,7 @@ BAD_VALUES = [
     ("training", "validation_atoms_per_batch", 0, "training.validation_atoms_per_batch must be at least 1"),
     ("training", "learning_rate", -1e-3, "training.learning_rate must be at least 0"),
     ("training", "weight_decay", -0.1, "training.weight_decay must be at least 0"),
+    ("training", "stress_weight", -1.0, "training.stress_weight must be at least 0"),
     ("training", "warmup_steps", -1, "training.warmup_steps must be at least 0"),
     ("training", "step_decay_every", 0, "training.step_decay_every must be at least 1"),
     ("training", "step_decay_factor", 0, "training.step_decay_factor must be greater than 0"),

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from conftest import run_petmd, write_config, write_labelled_data
-from petmd.distributed import World, share
+from petmd.distributed import World, share, world_from_environment
+from petmd.errors import PetmdError
 
 
 def torchrun(processes: int, *args, env=None, script=None) -> subprocess.CompletedProcess:
@@ -140,3 +141,12 @@ def test_shares_balance_atoms_and_cover_the_batch():
     assert atoms == [864, 672]  # the 864-atom frame alone, the rest together
     assert share(group, n_atoms, World(0, 1)) == group
     assert share([5], [10], World(1, 2)) == []  # a batch smaller than the world leaves a process idle
+
+
+def test_a_launcher_environment_that_is_not_numbers_is_refused(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(PetmdError, match="RANK, WORLD_SIZE and LOCAL_RANK must be integers"):
+        world_from_environment()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert world_from_environment() == World(1, 2, 1)

@@ -159,6 +159,14 @@ def test_ice_example_refuses_npt_steps_it_cannot_run_before_relaxing(tmp_path, s
     assert result.returncode == 2 and message in result.stderr and not list(tmp_path.glob("ice-*"))
 
 
+def test_study_refuses_a_negative_time_budget(tmp_path):
+    script = ROOT / "examples" / "study" / "run.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "-o", str(tmp_path), "--hours", "-1"], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "--hours must be ≥ 0 (got -1.0)" in result.stderr
+
+
 @pytest.mark.slow
 def test_demo_report(tmp_path, scan_data_path):
     result = subprocess.run(
