@@ -22,7 +22,9 @@ using json = nlohmann_lmp::basic_json<>;
 constexpr const char *kMetadataFile = "petmd.json";
 constexpr const char *kFormat = "petmd-model";
 // The exported interface's version (FORMAT_VERSION in python/petmd/exported.py, which says what each one is).
-constexpr int64_t kFormatVersion = 3;
+constexpr int64_t kFormatVersion = 4;
+// Version 3 files run too: the interface of version 4 less the uncertainty, which they say they have none of.
+constexpr int64_t kOldestFormatVersion = 3;
 
 // The network's precision by the name the metadata gives it (python/petmd/precision.py on the Python side).
 bool is_network_dtype(const std::string &name) {
@@ -67,10 +69,11 @@ ModelInfo parse_metadata(const std::string &text, const std::string &path) {
   if (!meta.is_object() || meta.value("format", std::string()) != kFormat)
     throw Error(path + " is not a petmd model (its metadata format is not '" + kFormat + "')");
   const auto version = required<int64_t>(meta, "format_version", path);
-  if (version < kFormatVersion)
+  if (version < kOldestFormatVersion)
     throw Error(path + " has model format version " + std::to_string(version) +
-                ", which this petmd no longer runs (it reads version " + std::to_string(kFormatVersion) +
-                "): re-export it with `petmd export " + path + " -o NEW.pt` (or from its checkpoint)");
+                ", which this petmd no longer runs (it reads versions " + std::to_string(kOldestFormatVersion) +
+                " to " + std::to_string(kFormatVersion) + "): re-export it with `petmd export " + path +
+                " -o NEW.pt` (or from its checkpoint)");
   if (version > kFormatVersion)
     throw Error(path + " has model format version " + std::to_string(version) + ", newer than this plugin reads (" +
                 std::to_string(kFormatVersion) + "): use the plugin built by the petmd that exported it");
@@ -88,6 +91,9 @@ ModelInfo parse_metadata(const std::string &text, const std::string &path) {
   info.citation = meta.value("citation", std::string());
   info.torch_version = meta.value("torch_version", std::string("unknown"));
   info.petmd_version = meta.value("petmd_version", std::string("unknown"));
+  info.format_version = version;
+  info.has_uncertainty = meta.contains("uncertainty") && meta.at("uncertainty").is_object();
+  if (info.has_uncertainty) info.uncertainty_features = meta.at("uncertainty").value("features", int64_t{0});
 
   const auto units = meta.value("units", std::string("metal"));
   auto bad = [&](const std::string &what) { throw Error(path + ": invalid model metadata: " + what); };
@@ -269,20 +275,50 @@ void Model::set_tf32(bool on) {
   at::globalContext().setAllowTF32CuDNN(on);
 }
 
-Result Model::compute(const SystemView &s, bool per_atom_energies) const {
+Result Model::compute(const SystemView &s, bool per_atom_energies, bool with_uncertainty) const {
   Result result;
+  if (with_uncertainty) require_uncertainty();
   try {
+    // the module's uncertainty setting is on for this call only (a Model may be shared by several pair styles)
+    if (with_uncertainty) impl_->module.run_method("set_uncertainty", true);
     auto out = call_dict(impl_->module, "forward", inputs(s, impl_->device));
+    if (with_uncertainty) impl_->module.run_method("set_uncertainty", false);
     result.energy = out.at("energy").toTensor().detach().item<double>();
     result.forces = to_vector(out.at("forces").toTensor());
     const auto virial = to_vector(out.at("virial").toTensor());
     std::copy(virial.begin(), virial.end(), result.virial.begin());
     if (per_atom_energies) result.energies = to_vector(out.at("energies").toTensor());
+    if (with_uncertainty) {
+      result.energy_uncertainty = out.at("energy_uncertainty").toTensor().detach().item<double>();
+      result.uncertainty_features = to_vector(out.at("uncertainty_features").toTensor());
+      result.atom_uncertainties = to_vector(out.at("atom_uncertainties").toTensor());
+    }
   } catch (const std::exception &err) {
+    if (with_uncertainty) impl_->module.run_method("set_uncertainty", false);
     throw Error("the model failed on " + std::to_string(s.n_nodes) + " atoms and " + std::to_string(s.n_edges) +
                 " edges: " + torch_message(err));
   }
   return result;
+}
+
+void Model::require_uncertainty() const {
+  if (info_.has_uncertainty) return;
+  throw Error(path_ + " (model format version " + std::to_string(info_.format_version) +
+              ") has no uncertainty calibration: export its checkpoint with `petmd export CHECKPOINT -o MODEL.pt "
+              "--uncertainty` (docs/uncertainty.md)");
+}
+
+double Model::energy_uncertainty(const std::vector<double> &features) const {
+  require_uncertainty();
+  try {
+    auto f = torch::from_blob(const_cast<double *>(features.data()), {static_cast<int64_t>(features.size())},
+                              torch::kFloat64)
+                 .to(impl_->device);
+    return impl_->module.run_method("energy_uncertainty", f).toTensor().item<double>();
+  } catch (const std::exception &err) {
+    throw Error("the energy uncertainty of " + std::to_string(features.size()) +
+                " summed features failed: " + torch_message(err));
+  }
 }
 
 int64_t Model::grid_size(const std::string &grid) const {
@@ -372,18 +408,24 @@ struct Model::ExchangeLayers {
     return extended.slice(0, 0, n_edges).index_add(0, sent, received);
   }
 
-  // the network on the edge vectors rotated by `rotation` (x Q^T): summed layer energies [n] (float64, unscaled)
-  // and dE/dx [E, 3] in the unrotated frame
-  std::pair<torch::Tensor, torch::Tensor> evaluate_rotated(const torch::Tensor &rotation) {
+  // The network on the edge vectors rotated by `rotation` (x Q^T): summed layer energies [n] (float64, unscaled),
+  // dE/dx [E, 3] in the unrotated frame and, with the module's uncertainty on, the central atoms' last-layer
+  // features [n, D] (else undefined).
+  struct Rotated {
+    torch::Tensor energy, gradient, features;
+  };
+  Rotated evaluate_rotated(const torch::Tensor &rotation, bool with_features) {
     const int64_t n_edges = s.n_edges;
     const auto rotated = vectors.matmul(rotation.t());
     const auto edge_i = edge_index[0];
     torch::Tensor energy = torch::zeros({s.n_central}, options);
     std::vector<torch::Tensor> messages{torch::zeros({0, d}, options)};
+    std::vector<torch::Tensor> features(static_cast<size_t>(n_layers));
     for (int64_t k = 0; k + 1 < n_layers; k++) {
       auto out = call(module, "message_layer", {k, central, neighbor_numbers, edge_i, rotated, messages[k]}).toTuple();
       energy += out->elements()[0].toTensor();
       const auto used = out->elements()[2].toTensor();  // layer 0: the neighbour embeddings
+      if (with_features) features[k] = out->elements()[3].toTensor();
       messages[k] = used;
       messages.push_back(next_messages(used, with_ghosts(out->elements()[1].toTensor()), reverse));
     }
@@ -396,13 +438,18 @@ struct Model::ExchangeLayers {
       auto out = call(module, "message_layer_backward",
                       {k, central, neighbor_numbers, edge_i, rotated, messages[k], out_adjoint})
                      .toTuple();
-      if (k == n_layers - 1) energy += out->elements()[0].toTensor();
+      if (k == n_layers - 1) {
+        energy += out->elements()[0].toTensor();
+        if (with_features) features[k] = out->elements()[3].toTensor();
+      }
       gradient += out->elements()[1].toTensor();
       const auto message_adjoint = out->elements()[2].toTensor();
       adjoint = adjoint.defined() ? carried_adjoint(adjoint) + message_adjoint : message_adjoint;
       messages[k] = torch::Tensor();
     }
-    return {energy.to(torch::kFloat64), gradient.matmul(rotation)};
+    Rotated result{energy.to(torch::kFloat64), gradient.matmul(rotation), torch::Tensor()};
+    if (with_features) result.features = torch::cat(features, 1);
+    return result;
   }
 
   // energy, energies [n], forces [n_all, 3], virial [3, 3] from summed layer energies and dE/dx
@@ -422,28 +469,44 @@ Model::ExchangeLayers Model::exchange_layers(const ExchangeSystem &s, MessageExc
                         network_dtype(info_.dtype));
 }
 
-Result Model::compute_exchanged(const ExchangeSystem &s, MessageExchange &exchange, bool per_atom_energies) const {
+Result Model::compute_exchanged(const ExchangeSystem &s, MessageExchange &exchange, bool per_atom_energies,
+                                bool with_uncertainty) const {
   Result result;
+  if (with_uncertainty) require_uncertainty();
   try {
     auto layers = exchange_layers(s, exchange);
     // the mode's rotated copies (the identity for none), each rotated back, weighted
     const auto [rotations, weights] = layers.rotations("message_rotations", {});
     auto energy = torch::zeros({s.n_central}, layers.vectors.options());
     auto gradient = torch::zeros({s.n_edges, 3}, layers.vectors.options());
+    torch::Tensor features;  // the symmetrized prediction's: the mean over the copies of positive weight
+    if (with_uncertainty) impl_->module.run_method("set_uncertainty", true);
     for (int64_t k = 0; k < rotations.size(0); k++) {
-      const auto [e, g] = layers.evaluate_rotated(rotations[k]);
-      energy += weights[k] * e;
-      gradient += weights[k] * g;
+      const auto rotated = layers.evaluate_rotated(rotations[k], with_uncertainty);
+      energy += weights[k] * rotated.energy;
+      gradient += weights[k] * rotated.gradient;
+      if (with_uncertainty) {
+        const auto part = weights[k].clamp_min(0.0) * rotated.features;
+        features = features.defined() ? features + part : part;
+      }
     }
+    if (with_uncertainty) impl_->module.run_method("set_uncertainty", false);
     auto totals = layers.result(energy, gradient);
     result.energy = totals.at("energy").toTensor().item<double>();
     result.forces = to_vector(totals.at("forces").toTensor());
     const auto virial = to_vector(totals.at("virial").toTensor());
     std::copy(virial.begin(), virial.end(), result.virial.begin());
     if (per_atom_energies) result.energies = to_vector(totals.at("energies").toTensor());
+    if (with_uncertainty) {
+      const auto summed = features.sum(0);
+      result.uncertainty_features = to_vector(summed);
+      result.energy_uncertainty = impl_->module.run_method("energy_uncertainty", summed).toTensor().item<double>();
+      result.atom_uncertainties = to_vector(impl_->module.run_method("energy_uncertainty", features).toTensor());
+    }
   } catch (const Error &) {
     throw;
   } catch (const std::exception &err) {
+    if (with_uncertainty) impl_->module.run_method("set_uncertainty", false);
     throw Error("the model failed on " + std::to_string(s.n_central) + " atoms and " + std::to_string(s.n_edges) +
                 " edges (message exchange): " + torch_message(err));
   }
@@ -456,15 +519,15 @@ GridResult Model::compute_grid_exchanged(const ExchangeSystem &s, MessageExchang
   try {
     auto layers = exchange_layers(s, exchange);
     const auto identity = torch::eye(3, layers.vectors.options());
-    const auto [e, g] = layers.evaluate_rotated(identity);
-    auto plain = layers.result(e, g);
+    const auto plain_copy = layers.evaluate_rotated(identity, false);
+    auto plain = layers.result(plain_copy.energy, plain_copy.gradient);
     result.energy = plain.at("energy").toTensor().item<double>();
     result.forces = to_vector(plain.at("forces").toTensor());
     const auto [rotations, weights] = layers.rotations("message_grid", {grid});
     torch::Tensor mean_forces;
     for (int64_t k = 0; k < rotations.size(0); k++) {
-      const auto [ek, gk] = layers.evaluate_rotated(rotations[k]);
-      auto rotated = layers.result(ek, gk);
+      const auto copy = layers.evaluate_rotated(rotations[k], false);
+      auto rotated = layers.result(copy.energy, copy.gradient);
       result.grid_energies.push_back(rotated.at("energy").toTensor().item<double>());
       auto forces = weights[k] * rotated.at("forces").toTensor();
       mean_forces = mean_forces.defined() ? mean_forces + forces : forces;

@@ -32,7 +32,10 @@ struct ModelInfo {
   std::string citation;
   std::string torch_version;  // torch that exported the file
   std::string petmd_version;
-  std::string json;  // the whole petmd.json, verbatim
+  int64_t format_version = 0;
+  bool has_uncertainty = false;      // the file carries an uncertainty calibration (`petmd export --uncertainty`)
+  int64_t uncertainty_features = 0;  // D: the last-layer features its uncertainty is a quadratic form of
+  std::string json;                  // the whole petmd.json, verbatim
 };
 
 // One system: n nodes, E directed edges; arrays are row-major, as in docs/model-interface.md §3.
@@ -52,6 +55,12 @@ struct Result {
   std::vector<double> energies;    // [n] eV (only if requested)
   std::vector<double> forces;      // [n, 3] eV/Å, ghosts included
   std::array<double, 9> virial{};  // W[a][b] = -dE/d(strain_ab), eV, row-major
+  // with_uncertainty only (docs/uncertainty.md): sigma of the energy (eV), the masked-in nodes' summed last-layer
+  // features [D] (sum them over domains and call energy_uncertainty for the whole system's sigma) and each node's
+  // own sigma [n] (eV; 0 for masked-out nodes)
+  double energy_uncertainty = 0.0;
+  std::vector<double> uncertainty_features;
+  std::vector<double> atom_uncertainties;
 };
 
 // The network as trained against its average over a rotation grid, for one system (on-the-fly diagnostics).
@@ -111,13 +120,18 @@ class PETMD_API Model {
   const std::string &path() const { return path_; }
 
   // Forward + backward of the exported module; inputs are copied to the device once, outputs back in float64.
-  virtual Result compute(const SystemView &system, bool per_atom_energies) const;
+  // with_uncertainty: also the uncertainty (throws Error naming the fix when the file has no calibration).
+  virtual Result compute(const SystemView &system, bool per_atom_energies, bool with_uncertainty = false) const;
+
+  // sigma (eV) of the energy whose summed last-layer features are `features` [D] (Result::uncertainty_features,
+  // summed over domains).
+  virtual double energy_uncertainty(const std::vector<double> &features) const;
 
   // compute on one domain with message exchange: energies of the central atoms, forces on all n_all atoms (ghosts'
   // forces belong to their owners), this domain's share of the virial; in the symmetrization mode (none, random,
   // grid:G; not ecse). Every domain must call it (the exchange is collective), also one without atoms.
-  virtual Result compute_exchanged(const ExchangeSystem &system, MessageExchange &exchange,
-                                   bool per_atom_energies) const;
+  virtual Result compute_exchanged(const ExchangeSystem &system, MessageExchange &exchange, bool per_atom_energies,
+                                   bool with_uncertainty = false) const;
 
   // compute_grid with message exchange (the network as trained, and its average over `grid`).
   virtual GridResult compute_grid_exchanged(const ExchangeSystem &system, MessageExchange &exchange,
@@ -165,6 +179,8 @@ class PETMD_API Model {
   virtual void set_tf32(bool on);
 
  private:
+  // Throws Error naming the fix when the file carries no uncertainty calibration.
+  void require_uncertainty() const;
   struct Impl;
   struct ExchangeLayers;
   ExchangeLayers exchange_layers(const ExchangeSystem &system, MessageExchange &exchange) const;

@@ -39,7 +39,7 @@ py::array_t<T> to_numpy(std::vector<T> values, std::vector<py::ssize_t> shape) {
 
 py::dict compute(const petmd::Model &model, const Array<double> &positions, const Array<int64_t> &numbers,
                  const Array<double> &cell, const Array<int64_t> &edge_index, const Array<int64_t> &cell_shifts,
-                 const py::object &energy_mask, bool per_atom_energies) {
+                 const py::object &energy_mask, bool per_atom_energies, bool with_uncertainty) {
   const auto n = positions.ndim() == 2 ? positions.shape(0) : -1;
   check_shape(positions, {-1, 3}, "positions");
   check_shape(numbers, {n}, "atomic_numbers");
@@ -64,13 +64,19 @@ py::dict compute(const petmd::Model &model, const Array<double> &positions, cons
   petmd::Result r;
   {
     py::gil_scoped_release release;
-    r = model.compute(view, per_atom_energies);
+    r = model.compute(view, per_atom_energies, with_uncertainty);
   }
   py::dict out;
   out["energy"] = r.energy;
   out["forces"] = to_numpy(r.forces, {n, 3});
   out["virial"] = to_numpy(std::vector<double>(r.virial.begin(), r.virial.end()), {3, 3});
   if (per_atom_energies) out["energies"] = to_numpy(r.energies, {n});
+  if (with_uncertainty) {
+    out["energy_uncertainty"] = r.energy_uncertainty;
+    out["uncertainty_features"] =
+        to_numpy(r.uncertainty_features, {static_cast<py::ssize_t>(r.uncertainty_features.size())});
+    out["atom_uncertainties"] = to_numpy(r.atom_uncertainties, {n});
+  }
   return out;
 }
 
@@ -179,8 +185,11 @@ PYBIND11_MODULE(_bridge, m) {
       .def_property_readonly("interaction_range",
                              [](const petmd::Model &model) { return model.info().interaction_range; })
       .def("compute", &compute, "positions"_a, "atomic_numbers"_a, "cell"_a, "edge_index"_a, "cell_shifts"_a,
-           "energy_mask"_a = py::none(), "per_atom_energies"_a = true,
-           "Energy (float), forces [n, 3], virial [3, 3] and per-atom energies [n], as LAMMPS gets them")
+           "energy_mask"_a = py::none(), "per_atom_energies"_a = true, "with_uncertainty"_a = false,
+           "Energy (float), forces [n, 3], virial [3, 3] and per-atom energies [n], as LAMMPS gets them; "
+           "with_uncertainty: energy_uncertainty, uncertainty_features [D] and atom_uncertainties [n]")
+      .def("energy_uncertainty", &petmd::Model::energy_uncertainty, "features"_a,
+           "sigma (eV) of the energy whose summed last-layer features are `features`")
       .def("set_tf32", &petmd::Model::set_tf32, "on"_a,
            "TF32 in float32 matrix products (CUDA devices only; a setting of the whole process)");
 

@@ -8,6 +8,7 @@
 #include "atom.h"
 #include "citeme.h"
 #include "comm.h"
+#include "compute_pet_uncertainty.h"
 #include "domain.h"
 #include "error.h"
 #include "force.h"
@@ -463,17 +464,29 @@ void PairPET::compute(int eflag, int vflag)
   // every rank, and every evaluation within a step, must use the same random rotation
   if (mode_ == "random") model_->set_random_seed(static_cast<uint64_t>(seed_ + update->ntimestep));
   if (correction_) check_level();
+  const bool with_uncertainty = uncertainty_wanted();
   if (exchange_rows_) {
-    compute_exchanged();
+    const auto result = evaluate_exchanged("pair_style pet", with_uncertainty);
+    // ghosts' forces go to the ghosts: the reverse communication (newton on) adds them to their owners
+    double **f = atom->f;
+    const size_t n_all = result.forces.size() / 3;    // every atom the edges reach, local first
+    for (size_t a = 0; a < n_all; a++)
+      for (int c = 0; c < 3; c++) f[a][c] += result.forces[3 * a + c];
+    tally(result);
+    if (with_uncertainty) keep_uncertainty(&result);
     return;
   }
   const int nlocal = atom->nlocal;
-  if (nlocal == 0) return;    // an empty subdomain owns no energy, so it exerts no force
+  if (nlocal == 0) {    // an empty subdomain owns no energy, so it exerts no force
+    if (with_uncertainty) keep_uncertainty(nullptr);
+    return;
+  }
 
   petmd::DomainGraph graph;
   const auto result = bridged("pair_style pet", [&] {
-    return model().compute(build_system(graph), eflag_atom != 0);
+    return model().compute(build_system(graph), eflag_atom != 0, with_uncertainty);
   });
+  if (with_uncertainty) keep_uncertainty(&result);
 
   // ghosts' forces go to the ghosts: the reverse communication (newton on) adds them to their owners
   double **f = atom->f;
@@ -590,19 +603,78 @@ PairPET::SymmetryTerms PairPET::symmetry_terms(const std::string &grid, double *
   return terms;
 }
 
+/* ------------------------------------------------------------- uncertainty (compute pet/uncertainty) */
+
+// Whether a pet/uncertainty compute that judges this style is wanted on this step: it then rides on the forces.
+bool PairPET::uncertainty_wanted()
+{
+  for (auto *compute : modify->get_compute_by_style("pet/uncertainty")) {
+    auto *uncertainty = dynamic_cast<ComputePETUncertainty *>(compute);
+    if (uncertainty && uncertainty->source() == this && uncertainty->matchstep(update->ntimestep)) return true;
+  }
+  return false;
+}
+
+void PairPET::keep_uncertainty(const petmd::Result *result)
+{
+  uncertainty_.step = update->ntimestep;
+  if (result == nullptr) {    // no local atoms: nothing to add
+    uncertainty_.features.assign(static_cast<size_t>(model_->info().uncertainty_features), 0.0);
+    uncertainty_.atom_sigma.clear();
+    return;
+  }
+  uncertainty_.features = result->uncertainty_features;
+  // nodes 0..nlocal-1 are the local atoms in order (build_system)
+  uncertainty_.atom_sigma.assign(result->atom_uncertainties.begin(), result->atom_uncertainties.begin() + atom->nlocal);
+}
+
+const PairPET::UncertaintyShare &PairPET::uncertainty_share(const char *context)
+{
+  if (uncertainty_.step == update->ntimestep) return uncertainty_;
+  check_uncertainty(context);
+  if (mode_ == "random") model_->set_random_seed(static_cast<uint64_t>(seed_ + update->ntimestep));
+  if (exchange_rows_) {    // every rank takes part, also one without atoms
+    const auto result = evaluate_exchanged(context, true);
+    keep_uncertainty(&result);
+    return uncertainty_;
+  }
+  if (atom->nlocal == 0) {
+    keep_uncertainty(nullptr);
+    return uncertainty_;
+  }
+  petmd::DomainGraph graph;
+  const auto result = bridged(context, [&] {
+    return model().compute(build_system(graph), false, true);
+  });
+  keep_uncertainty(&result);
+  return uncertainty_;
+}
+
+double PairPET::energy_uncertainty(const std::vector<double> &features, const char *context)
+{
+  return bridged(context, [&] {
+    return model_->energy_uncertainty(features);
+  });
+}
+
+void PairPET::check_uncertainty(const char *context)
+{
+  const auto &info = model_->info();
+  if (!info.has_uncertainty)
+    error->all(FLERR,
+               "{}: {} (model format version {}) has no uncertainty calibration: export its checkpoint with "
+               "`petmd export CHECKPOINT -o MODEL.pt --uncertainty` and use MODEL.pt (docs/uncertainty.md)",
+               context, model_path_, info.format_version);
+}
+
 /* ---------------------------------------------------------------------- message exchange (docs/pair_pet.md) */
 
-void PairPET::compute_exchanged()
+petmd::Result PairPET::evaluate_exchanged(const char *context, bool with_uncertainty)
 {
   const auto system = prepare_exchange();
-  const auto result = bridged("pair_style pet", [&] {
-    return model().compute_exchanged(system, *exchange_rows_, eflag_atom != 0);
+  return bridged(context, [&] {
+    return model().compute_exchanged(system, *exchange_rows_, eflag_atom != 0, with_uncertainty);
   });
-  // ghosts' forces go to the ghosts: the reverse communication (newton on) adds them to their owners
-  double **f = atom->f;
-  for (int a = 0; a < system.n_all; a++)
-    for (int c = 0; c < 3; c++) f[a][c] += result.forces[3 * a + c];
-  tally(result);
 }
 
 petmd::ExchangeSystem PairPET::prepare_exchange()

@@ -48,6 +48,21 @@ class PairPET : public Pair {
   // Rotations in `grid`; an unknown or too large grid is an error of `context` on every rank.
   int64_t grid_size(const std::string &grid, const char *context);
 
+  // For compute pet/uncertainty (docs/uncertainty.md): this rank's share of the uncertainty at the current step, the
+  // local atoms' summed last-layer features and each local atom's sigma (eV). From this step's force evaluation when
+  // a pet/uncertainty compute asked for this step, else from an evaluation of its own (errors name `context`).
+  struct UncertaintyShare {
+    bigint step = -1;
+    std::vector<double> features;
+    std::vector<double> atom_sigma;
+  };
+  const UncertaintyShare &uncertainty_share(const char *context);
+  // sigma (eV) of an energy from its summed features (the shares summed over ranks).
+  double energy_uncertainty(const std::vector<double> &features, const char *context);
+  // An error of `context` naming the fix when this style cannot give an uncertainty (no calibration in the file,
+  // message exchange between ranks).
+  void check_uncertainty(const char *context);
+
   // Every pet style of this run (the pair style, or the pet sub-styles of a hybrid); whether one is the correction
   // term of multiple time stepping (`correction yes`).
   static std::vector<PairPET *> instances(class LAMMPS *lmp);
@@ -58,9 +73,11 @@ class PairPET : public Pair {
   template <typename Call> auto bridged_on_all_ranks(const char *context, Call &&call) -> decltype(call());
   petmd::SystemView build_system(petmd::DomainGraph &graph);
   petmd::DomainView<tagint> domain_view();
-  void compute_exchanged();
+  petmd::Result evaluate_exchanged(const char *context, bool with_uncertainty);
   petmd::ExchangeSystem prepare_exchange();
   void tally(const petmd::Result &result);
+  bool uncertainty_wanted();
+  void keep_uncertainty(const petmd::Result *result);
   void allocate();
   void report_model(int threads);
   void require_every_pair();
@@ -83,6 +100,7 @@ class PairPET : public Pair {
   // set in init_style when this run exchanges messages between ranks: the exchange on LAMMPS's communication
   std::unique_ptr<PetRowExchange> exchange_rows_;
   bigint seed_ = 0;    // symmetrize random: torch is seeded with seed_ + step on every rank
+  UncertaintyShare uncertainty_;
   // per-step buffers, kept to avoid reallocation
   std::vector<double> positions_;
   std::vector<int64_t> numbers_;

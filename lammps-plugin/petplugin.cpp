@@ -1,6 +1,7 @@
 // Registers pair_style pet with LAMMPS when petplugin.so is loaded.
 #include "lammpsplugin_abi.h"
 #include "compute_pet_symmetry.h"
+#include "compute_pet_uncertainty.h"
 #include "pair_pet.h"
 
 using namespace LAMMPS_NS;
@@ -13,6 +14,11 @@ static Pair *pet_creator(LAMMPS *lmp)
 static Compute *pet_symmetry_creator(LAMMPS *lmp, int narg, char **arg)
 {
   return new ComputePETSymmetry(lmp, narg, arg);
+}
+
+static Compute *pet_uncertainty_creator(LAMMPS *lmp, int narg, char **arg)
+{
+  return new ComputePETUncertainty(lmp, narg, arg);
 }
 
 extern "C" __attribute__((visibility("default"))) void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
@@ -31,5 +37,10 @@ extern "C" __attribute__((visibility("default"))) void lammpsplugin_init(void *l
   plugin.name = "pet/symmetry";
   plugin.info = "on-the-fly symmetry error of pair_style pet (petmd " PETMD_VERSION ")";
   plugin.creator.v2 = (lammpsplugin_factory2 *)&pet_symmetry_creator;
+  (*(lammpsplugin_regfunc)regfunc)(&plugin, lmp);
+
+  plugin.name = "pet/uncertainty";
+  plugin.info = "calibrated uncertainty of pair_style pet (petmd " PETMD_VERSION ")";
+  plugin.creator.v2 = (lammpsplugin_factory2 *)&pet_uncertainty_creator;
   (*(lammpsplugin_regfunc)regfunc)(&plugin, lmp);
 }

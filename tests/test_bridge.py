@@ -12,6 +12,7 @@ from scipy.spatial import cKDTree
 from conftest import CUTOFF, FORMAT_1_MODEL, frame, small_pet, water_box, with_metadata, write_checkpoint
 from petmd import _bridge
 from petmd.export import export_checkpoint
+from petmd.exported import FORMAT_VERSION
 from petmd.loading import load_model
 
 
@@ -67,8 +68,8 @@ def test_bridge_errors(tmp_path, exported):
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(plain))
     with pytest.raises(_bridge.BridgeError, match="not a petmd model"):
         _bridge.Model(str(plain))
-    future = with_metadata(exported["float64"], tmp_path / "future.pt", format_version=4)
-    with pytest.raises(_bridge.BridgeError, match="format version 4, newer than this plugin reads"):
+    future = with_metadata(exported["float64"], tmp_path / "future.pt", format_version=FORMAT_VERSION + 1)
+    with pytest.raises(_bridge.BridgeError, match=f"format version {FORMAT_VERSION + 1}, newer than this plugin reads"):
         _bridge.Model(str(future))
     with pytest.raises(
         _bridge.BridgeError, match=r"format version 1, which this petmd no longer runs .* `petmd export"

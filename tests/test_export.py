@@ -198,7 +198,7 @@ def layer_by_layer(module, n_layers, edge_args, reverse, vectors):
     energy = torch.zeros(edge_args[0].shape[0], dtype=torch.float64)
     messages = [torch.zeros(0, d, dtype=torch.float64)]
     for k in range(n_layers - 1):
-        e_k, tokens, used = module.message_layer(k, *edge_args, vectors, messages[k])
+        e_k, tokens, used, _ = module.message_layer(k, *edge_args, vectors, messages[k])
         energy += e_k
         messages[k] = used
         messages.append(0.5 * (used + tokens[reverse]))
@@ -206,7 +206,7 @@ def layer_by_layer(module, n_layers, edge_args, reverse, vectors):
     adjoint = torch.zeros(n_edges, d, dtype=torch.float64)
     for k in range(n_layers - 1, -1, -1):
         output_adjoint = torch.zeros(n_edges, d, dtype=torch.float64).index_add_(0, reverse, 0.5 * adjoint)
-        e_k, g_k, m_k = module.message_layer_backward(k, *edge_args, vectors, messages[k], output_adjoint)
+        e_k, g_k, m_k, _ = module.message_layer_backward(k, *edge_args, vectors, messages[k], output_adjoint)
         if k == n_layers - 1:
             energy += e_k
         gradient += g_k

@@ -26,6 +26,7 @@ from petmd.batch import frame_from_atoms
 from petmd.calculator import PETCalculator
 from petmd.data import find_structure
 from petmd.export import export_checkpoint
+from petmd.exported import FORMAT_VERSION
 from petmd.loading import load_model
 
 TRAINED_MODEL = Path(__file__).parent / "models" / "pet-water-tiny-f64.pt"
@@ -246,7 +247,7 @@ def bad_models(tmp_path_factory, model64):
     folder = tmp_path_factory.mktemp("bad-models")
     (folder / "notes.txt").write_text("not a model\n")
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(folder / "plain.pt"))
-    with_metadata(model64, folder / "future.pt", format_version=4)
+    with_metadata(model64, folder / "future.pt", format_version=FORMAT_VERSION + 1)
     return folder
 
 
@@ -263,7 +264,10 @@ BAD_INPUTS = {
     "missing file": ({"model": "missing.pt"}, "model file 'missing.pt' does not exist"),
     "not torchscript": ({"model": "{bad}/notes.txt"}, "is not a TorchScript model file"),
     "not petmd": ({"model": "{bad}/plain.pt"}, "is a TorchScript file but not a petmd model"),
-    "future format": ({"model": "{bad}/future.pt"}, "model format version 4, newer than this plugin reads"),
+    "future format": (
+        {"model": "{bad}/future.pt"},
+        f"model format version {FORMAT_VERSION + 1}, newer than this plugin reads",
+    ),
     "unknown keyword": ({"extra": "colour blue"}, "unknown keyword 'colour'"),
     "zero threads": ({"extra": "threads 0"}, "threads must be at least 1"),
     "bad device": ({"extra": "device gpu"}, "unknown device 'gpu': use cpu, cuda or cuda:N"),

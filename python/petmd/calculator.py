@@ -12,17 +12,35 @@ from .loading import load_model
 
 
 class PETCalculator(Calculator):
-    """Energy, forces, stress (periodic cells) and per-atom energies from a PET model.
+    """Energy, forces, stress (periodic cells) and per-atom energies from a PET model; with a model exported with
+    ``--uncertainty``, also ``energy_uncertainty`` (σ of the energy, eV) and ``atom_uncertainties`` (σ_i of each
+    atom's environment on its own, eV: the local extrapolation flag; docs/uncertainty.md).
 
     Runs the model through its exported interface (the same one LAMMPS uses), so a checkpoint and its exported
-    file give the same numbers.
+    file give the same numbers. ``uncertainty``: None computes the uncertainties when the model has a calibration,
+    True requires one (an error naming the fix otherwise), False never computes them.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+    implemented_properties = [
+        "energy",
+        "free_energy",
+        "forces",
+        "stress",
+        "energies",
+        "energy_uncertainty",
+        "atom_uncertainties",
+    ]
 
-    def __init__(self, model, **kwargs):
+    def __init__(self, model, uncertainty: bool | None = None, **kwargs):
         super().__init__(**kwargs)
         self.model = load_model(model) if not hasattr(model, "metadata") else model
+        if uncertainty is None:
+            uncertainty = self.model.has_uncertainty
+        if uncertainty:
+            self.model.require_uncertainty("PETCalculator")
+        if self.model.has_uncertainty:  # a module without a calibration may predate set_uncertainty
+            self.model.set_uncertainty(uncertainty)
+        self.uncertainty = uncertainty
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -38,6 +56,11 @@ class PETCalculator(Calculator):
         self.results["free_energy"] = energy
         self.results["energies"] = out["energies"].detach().numpy().copy()
         self.results["forces"] = out["forces"].detach().numpy().copy()
+        if self.uncertainty:
+            self.results["energy_uncertainty"] = float(out["energy_uncertainty"])
+            self.results["atom_uncertainties"] = out["atom_uncertainties"].detach().numpy().copy()
+        elif "energy_uncertainty" in properties or "atom_uncertainties" in properties:
+            raise PropertyNotImplementedError("this PETCalculator was made with uncertainty=False")
         if atoms.cell.rank == 3 and atoms.pbc.all():
             # ASE stress = (1/V) ∂E/∂ε = −W/V; the model's virial W is not exactly symmetric (PET is not
             # rotation invariant), ASE's Voigt form keeps its symmetric part

@@ -83,6 +83,8 @@ def _eval(args) -> int:
         progress=not args.json,
         stress_key=args.stress_key,
         virial_key=args.virial_key,
+        uncertainty=args.uncertainty or args.calibration_plot is not None,
+        calibration_plot_path=args.calibration_plot,
     )
     print(json.dumps(result, indent=1) if args.json else format_table(result))
     return 0
@@ -94,7 +96,16 @@ def _export(args) -> int:
 
     # read first, so that nothing is written when the source has no training record to ship (an exported file)
     state = load_checkpoint(args.checkpoint) if args.weights_checkpoint else None
-    meta = export_checkpoint(args.checkpoint, args.output, dtype=args.dtype, symmetrize=args.symmetrize)
+    meta = export_checkpoint(
+        args.checkpoint,
+        args.output,
+        dtype=args.dtype,
+        symmetrize=args.symmetrize,
+        uncertainty=args.uncertainty,
+        data=args.data,
+        validation_data=args.validation_data,
+        progress=not args.json,
+    )
     if state is not None:
         save_weights_only(state, args.weights_checkpoint)
     if args.json:
@@ -105,7 +116,20 @@ def _export(args) -> int:
             f"cutoff {meta['cutoff']} Å, interaction range {meta['interaction_range']} Å, "
             f"symmetrize {meta['symmetrize']})"
         )
+        if args.uncertainty:
+            print(format_calibration(meta["uncertainty"]))
     return 0
+
+
+def format_calibration(uncertainty: dict) -> str:
+    v = uncertainty["validation"]
+    return (
+        f"uncertainty (LLPR, {uncertainty['features']} last-layer features, covariance of "
+        f"{uncertainty['training_frames']} training frames, α = {uncertainty['alpha']:.4g} fitted on "
+        f"{v['n_frames']} validation frames): energy errors within 1σ {100 * v['within_1_sigma']:.0f} % and 2σ "
+        f"{100 * v['within_2_sigma']:.0f} % (Gaussian: 68 and 95 %); median σ {v['median_sigma_mev_per_atom']:.3f} "
+        f"meV/atom, median |error| {v['median_abs_error_mev_per_atom']:.3f} meV/atom"
+    )
 
 
 def _symmetry(args) -> int:
@@ -270,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--virial-key", default="virial", metavar="KEY", help="info key of virials W = −Vσ, eV (default virial)"
     )
     p.add_argument("--indices", metavar="JSON", help=INDICES_HELP)
+    p.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="also judge the model's energy uncertainty on these frames: fraction of errors within 1σ and 2σ, "
+        "Gaussian NLL (needs a model exported with --uncertainty)",
+    )
+    p.add_argument("--calibration-plot", metavar="PNG", help="with --uncertainty: write |error| against σ here")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=_eval)
 
@@ -327,6 +358,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="also write the checkpoint's weights, config and history without optimizer state to PATH "
         "(what models/ ships next to an exported model)",
+    )
+    p.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="calibrate the last-layer uncertainty (docs/uncertainty.md) and store it in the file: covariance of "
+        "the training frames' features, scale fitted on the validation frames (a checkpoint's own split)",
+    )
+    p.add_argument(
+        "--data",
+        metavar="FILE",
+        help="with --uncertainty: the training frames (default: the checkpoint's data file, with its stride and "
+        "split; needed when re-exporting an exported file)",
+    )
+    p.add_argument(
+        "--validation-data",
+        metavar="FILE",
+        help="with --uncertainty: labelled frames to fit the scale on (default: the checkpoint's validation split)",
     )
     p.add_argument("--json", action="store_true", help="print the metadata as JSON")
     p.set_defaults(func=_export)

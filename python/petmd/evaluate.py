@@ -14,6 +14,7 @@ from .data import INFO_GROUP_KEYS, load_frames
 from .loading import load_model
 from .objective import EV_PER_A3_IN_GPA, stress_residual
 from .tables import group_table
+from .uncertainty import calibration_figures, calibration_plot
 
 
 def _summary(e_err: List[float], f_err: List[np.ndarray], s_err: Optional[List[np.ndarray]] = None) -> Dict[str, Any]:
@@ -51,8 +52,15 @@ def evaluate(
     progress: bool = True,
     stress_key: str = "stress",
     virial_key: str = "virial",
+    uncertainty: bool = False,
+    calibration_plot_path=None,
 ) -> dict:
+    """Errors of ``model_path`` on the labelled frames of ``data_path``; ``uncertainty`` adds how well the model's
+    energy uncertainty describes its energy errors (petmd.uncertainty.calibration_figures, and a plot when a path is
+    given)."""
     model = load_model(model_path)
+    if uncertainty:
+        model.require_uncertainty("--uncertainty")
     frames = load_frames(
         data_path,
         model.cutoff,
@@ -67,11 +75,12 @@ def evaluate(
     e_err: List[float] = []
     f_err: List[np.ndarray] = []
     s_err: Dict[int, np.ndarray] = {}  # frame number in e_err → stress error (eV/Å³)
+    sigmas: List[float] = []  # energy uncertainty per atom (eV), with uncertainty
     groups: Dict[str, List[int]] = defaultdict(list)
     batches = batches_by_atom_budget(frames, range(len(frames)), atoms_per_batch)
     for group in tqdm(batches, desc="evaluating", unit="batch", disable=not progress, leave=False):
         batch = collate([frames[i] for i in group])
-        out = model.batched(batch, compute_virial=batch.has_virial is not None)
+        out = model.batched(batch, compute_virial=batch.has_virial is not None, with_uncertainty=uncertainty)
         energy = out["energy"].detach().numpy()
         forces = out["forces"].detach().numpy()
         if batch.has_virial is not None:
@@ -83,6 +92,8 @@ def evaluate(
         for k, idx in enumerate(group):
             f = frames[idx]
             e_err.append((energy[k] - f.energy) / f.n_atoms)
+            if uncertainty:
+                sigmas.append(float(out["energy_uncertainty"][k]) / f.n_atoms)
             f_err.append(forces[offset : offset + f.n_atoms] - f.forces)
             offset += f.n_atoms
             for key in INFO_GROUP_KEYS:
@@ -97,6 +108,11 @@ def evaluate(
     }
     result["model"] = str(model_path)
     result["data"] = str(data_path)
+    if uncertainty:
+        result["uncertainty"] = calibration_figures(np.array(e_err), np.array(sigmas))
+        if calibration_plot_path is not None:
+            calibration_plot(np.array(e_err), np.array(sigmas), calibration_plot_path, f"{model_path} on {data_path}")
+            result["uncertainty"]["plot"] = str(calibration_plot_path)
     return result
 
 
@@ -118,4 +134,15 @@ def format_table(result: dict) -> str:
             cells += f" {r['n_stress_frames']:>8d} {r['stress_mae_gpa']:>8.4f} {r['stress_rmse_gpa']:>8.4f}"
         return cells
 
-    return group_table([f"model {result['model']} on {result['data']}", units], columns, row, result)
+    table = group_table([f"model {result['model']} on {result['data']}", units], columns, row, result)
+    if "uncertainty" in result:
+        u = result["uncertainty"]
+        table += (
+            f"\nenergy uncertainty on {u['n_frames']} frames: errors within 1σ {100 * u['within_1_sigma']:.0f} %, "
+            f"2σ {100 * u['within_2_sigma']:.0f} % (calibrated: 68, 95 %); rms error/σ {u['rms_z']:.2f}; Gaussian NLL "
+            f"{u['nll_mev_per_atom']:.2f} (meV/atom); median σ {u['median_sigma_mev_per_atom']:.3f}, median |error| "
+            f"{u['median_abs_error_mev_per_atom']:.3f} meV/atom"
+        )
+        if "plot" in u:
+            table += f"\ncalibration plot: {u['plot']}"
+    return table

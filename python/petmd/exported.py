@@ -20,8 +20,11 @@ FORMAT = "petmd-model"
 # The interface's version, which the C++ bridge checks too (kFormatVersion in cpp/model.cpp); it changes whenever the
 # file's methods or metadata change. 1: files from before 2026-12-04, some without methods added since (message
 # exchange, set_chunk_atoms, ECSE); 2: the interface of docs/model-interface.md as of 2026-12-04; 3: adds
-# set_correction (the slow term of multiple time stepping).
-FORMAT_VERSION = 3
+# set_correction (the slow term of multiple time stepping); 4: adds the uncertainty (set_uncertainty,
+# energy_uncertainty, has_uncertainty; the uncertainty_metric buffer and the metadata's "uncertainty"). Version 3
+# files still load: they have the interface of version 4 less the uncertainty, and say so when asked for one.
+FORMAT_VERSION = 4
+OLDEST_FORMAT_VERSION = 3
 METADATA_FILE = "petmd.json"
 # rotated copies evaluated per network call (grid modes, evaluate_grid): at most this many nodes, at least one copy
 COPY_NODES_PER_CALL = 2048
@@ -35,13 +38,21 @@ class ExportedPET(nn.Module):
     network on the system rotated by a fresh random O(3) element each call, outputs rotated back; torch's global
     generator, so ``torch.manual_seed`` makes it reproducible) or ``ecse`` (exact symmetrization in each atom's local
     frames, model/ecse.py). ``set_symmetrization`` changes it at run time. ``set_correction(True)`` makes forward
-    return (that mode − the network as trained) instead: the slow term of multiple time stepping."""
+    return (that mode − the network as trained) instead: the slow term of multiple time stepping.
 
-    def __init__(self, pet: PET, symmetrize: str = "none"):
+    ``uncertainty_metric`` [D, D]: M = α² (C + ς² I)⁻¹ of the last-layer prediction rigidity (petmd.uncertainty),
+    or None for a model without uncertainty. ``set_uncertainty(True)`` makes forward also return the uncertainty of
+    the prediction of the current mode (with the correction on: of the symmetrized prediction)."""
+
+    def __init__(self, pet: PET, symmetrize: str = "none", uncertainty_metric: Optional[torch.Tensor] = None):
         super().__init__()
         self.pet = pet
         self.symmetrize = "none"
         self.correction = False
+        self.uncertainty = False
+        if uncertainty_metric is None:
+            uncertainty_metric = torch.zeros(0, 0, dtype=torch.float64)
+        self.register_buffer("uncertainty_metric", uncertainty_metric.to(torch.float64))
         self.copy_nodes_per_call = COPY_NODES_PER_CALL
         self.register_buffer("grid_rotations", torch.eye(3, dtype=torch.float64).unsqueeze(0))
         self.register_buffer("grid_weights", torch.ones(1, dtype=torch.float64))
@@ -72,6 +83,28 @@ class ExportedPET(nn.Module):
         self.correction = on
 
     @torch.jit.export
+    def has_uncertainty(self) -> bool:
+        return self.uncertainty_metric.numel() > 0
+
+    @torch.jit.export
+    def set_uncertainty(self, on: bool) -> None:
+        """With ``on``, forward also returns ``uncertainty_features`` [D] (the summed last-layer features of the
+        masked atoms), ``energy_uncertainty`` (σ of the energy, eV, from those; across MPI ranks: energy_uncertainty
+        of the features summed over ranks) and ``atom_uncertainties`` [n] (σ_i of each masked atom's environment on
+        its own, eV; 0 for the others), at the cost of the heads' hidden layers once more."""
+        if on and not self.has_uncertainty():
+            raise RuntimeError(_no_uncertainty())
+        self.uncertainty = on
+
+    @torch.jit.export
+    def energy_uncertainty(self, features: torch.Tensor) -> torch.Tensor:
+        """σ = sqrt(Fᵀ M F) (eV) of summed last-layer features F [D] (or one σ per row of F [S, D])."""
+        if not self.has_uncertainty():
+            raise RuntimeError(_no_uncertainty())
+        f = features.to(torch.float64)
+        return torch.sqrt(torch.clamp(((f @ self.uncertainty_metric) * f).sum(-1), min=0.0))
+
+    @torch.jit.export
     def set_chunk_atoms(self, n: int) -> None:
         """Evaluate systems of more than ``n`` atoms in chunks of ``n`` with recomputation (memory bounded by the
         chunk; one more forward pass of compute); 0 = never, -1 = the default of the device (CPU 128, GPU 4096)."""
@@ -94,14 +127,36 @@ class ExportedPET(nn.Module):
         ecse = self.symmetrize == "ecse"
         rotations, weights = self._mode_rotations()
         result = self._average(
-            positions, atomic_numbers, cell, edge_index, cell_shifts, energy_mask, rotations, weights, ecse
+            positions,
+            atomic_numbers,
+            cell,
+            edge_index,
+            cell_shifts,
+            energy_mask,
+            rotations,
+            weights,
+            ecse,
+            self.uncertainty,
         )[0]
+        uncertainty: Dict[str, torch.Tensor] = {}
+        if self.uncertainty:
+            uncertainty = self._uncertainties(result.pop("features"))
         if self.correction and ecse:  # ECSE acts inside the network: the plain network is a second evaluation
             plain = self._average(
                 positions, atomic_numbers, cell, edge_index, cell_shifts, energy_mask, rotations, weights, False
             )[0]
-            return {key: result[key] - plain[key] for key in result}
+            result = {key: result[key] - plain[key] for key in result}
+        result.update(uncertainty)
         return result
+
+    def _uncertainties(self, atom_features: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """What set_uncertainty adds to forward's result, from per-atom features [n, D]."""
+        summed = atom_features.sum(0)
+        return {
+            "uncertainty_features": summed,
+            "energy_uncertainty": self.energy_uncertainty(summed),
+            "atom_uncertainties": self.energy_uncertainty(atom_features),
+        }
 
     @torch.jit.export
     def evaluate_grid(
@@ -146,11 +201,14 @@ class ExportedPET(nn.Module):
         rotations: torch.Tensor,
         weights: torch.Tensor,
         ecse: bool,
+        with_features: bool = False,
     ) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
         """Weighted average over copies of the system rotated by ``rotations`` (row vectors: x → x Qᵀ), outputs
-        rotated back; and the energy of each copy. Copies are batched up to copy_nodes_per_call nodes per network
-        call: one call over all copies of a large system costs ~2.5× more than the same work in small calls
-        (measured on 768 atoms × 18 copies, CPU), from fresh large allocations."""
+        rotated back; and the energy of each copy. ``with_features``: also ``features`` [n, D], the average of the
+        per-atom last-layer features over the copies of positive weight (those of the symmetrized prediction when
+        the correction's identity copy of weight −1 rides along). Copies are batched up to copy_nodes_per_call nodes
+        per network call: one call over all copies of a large system costs ~2.5× more than the same work in small
+        calls (measured on 768 atoms × 18 copies, CPU), from fresh large allocations."""
         n_atoms = positions.shape[0]
         n_edges = edge_index.shape[1]
         reverse = reverse_edge_index(edge_index, cell_shifts, n_atoms)
@@ -161,6 +219,8 @@ class ExportedPET(nn.Module):
         energies = torch.zeros(n_atoms, dtype=torch.float64, device=positions.device)
         forces = torch.zeros(n_atoms, 3, dtype=torch.float64, device=positions.device)
         virial = torch.zeros(3, 3, dtype=torch.float64, device=positions.device)
+        n_features = self.pet.features_per_layer * self.pet.n_gnn_layers if with_features else 0
+        features = torch.zeros(n_atoms, n_features, dtype=torch.float64, device=positions.device)
         copy_energies: List[torch.Tensor] = []
         for first in range(0, n_copies, per_call):
             rot = rotations[first : first + per_call]
@@ -180,14 +240,21 @@ class ExportedPET(nn.Module):
                 compute_virial=True,
                 create_graph=False,
                 ecse=ecse,
+                compute_features=with_features,
             )
+            if with_features:
+                positive = torch.clamp(w, min=0.0).view(k, 1, 1)
+                features = features + (positive * out["features"].view(k, n_atoms, n_features)).sum(0)
             back = rotate_back(out["forces"].view(k, n_atoms, 3), rot)
             energy = energy + (w * out["energy"]).sum()
             energies = energies + (w.unsqueeze(1) * out["energies"].view(k, n_atoms)).sum(0)
             forces = forces + (w.view(k, 1, 1) * back).sum(0)
             virial = virial + (w.view(k, 1, 1) * torch.einsum("kab,kac,kcd->kbd", rot, out["virial"], rot)).sum(0)
             copy_energies.append(out["energy"])
-        return ({"energy": energy, "energies": energies, "forces": forces, "virial": virial}, torch.cat(copy_energies))
+        result = {"energy": energy, "energies": energies, "forces": forces, "virial": virial}
+        if with_features:
+            result["features"] = features
+        return result, torch.cat(copy_energies)
 
     # --- message exchange across MPI ranks: the layer-by-layer interface of docs/model-interface.md §14 ---------
 
@@ -237,9 +304,12 @@ class ExportedPET(nn.Module):
         edge_i: torch.Tensor,
         edge_vectors: torch.Tensor,
         messages: torch.Tensor,
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The network as trained, one layer (rotated copies: rotate edge_vectors, see message_rotations)."""
-        return self.pet.message_layer(layer, atomic_numbers, neighbor_numbers, edge_i, edge_vectors, messages)
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The network as trained, one layer (rotated copies: rotate edge_vectors, see message_rotations); the
+        fourth element: the layer's last-layer features [n, D / n_gnn_layers] with set_uncertainty on, else empty."""
+        return self.pet.message_layer(
+            layer, atomic_numbers, neighbor_numbers, edge_i, edge_vectors, messages, self.uncertainty
+        )
 
     @torch.jit.export
     def message_layer_backward(
@@ -251,10 +321,10 @@ class ExportedPET(nn.Module):
         edge_vectors: torch.Tensor,
         messages: torch.Tensor,
         output_adjoint: torch.Tensor,
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         # gradient recording must be on (§7)
         return self.pet.message_layer_backward(
-            layer, atomic_numbers, neighbor_numbers, edge_i, edge_vectors, messages, output_adjoint
+            layer, atomic_numbers, neighbor_numbers, edge_i, edge_vectors, messages, output_adjoint, self.uncertainty
         )
 
     @torch.jit.export
@@ -288,10 +358,14 @@ class ExportedPET(nn.Module):
         structure: torch.Tensor,
         n_structures: int,
         compute_virial: bool,
+        with_uncertainty: bool = False,
     ) -> Dict[str, torch.Tensor]:
         """Several disconnected structures at once (Python-side evaluation; see petmd.batch.collate): the network,
-        with ECSE when that is the mode (it acts per atom), without the rotation averaging of grid:G and random."""
-        return self.pet(
+        with ECSE when that is the mode (it acts per atom), without the rotation averaging of grid:G and random.
+        ``with_uncertainty``: also energy_uncertainty [n_structures] and atom_uncertainties [N] (set_uncertainty)."""
+        if with_uncertainty and not self.has_uncertainty():
+            raise RuntimeError(_no_uncertainty())
+        out = self.pet(
             positions,
             atomic_numbers,
             edge_index,
@@ -304,7 +378,21 @@ class ExportedPET(nn.Module):
             compute_virial=compute_virial,
             create_graph=False,
             ecse=self.symmetrize == "ecse",
+            compute_features=with_uncertainty,
         )
+        if with_uncertainty:
+            features = out.pop("features")
+            summed = torch.zeros(n_structures, features.shape[1], dtype=torch.float64, device=features.device)
+            out["energy_uncertainty"] = self.energy_uncertainty(summed.index_add(0, structure, features))
+            out["atom_uncertainties"] = self.energy_uncertainty(features)
+        return out
+
+
+def _no_uncertainty() -> str:
+    return (
+        "this model has no uncertainty calibration: export it with `petmd export CHECKPOINT -o MODEL.pt "
+        "--uncertainty` (docs/uncertainty.md)"
+    )
 
 
 def _no_correction() -> str:

@@ -13,18 +13,19 @@ import torch
 from .batch import Batch, Frame
 from .checkpoint import build_model, is_exported_model, load_checkpoint, model_from_checkpoint
 from .errors import PetmdError
-from .exported import FORMAT, FORMAT_VERSION, METADATA_FILE, ExportedPET, build_metadata
+from .exported import FORMAT, FORMAT_VERSION, METADATA_FILE, OLDEST_FORMAT_VERSION, ExportedPET, build_metadata
 from .model import PET
 
 
 class LoadedModel:
     """An exported file or a checkpoint, with its metadata, behind the exported interface."""
 
-    def __init__(self, module: Any, metadata: dict, source: str):
+    def __init__(self, module: Any, metadata: dict, source: str, exported: bool = True):
         # an ExportedPET, or its TorchScript compilation: the same methods, which the type checker cannot see
         self.module = module
         self.metadata = metadata
         self.source = source
+        self.exported = exported  # an exported file, else a checkpoint
         self.atomic_numbers = list(metadata["atomic_numbers"])
         self.cutoff = float(metadata["cutoff"])
 
@@ -38,6 +39,32 @@ class LoadedModel:
 
     def set_chunk_atoms(self, n: int) -> None:
         self._run_setter(self.module.set_chunk_atoms, n)
+
+    @property
+    def has_uncertainty(self) -> bool:
+        return self.metadata.get("uncertainty") is not None
+
+    def require_uncertainty(self, who: str) -> None:
+        """Raises a PetmdError that names the fix when this model has no uncertainty calibration."""
+        if self.has_uncertainty:
+            return
+        if self.exported:
+            version = self.metadata.get("format_version")
+            raise PetmdError(
+                f"{who}: {self.source} (model format version {version}) has no uncertainty calibration: export its "
+                f"checkpoint with `petmd export CHECKPOINT -o MODEL.pt --uncertainty`, or re-export this file with "
+                f"`petmd export {self.source} -o MODEL.pt --uncertainty --data TRAINING.xyz --validation-data "
+                "VALIDATION.xyz`"
+            )
+        raise PetmdError(
+            f"{who}: {self.source} is a training checkpoint, which carries no uncertainty calibration: export it with "
+            f"`petmd export {self.source} -o MODEL.pt --uncertainty` and use MODEL.pt"
+        )
+
+    def set_uncertainty(self, on: bool) -> None:
+        if on:
+            self.require_uncertainty("uncertainty")
+        self._run_setter(self.module.set_uncertainty, on)
 
     @staticmethod
     def _run_setter(method, value) -> None:
@@ -60,7 +87,13 @@ class LoadedModel:
                 torch.ones(n, dtype=torch.bool),
             )
 
-    def batched(self, batch: Batch, compute_virial: bool = False) -> Dict[str, torch.Tensor]:
+    def batched(
+        self, batch: Batch, compute_virial: bool = False, with_uncertainty: bool = False
+    ) -> Dict[str, torch.Tensor]:
+        """The network on a batch of structures (ExportedPET.batched); ``with_uncertainty`` adds energy_uncertainty
+        and atom_uncertainties (refused, naming the fix, for a model without a calibration)."""
+        if with_uncertainty:
+            self.require_uncertainty("uncertainty")
         with _plain_interpreter():
             return self.module.batched(
                 batch.positions,
@@ -71,6 +104,7 @@ class LoadedModel:
                 batch.structure,
                 batch.n_structures,
                 compute_virial,
+                with_uncertainty,
             )
 
 
@@ -87,20 +121,21 @@ def load_model(path: str | Path) -> LoadedModel:
     if is_exported_model(path):
         module, metadata = _read_exported(path)
         version = metadata.get("format_version")
-        if version != FORMAT_VERSION:
+        if not isinstance(version, int) or not OLDEST_FORMAT_VERSION <= version <= FORMAT_VERSION:
             raise PetmdError(format_version_problem(path, version))
         return LoadedModel(module, metadata, str(path))
     weights = _checkpoint_weights(path)
-    return LoadedModel(ExportedPET(weights.pet.eval()), weights.metadata(), str(path))
+    return LoadedModel(ExportedPET(weights.pet.eval()), weights.metadata(), str(path), exported=False)
 
 
 def format_version_problem(path: Path, version) -> str:
     """What is wrong with an exported file of another format version, and what to do (the C++ bridge says the same
     in its words)."""
-    if isinstance(version, int) and version < FORMAT_VERSION:
+    if isinstance(version, int) and version < OLDEST_FORMAT_VERSION:
         return (
-            f"{path} has model format version {version}, which this petmd no longer runs (it reads version "
-            f"{FORMAT_VERSION}): re-export it with `petmd export {path} -o NEW.pt` (or from its checkpoint)"
+            f"{path} has model format version {version}, which this petmd no longer runs (it reads versions "
+            f"{OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}): re-export it with `petmd export {path} -o NEW.pt` (or from "
+            "its checkpoint)"
         )
     return (
         f"{path} has model format version {version}, newer than this petmd reads ({FORMAT_VERSION}): use the petmd "
@@ -116,9 +151,13 @@ class Weights:
     config: dict  # the config it was trained with; at least its "model" section
     dtype: str  # the precision it was trained or exported in
     training: dict = field(default_factory=dict)  # epochs, source file, last validation
+    # an exported file's uncertainty: its metric [D, D] (ExportedPET.uncertainty_metric) and metadata entry
+    uncertainty_metric: Optional[torch.Tensor] = None
+    uncertainty: Optional[dict] = None
 
     def metadata(self, dtype: Optional[str] = None, symmetrize: str = "none") -> dict:
-        return build_metadata(self.pet, self.config, dtype or self.dtype, {"training": self.training}, symmetrize)
+        extra = {"training": self.training, "uncertainty": self.uncertainty}
+        return build_metadata(self.pet, self.config, dtype or self.dtype, extra, symmetrize)
 
 
 def load_weights(path: str | Path) -> Weights:
@@ -135,7 +174,11 @@ def load_weights(path: str | Path) -> Weights:
     except (KeyError, TypeError, RuntimeError, AttributeError) as err:
         raise PetmdError(f"{path}: cannot read its weights ({type(err).__name__}: {err})") from None
     training = dict(metadata.get("training") or {}, exported_file=path.name)
-    return Weights(pet, {"model": metadata["hyperparameters"]}, metadata["dtype"], training)
+    weights = Weights(pet, {"model": metadata["hyperparameters"]}, metadata["dtype"], training)
+    if metadata.get("uncertainty") is not None:
+        weights.uncertainty_metric = module.uncertainty_metric.detach().clone()
+        weights.uncertainty = metadata["uncertainty"]
+    return weights
 
 
 def _checkpoint_weights(path: Path) -> Weights:

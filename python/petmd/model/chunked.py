@@ -27,6 +27,7 @@ class ChunkedLayers(nn.Module):
         energy_scale: torch.Tensor
         composition_energies: torch.Tensor
         n_gnn_layers: int
+        features_per_layer: int
         chunk_atoms: int
         default_chunk_atoms_cpu: int
         default_chunk_atoms_gpu: int
@@ -53,10 +54,12 @@ class ChunkedLayers(nn.Module):
         messages: torch.Tensor,
         energy: torch.Tensor,
         edge_out: torch.Tensor,
+        features: Optional[torch.Tensor] = None,
     ) -> None:
         """Layer ``target`` without autograd, chunk by chunk (``atom_chunks``): adds its energies into ``energy``
         [N] and writes its output tokens of the chunks' edges into ``edge_out`` [E, d] (in place: an out-of-place
-        update would copy the whole [E, d] tensor once per chunk)."""
+        update would copy the whole [E, d] tensor once per chunk), and the chunks' atoms' last-layer features into
+        the rows of ``features`` [N, 2 (h + 1)] when one is given."""
         chunk_atoms_list, chunk_edges, chunk_local_i = chunks
         # TorchScript cannot index a ModuleList with a variable: find the layer by walking the list
         for k, layer in enumerate(self.layers):
@@ -65,7 +68,7 @@ class ChunkedLayers(nn.Module):
                     for c in range(len(chunk_edges)):
                         atoms, edges = chunk_atoms_list[c], chunk_edges[c]
                         vectors, r, fc, log_fc = self.edge_geometry(edge_vectors.index_select(0, edges))
-                        e_c, out_c = layer.on_atoms(
+                        e_c, out_c, f_c = layer.on_atoms(
                             vectors,
                             r,
                             fc,
@@ -74,9 +77,12 @@ class ChunkedLayers(nn.Module):
                             neighbors.index_select(0, edges),
                             species.index_select(0, atoms),
                             chunk_local_i[c],
+                            features is not None,
                         )
                         energy.index_add_(0, atoms, e_c)
                         edge_out.index_copy_(0, edges, out_c)
+                        if features is not None:
+                            features.index_copy_(0, atoms, f_c)
 
     def layer_backward(
         self,
@@ -91,11 +97,12 @@ class ChunkedLayers(nn.Module):
         energy: Optional[torch.Tensor],
         gradient: torch.Tensor,
         input_adjoint: torch.Tensor,
+        features: Optional[torch.Tensor] = None,
     ) -> None:
         """Layer ``target`` re-run with autograd, chunk by chunk, pulling the adjoint of its outputs back to its
         inputs: the objective is Σ_i weight_i y_i + Σ_e output_adjoint_e · out_e. Adds ∂/∂x_e into ``gradient``
         [E, 3] (float64) and ∂/∂messages_e into ``input_adjoint`` [E, d]; adds the layer's energies into ``energy``
-        when one is given."""
+        and writes the last-layer features into ``features`` when they are given."""
         chunk_atoms_list, chunk_edges, chunk_local_i = chunks
         for k, layer in enumerate(self.layers):
             if k == target:
@@ -104,7 +111,7 @@ class ChunkedLayers(nn.Module):
                     vectors_c = edge_vectors.index_select(0, edges).requires_grad_(True)
                     messages_c = messages.index_select(0, edges).requires_grad_(True)
                     vectors, r, fc, log_fc = self.edge_geometry(vectors_c)
-                    e_c, out_c = layer.on_atoms(
+                    e_c, out_c, f_c = layer.on_atoms(
                         vectors,
                         r,
                         fc,
@@ -113,9 +120,12 @@ class ChunkedLayers(nn.Module):
                         neighbors.index_select(0, edges),
                         species.index_select(0, atoms),
                         chunk_local_i[c],
+                        features is not None,
                     )
                     if energy is not None:
                         energy.index_add_(0, atoms, e_c.detach())
+                    if features is not None:
+                        features.index_copy_(0, atoms, f_c.detach())
                     objective = (e_c * weight.index_select(0, atoms)).sum() + (
                         out_c * output_adjoint.index_select(0, edges)
                     ).sum()
@@ -134,8 +144,11 @@ class ChunkedLayers(nn.Module):
         reverse: torch.Tensor,
         atom_weight: torch.Tensor,
         chunk_atoms: int,
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Per-atom energies [N] and g = ∂(Σ_i w_i y_i)/∂x_e [E, 3] with memory bounded by ``chunk_atoms``.
+        with_features: bool = False,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-atom energies [N], g = ∂(Σ_i w_i y_i)/∂x_e [E, 3] with memory bounded by ``chunk_atoms`` and,
+        ``with_features``, the atoms' last-layer features [N, D] (PET.forward's ``features``; rows of atoms of weight
+        0 are zero), else an empty tensor.
 
         A plain backward pass keeps every activation of every layer for all atoms (~3 MiB per atom for the study
         model: 12,288 water atoms do not fit in 24 GiB). Here a forward pass without autograd keeps only each
@@ -159,6 +172,9 @@ class ChunkedLayers(nn.Module):
         neighbors = self.neighbor_embedding(species.index_select(0, edge_index[1])).detach()
         layer_inputs: List[torch.Tensor] = []
         energy = torch.zeros(n_atoms, dtype=dtype, device=device)
+        width = self.features_per_layer
+        n_features = width * self.n_gnn_layers if with_features else 0
+        features = torch.zeros(n_atoms, n_features, dtype=torch.float64, device=device)
         last = self.n_gnn_layers - 1
         messages = neighbors
         for k in range(last + 1):
@@ -166,7 +182,17 @@ class ChunkedLayers(nn.Module):
             # the reverse pass runs the last layer first and takes its energies from there
             if k < last:
                 edge_out = torch.zeros_like(messages)  # edges of atoms outside this layer's set stay unused
-                self.layer_forward(k, layer_chunks[k], species, neighbors, edge_vectors, messages, energy, edge_out)
+                self.layer_forward(
+                    k,
+                    layer_chunks[k],
+                    species,
+                    neighbors,
+                    edge_vectors,
+                    messages,
+                    energy,
+                    edge_out,
+                    features.narrow(1, k * width, width) if with_features else None,
+                )
                 messages = next_messages(messages, edge_out, reverse)
 
         gradient = torch.zeros(n_edges, 3, dtype=torch.float64, device=device)
@@ -186,7 +212,10 @@ class ChunkedLayers(nn.Module):
                 energy if k == last else None,
                 gradient,
                 message_adjoint,
+                features.narrow(1, k * width, width) if with_features and k == last else None,
             )
             layer_inputs[k] = neighbors  # this layer's inputs are no longer needed (the first one is this)
         baseline = self.composition_energies.index_select(0, species)
-        return self.energy_scale * energy.to(torch.float64) + baseline, gradient
+        if with_features:
+            features = self.energy_scale * features * (atom_weight != 0).to(torch.float64).unsqueeze(1)
+        return self.energy_scale * energy.to(torch.float64) + baseline, gradient, features

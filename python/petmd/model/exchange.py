@@ -30,12 +30,15 @@ class ExchangeLayers(ChunkedLayers):
         edge_i: torch.Tensor,
         edge_vectors: torch.Tensor,
         messages: torch.Tensor,
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Layer ``target`` without autograd: its energies [n] (network dtype, unscaled), output tokens [E, d] and
-        the messages it used: ``messages``, except for layer 0, whose messages are the neighbour embeddings."""
+        with_features: bool = False,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Layer ``target`` without autograd: its energies [n] (network dtype, unscaled), output tokens [E, d], the
+        messages it used (``messages``, except for layer 0, whose messages are the neighbour embeddings) and,
+        ``with_features``, its scaled last-layer features [n, features_per_layer] (else an empty tensor)."""
         species, neighbors, messages = self._layer_inputs(target, atomic_numbers, neighbor_numbers, messages)
         energy = torch.zeros(species.shape[0], dtype=neighbors.dtype, device=neighbors.device)
         edge_out = torch.zeros_like(neighbors)
+        features = self._layer_features(species.shape[0], with_features, neighbors.device)
         self.layer_forward(
             target,
             self._all_atom_chunks(edge_i, species.shape[0]),
@@ -45,8 +48,9 @@ class ExchangeLayers(ChunkedLayers):
             messages,
             energy,
             edge_out,
+            features if with_features else None,
         )
-        return energy, edge_out, messages
+        return energy, edge_out, messages, self.energy_scale * features
 
     def message_layer_backward(
         self,
@@ -57,9 +61,11 @@ class ExchangeLayers(ChunkedLayers):
         edge_vectors: torch.Tensor,
         messages: torch.Tensor,
         output_adjoint: torch.Tensor,
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with_features: bool = False,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Layer ``target`` re-run with autograd for the objective Σ_i s·y_i + Σ_e output_adjoint_e · out_e
-        (s = energy scale): its energies [n] (unscaled), ∂/∂x_e [E, 3] (float64) and ∂/∂messages_e [E, d]."""
+        (s = energy scale): its energies [n] (unscaled), ∂/∂x_e [E, 3] (float64), ∂/∂messages_e [E, d] and the
+        features as message_layer gives them."""
         species, neighbors, messages = self._layer_inputs(target, atomic_numbers, neighbor_numbers, messages)
         n_atoms, n_edges = species.shape[0], edge_i.shape[0]
         dtype, device = neighbors.dtype, neighbors.device
@@ -67,6 +73,7 @@ class ExchangeLayers(ChunkedLayers):
         weight = self.energy_scale.to(dtype).expand(n_atoms)
         gradient = torch.zeros(n_edges, 3, dtype=torch.float64, device=device)
         input_adjoint = torch.zeros_like(neighbors)
+        features = self._layer_features(n_atoms, with_features, device)
         self.layer_backward(
             target,
             self._all_atom_chunks(edge_i, n_atoms),
@@ -79,8 +86,9 @@ class ExchangeLayers(ChunkedLayers):
             energy,
             gradient,
             input_adjoint,
+            features if with_features else None,
         )
-        return energy, gradient, input_adjoint
+        return energy, gradient, input_adjoint, self.energy_scale * features
 
     def message_result(
         self,
@@ -108,6 +116,10 @@ class ExchangeLayers(ChunkedLayers):
         species = self.species_index(atomic_numbers)
         neighbors = self.neighbor_embedding(self.species_index(neighbor_numbers)).detach()
         return species, neighbors, neighbors if target == 0 else messages
+
+    def _layer_features(self, n_atoms: int, with_features: bool, device: torch.device) -> torch.Tensor:
+        width = self.features_per_layer if with_features else 0
+        return torch.zeros(n_atoms, width, dtype=torch.float64, device=device)
 
     def _all_atom_chunks(self, edge_i: torch.Tensor, n_atoms: int) -> Chunks:
         chunk = self.chunk_size(edge_i.device)

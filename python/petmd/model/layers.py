@@ -31,6 +31,14 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The input of the final Linear: forward(x) = net[-1](hidden(x))."""
+        last = len(self.net) - 1
+        for k, layer in enumerate(self.net):
+            if k < last:
+                x = layer(x)
+        return x
+
 
 class Attention(nn.Module):
     """Multi-head self-attention with an additive per-key mask (log f_c; −inf for padding).
@@ -128,6 +136,28 @@ class GNNLayer(nn.Module):
         """Central energies [N] and bond energies [E] of this layer."""
         return self.central_head(central_out).squeeze(-1), self.bond_head(edge_out).squeeze(-1)
 
+    def readout_features(
+        self, central_out: torch.Tensor, edge_out: torch.Tensor, fc: torch.Tensor, edge_i: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-atom last-layer features [N, 2 (h + 1)] (float64) of this layer's energies, in which they are linear:
+        (hidden of the central head, 1, Σ_j f_c(r_ij) · (hidden of the bond head of ij, 1)), so that the layer's
+        energy of atom i is features_i · last_layer_weights() (model/uncertainty.py uses them)."""
+        n_atoms = central_out.shape[0]
+        central = self.central_head.hidden(central_out).to(torch.float64)
+        bond = self.bond_head.hidden(edge_out).to(torch.float64)
+        ones = torch.ones(n_atoms, 1, dtype=torch.float64, device=central.device)
+        weighted = fc.to(torch.float64).unsqueeze(1) * torch.cat([bond, torch.ones_like(bond[:, :1])], dim=1)
+        bond_sum = torch.zeros(n_atoms, weighted.shape[1], dtype=torch.float64, device=central.device)
+        return torch.cat([central, ones, bond_sum.index_add(0, edge_i, weighted)], dim=1)
+
+    def last_layer_weights(self) -> torch.Tensor:
+        """The weights [2 (h + 1)] (float64) that readout_features are multiplied with."""
+        parts: List[torch.Tensor] = []
+        for head in (self.central_head, self.bond_head):
+            final = cast(nn.Linear, head.net[-1])
+            parts += [final.weight.reshape(-1), final.bias.reshape(-1)]
+        return torch.cat(parts).to(torch.float64)
+
     def on_atoms(
         self,
         vectors: torch.Tensor,
@@ -138,10 +168,12 @@ class GNNLayer(nn.Module):
         neighbor_embedding: torch.Tensor,
         species: torch.Tensor,
         local_i: torch.Tensor,
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        with_features: bool = False,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """This layer on a set of atoms and all of their edges (``local_i``: each edge's central atom as an index
-        into ``species``): the layer's energies of those atoms and their output edge tokens. Atoms are independent
-        within a layer, which is what makes chunked evaluation exact."""
+        into ``species``): the layer's energies of those atoms, their output edge tokens and, ``with_features``,
+        their last-layer features (``readout_features``; else an empty tensor). Atoms are independent within a
+        layer, which is what makes chunked evaluation exact."""
         n_atoms = species.shape[0]
         pad_index, max_neighbors = padded_layout(local_i, n_atoms)
         key_mask = attention_mask(log_fc, pad_index, n_atoms, max_neighbors)
@@ -155,7 +187,10 @@ class GNNLayer(nn.Module):
             max_neighbors,
         )
         central, bond = self.readout(central_out, edge_out)
-        return central.index_add(0, local_i, bond * fc), edge_out
+        features = torch.zeros(0, 0, dtype=torch.float64, device=fc.device)
+        if with_features:
+            features = self.readout_features(central_out, edge_out, fc, local_i)
+        return central.index_add(0, local_i, bond * fc), edge_out, features
 
 
 def init_geometry_embedding(linear: nn.Linear, cutoff: float) -> None:

@@ -40,6 +40,7 @@ class PET(ExchangeLayers):
         self.cutoff = float(cutoff)
         self.cutoff_width = float(config.cutoff_width)
         self.n_gnn_layers = config.n_gnn_layers
+        self.features_per_layer: int = 2 * (config.head_hidden + 1)  # GNNLayer.readout_features
         n_species = len(self.atomic_numbers)
         z_to_index = torch.full((119,), -1, dtype=torch.long)
         for k, z in enumerate(self.atomic_numbers):
@@ -125,6 +126,19 @@ class PET(ExchangeLayers):
         """Per-atom energies y_i [N] (eV) from species indices and float64 edge vectors (autograd flows through
         these). ``ecse``: every layer's per-atom network runs in each atom's local frames and its output tokens are
         averaged over them (model/ecse.py), which makes the energies exactly invariant."""
+        return self.energies_and_features(species, edge_vectors, edge_index, reverse, ecse, False)[0]
+
+    def energies_and_features(
+        self,
+        species: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        edge_index: torch.Tensor,
+        reverse: torch.Tensor,
+        ecse: bool,
+        with_features: bool,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """atomic_energies and, ``with_features``, the last-layer features [N, D] (see forward), else an empty
+        tensor."""
         n_atoms = species.shape[0]
         edge_i = edge_index[0]
         edge_j = edge_index[1]
@@ -155,6 +169,7 @@ class PET(ExchangeLayers):
         copy_neighbors = neighbor_embedding.index_select(0, copy_edge) if ecse else neighbor_embedding
         messages = neighbor_embedding
         energy = torch.zeros(n_atoms, dtype=r.dtype, device=r.device)
+        features: List[torch.Tensor] = []
         for layer in self.layers:
             copy_messages = messages.index_select(0, copy_edge) if ecse else messages
             central_out, edge_out = layer(
@@ -168,12 +183,21 @@ class PET(ExchangeLayers):
                     0, copy_edge, edge_out * copy_edge_weight
                 )
             central, bond = layer.readout(central_out, edge_out)
+            if with_features:
+                features.append(layer.readout_features(central_out.detach(), edge_out.detach(), fc.detach(), edge_i))
             energy = energy + central
             energy = energy.index_add(0, edge_i, bond * fc)
             messages = next_messages(messages, edge_out, reverse)
         # the network may run in float32; energies are scaled and summed in float64 (cells hold ~10^5 eV)
         baseline = self.composition_energies.index_select(0, species)
-        return self.energy_scale * energy.to(torch.float64) + baseline
+        scaled = torch.zeros(n_atoms, 0, dtype=torch.float64, device=r.device)
+        if with_features:
+            scaled = self.energy_scale * torch.cat(features, dim=1)
+        return self.energy_scale * energy.to(torch.float64) + baseline, scaled
+
+    def last_layer_weights(self) -> torch.Tensor:
+        """w [D] (float64): every atom's energy is features_i · w + its composition baseline (see forward)."""
+        return torch.cat([layer.last_layer_weights() for layer in self.layers])
 
     def forward(
         self,
@@ -189,11 +213,17 @@ class PET(ExchangeLayers):
         compute_virial: bool = False,
         create_graph: bool = False,
         ecse: bool = False,  # exact symmetrization (see atomic_energies)
+        compute_features: bool = False,
     ) -> Dict[str, torch.Tensor]:
-        """energy [n_structures], energies [N], and optionally forces [N, 3] and virial [n_structures, 3, 3],
-        all float64 whatever the network's dtype (positions and shift vectors should be float64 too). With an
-        energy_mask, energies are those of the masked atoms and 0 for the others (which the chunked path evaluates
-        only as far as the masked atoms' energies depend on them).
+        """energy [n_structures], energies [N], and optionally forces [N, 3], virial [n_structures, 3, 3] and
+        features [N, D], all float64 whatever the network's dtype (positions and shift vectors should be float64
+        too). With an energy_mask, energies are those of the masked atoms and 0 for the others (which the chunked
+        path evaluates only as far as the masked atoms' energies depend on them).
+
+        features: the last-layer features of each atom's energy, in which the energy is linear: energies_i =
+        features_i · last_layer_weights() + composition baseline (per layer the scaled readout_features of
+        model/layers.py; rows of atoms outside the mask are zero). Without gradients attached; the uncertainty
+        (petmd.uncertainty) is a quadratic form of them.
 
         Forces and virial come from g_e = ∂E/∂x_e for every edge (edge_forces, edge_virials).
         """
@@ -206,16 +236,22 @@ class PET(ExchangeLayers):
         g = torch.zeros(0, 3, dtype=torch.float64, device=positions.device)
         if chunked:
             weight = torch.ones_like(positions[:, 0]) if energy_mask is None else energy_mask.to(torch.float64)
-            energies, g = self.energies_and_gradient_chunked(
-                species, edge_vectors, edge_index, reverse, weight, chunk_atoms
+            energies, g, features = self.energies_and_gradient_chunked(
+                species, edge_vectors, edge_index, reverse, weight, chunk_atoms, compute_features
             )
         else:
             if need_grad and not edge_vectors.requires_grad:
                 edge_vectors.requires_grad_(True)
-            energies = self.atomic_energies(species, edge_vectors, edge_index, reverse, ecse)
+            energies, features = self.energies_and_features(
+                species, edge_vectors, edge_index, reverse, ecse, compute_features
+            )
+            if compute_features and energy_mask is not None:
+                features = features * energy_mask.to(torch.float64).unsqueeze(1)
         summed = energies if energy_mask is None else torch.where(energy_mask, energies, torch.zeros_like(energies))
         energy = torch.zeros(n_structures, dtype=energies.dtype, device=energies.device).index_add(0, structure, summed)
         out: Dict[str, torch.Tensor] = {"energy": energy, "energies": summed}
+        if compute_features:
+            out["features"] = features
         if need_grad:
             if not chunked:
                 grads = torch.autograd.grad(
