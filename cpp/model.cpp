@@ -291,7 +291,7 @@ Result Model::compute(const SystemView &s, bool per_atom_energies, bool with_unc
     if (with_uncertainty) {
       result.energy_uncertainty = out.at("energy_uncertainty").toTensor().detach().item<double>();
       result.uncertainty_features = to_vector(out.at("uncertainty_features").toTensor());
-      result.atom_uncertainties = to_vector(out.at("atom_uncertainties").toTensor());
+      result.atom_extrapolation = to_vector(out.at("atom_extrapolation").toTensor());
     }
   } catch (const std::exception &err) {
     if (with_uncertainty) impl_->module.run_method("set_uncertainty", false);
@@ -501,7 +501,7 @@ Result Model::compute_exchanged(const ExchangeSystem &s, MessageExchange &exchan
       const auto summed = features.sum(0);
       result.uncertainty_features = to_vector(summed);
       result.energy_uncertainty = impl_->module.run_method("energy_uncertainty", summed).toTensor().item<double>();
-      result.atom_uncertainties = to_vector(impl_->module.run_method("energy_uncertainty", features).toTensor());
+      result.atom_extrapolation = to_vector(impl_->module.run_method("atom_extrapolation", features).toTensor());
     }
   } catch (const Error &) {
     throw;

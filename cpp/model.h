@@ -57,10 +57,10 @@ struct Result {
   std::array<double, 9> virial{};  // W[a][b] = -dE/d(strain_ab), eV, row-major
   // with_uncertainty only (docs/uncertainty.md): sigma of the energy (eV), the masked-in nodes' summed last-layer
   // features [D] (sum them over domains and call energy_uncertainty for the whole system's sigma) and each node's
-  // own sigma [n] (eV; 0 for masked-out nodes)
+  // extrapolation score [n] (1: a typical validation atom; 0 for masked-out nodes)
   double energy_uncertainty = 0.0;
   std::vector<double> uncertainty_features;
-  std::vector<double> atom_uncertainties;
+  std::vector<double> atom_extrapolation;
 };
 
 // The network as trained against its average over a rotation grid, for one system (on-the-fly diagnostics).

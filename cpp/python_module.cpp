@@ -75,7 +75,7 @@ py::dict compute(const petmd::Model &model, const Array<double> &positions, cons
     out["energy_uncertainty"] = r.energy_uncertainty;
     out["uncertainty_features"] =
         to_numpy(r.uncertainty_features, {static_cast<py::ssize_t>(r.uncertainty_features.size())});
-    out["atom_uncertainties"] = to_numpy(r.atom_uncertainties, {n});
+    out["atom_extrapolation"] = to_numpy(r.atom_extrapolation, {n});
   }
   return out;
 }
@@ -187,7 +187,7 @@ PYBIND11_MODULE(_bridge, m) {
       .def("compute", &compute, "positions"_a, "atomic_numbers"_a, "cell"_a, "edge_index"_a, "cell_shifts"_a,
            "energy_mask"_a = py::none(), "per_atom_energies"_a = true, "with_uncertainty"_a = false,
            "Energy (float), forces [n, 3], virial [3, 3] and per-atom energies [n], as LAMMPS gets them; "
-           "with_uncertainty: energy_uncertainty, uncertainty_features [D] and atom_uncertainties [n]")
+           "with_uncertainty: energy_uncertainty, uncertainty_features [D] and atom_extrapolation [n]")
       .def("energy_uncertainty", &petmd::Model::energy_uncertainty, "features"_a,
            "sigma (eV) of the energy whose summed last-layer features are `features`")
       .def("set_tf32", &petmd::Model::set_tf32, "on"_a,

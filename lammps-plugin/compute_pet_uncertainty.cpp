@@ -1,9 +1,9 @@
 /* compute ID group pet/uncertainty: the calibrated last-layer uncertainty (docs/uncertainty.md) of pair_style pet's
    prediction, on the steps that ask for it (thermo, dump, fix halt, variables). Metal units:
      scalar      sigma of the whole system's energy (eV)
-     vector [1]  the same; [2] it per atom (eV/atom); [3] the largest sigma_i of an atom of the group (eV)
-     per atom    sigma_i (eV): the uncertainty of atom i's environment on its own, the local extrapolation flag
-                 (0 outside the group)
+     vector [1]  the same; [2] it per atom (eV/atom); [3] the largest extrapolation score of an atom of the group
+     per atom    the extrapolation score gamma_i of atom i's environment: 1 for a typical atom of the validation
+                 frames, >> 1 for one unlike the training data's; the local flag (0 outside the group)
    On those steps pair_style pet computes the uncertainty with the forces; on any other it evaluates once more. */
 
 #include "compute_pet_uncertainty.h"
@@ -40,7 +40,7 @@ ComputePETUncertainty::ComputePETUncertainty(LAMMPS *lmp, int narg, char **arg) 
 
 ComputePETUncertainty::~ComputePETUncertainty()
 {
-  memory->destroy(sigma_atom_);
+  memory->destroy(score_atom_);
 }
 
 void ComputePETUncertainty::init()
@@ -71,13 +71,13 @@ void ComputePETUncertainty::gather()
   double local_max = 0.0;
   const int *mask = atom->mask;
   for (int i = 0; i < atom->nlocal; i++)
-    if (mask[i] & groupbit) local_max = std::max(local_max, share.atom_sigma[i]);
-  double max_sigma = 0.0;
-  MPI_Allreduce(&local_max, &max_sigma, 1, MPI_DOUBLE, MPI_MAX, world);
+    if (mask[i] & groupbit) local_max = std::max(local_max, share.atom_extrapolation[i]);
+  double max_score = 0.0;
+  MPI_Allreduce(&local_max, &max_score, 1, MPI_DOUBLE, MPI_MAX, world);
   const double sigma = pair_->energy_uncertainty(total, "compute pet/uncertainty");
   values_[0] = sigma;
   values_[1] = atom->natoms > 0 ? sigma / static_cast<double>(atom->natoms) : 0.0;
-  values_[2] = max_sigma;
+  values_[2] = max_score;
 }
 
 double ComputePETUncertainty::compute_scalar()
@@ -99,14 +99,14 @@ void ComputePETUncertainty::compute_peratom()
   invoked_peratom = update->ntimestep;
   gather();
   if (atom->nmax > nmax_) {
-    memory->destroy(sigma_atom_);
+    memory->destroy(score_atom_);
     nmax_ = atom->nmax;
-    memory->create(sigma_atom_, nmax_, "pet/uncertainty:sigma");
-    vector_atom = sigma_atom_;
+    memory->create(score_atom_, nmax_, "pet/uncertainty:score");
+    vector_atom = score_atom_;
   }
   const auto &share = pair_->uncertainty_share("compute pet/uncertainty");
   const int *mask = atom->mask;
-  for (int i = 0; i < atom->nlocal; i++) sigma_atom_[i] = (mask[i] & groupbit) ? share.atom_sigma[i] : 0.0;
+  for (int i = 0; i < atom->nlocal; i++) score_atom_[i] = (mask[i] & groupbit) ? share.atom_extrapolation[i] : 0.0;
 }
 
 double ComputePETUncertainty::memory_usage()

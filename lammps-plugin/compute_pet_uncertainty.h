@@ -24,8 +24,8 @@ class ComputePETUncertainty : public Compute {
 
   class PairPET *pair_ = nullptr;
   bigint gathered_step_ = -1;
-  double values_[3] = {0.0, 0.0, 0.0};    // sigma_E (eV), sigma_E per atom (eV), max sigma_i in the group (eV)
-  double *sigma_atom_ = nullptr;
+  double values_[3] = {0.0, 0.0, 0.0};    // sigma_E (eV), sigma_E per atom (eV), max score in the group
+  double *score_atom_ = nullptr;
   int nmax_ = 0;
 };
 

@@ -620,12 +620,12 @@ void PairPET::keep_uncertainty(const petmd::Result *result)
   uncertainty_.step = update->ntimestep;
   if (result == nullptr) {    // no local atoms: nothing to add
     uncertainty_.features.assign(static_cast<size_t>(model_->info().uncertainty_features), 0.0);
-    uncertainty_.atom_sigma.clear();
+    uncertainty_.atom_extrapolation.clear();
     return;
   }
   uncertainty_.features = result->uncertainty_features;
   // nodes 0..nlocal-1 are the local atoms in order (build_system)
-  uncertainty_.atom_sigma.assign(result->atom_uncertainties.begin(), result->atom_uncertainties.begin() + atom->nlocal);
+  uncertainty_.atom_extrapolation.assign(result->atom_extrapolation.begin(), result->atom_extrapolation.begin() + atom->nlocal);
 }
 
 const PairPET::UncertaintyShare &PairPET::uncertainty_share(const char *context)

@@ -49,12 +49,12 @@ class PairPET : public Pair {
   int64_t grid_size(const std::string &grid, const char *context);
 
   // For compute pet/uncertainty (docs/uncertainty.md): this rank's share of the uncertainty at the current step, the
-  // local atoms' summed last-layer features and each local atom's sigma (eV). From this step's force evaluation when
+  // local atoms' summed last-layer features and each local atom's extrapolation score. From this step's force evaluation when
   // a pet/uncertainty compute asked for this step, else from an evaluation of its own (errors name `context`).
   struct UncertaintyShare {
     bigint step = -1;
     std::vector<double> features;
-    std::vector<double> atom_sigma;
+    std::vector<double> atom_extrapolation;
   };
   const UncertaintyShare &uncertainty_share(const char *context);
   // sigma (eV) of an energy from its summed features (the shares summed over ranks).

@@ -16,6 +16,7 @@ from conftest import frame, rotated, run_petmd, small_pet, water_box, write_chec
 from lammps_helpers import run_inprocess, run_lmp, water_setup, write_data
 from petmd.batch import collate
 from petmd.calculator import PETCalculator
+from petmd.data import split_indices
 from petmd.errors import PetmdError
 from petmd.export import export_checkpoint
 from petmd.exported import FORMAT_VERSION
@@ -75,7 +76,7 @@ def test_the_exported_uncertainty_is_the_llpr_of_the_training_features(calibrate
     from petmd.data import load_frames
 
     frames = load_frames(calibrated["data"], 4.0, progress=False)
-    features, _ = frame_features(weights.pet.double(), frames)
+    features = frame_features(weights.pet.double(), frames).summed
     calc = PETCalculator(str(calibrated["model"]))
     for k in (0, 5):
         atoms = water_box(2, seed=k, jitter=0.25)
@@ -83,9 +84,20 @@ def test_the_exported_uncertainty_is_the_llpr_of_the_training_features(calibrate
         atoms.get_potential_energy()
         expected = np.sqrt(quadratic_form(metric, features[k : k + 1]))[0]
         assert calc.results["energy_uncertainty"] == pytest.approx(expected, rel=1e-7)  # M is ill-conditioned
-        assert calc.results["atom_uncertainties"].shape == (len(atoms),)
-    # the α fitted on the validation frames makes their errors' rms in units of σ exactly 1
+        atom_features = weights.pet.double()(**collate([frames[k]]).model_inputs(), compute_features=True)["features"]
+        expected = np.sqrt(quadratic_form(weights.extrapolation_metric.numpy(), atom_features.detach().numpy()))
+        np.testing.assert_allclose(calc.results["atom_extrapolation"], expected, rtol=1e-7)
+    # the α fitted on the validation frames makes their errors' rms in units of σ exactly 1, and the extrapolation
+    # score of their median atom is 1
     assert meta["uncertainty"]["validation"]["rms_z"] == pytest.approx(1.0, rel=1e-9)
+    validation = split_indices(len(frames), 0.1, 0)[1]
+    scores = []
+    for k in validation:
+        atoms = water_box(2, seed=int(k), jitter=0.25)
+        atoms.calc = calc
+        atoms.get_potential_energy()
+        scores.append(calc.results["atom_extrapolation"])
+    assert np.median(np.concatenate(scores)) == pytest.approx(1.0, rel=1e-7)
 
 
 def test_the_uncertainty_is_invariant_to_atom_order_and_translation(calibrated):
@@ -93,14 +105,14 @@ def test_the_uncertainty_is_invariant_to_atom_order_and_translation(calibrated):
     atoms = water_box(2, seed=7, jitter=0.25)
     atoms.calc = calc
     atoms.get_potential_energy()
-    sigma, local = calc.results["energy_uncertainty"], calc.results["atom_uncertainties"].copy()
+    sigma, local = calc.results["energy_uncertainty"], calc.results["atom_extrapolation"].copy()
     order = np.random.default_rng(0).permutation(len(atoms))
     moved = atoms[order]
     moved.positions += [1.3, -7.9, 2.2]
     moved.calc = calc
     moved.get_potential_energy()
     assert calc.results["energy_uncertainty"] == pytest.approx(sigma, rel=1e-10)
-    assert np.allclose(calc.results["atom_uncertainties"], local[order], rtol=1e-10, atol=0)
+    assert np.allclose(calc.results["atom_extrapolation"], local[order], rtol=1e-7, atol=0)  # ill-conditioned L
 
 
 def test_symmetrized_modes_give_the_uncertainty_of_the_symmetrized_prediction(calibrated):
@@ -120,7 +132,7 @@ def test_symmetrized_modes_give_the_uncertainty_of_the_symmetrized_prediction(ca
     weights = load_weights(calibrated["model"])
     rotations, grid_weights = named_grid("i")
     mean = sum(
-        float(w) * frame_features(weights.pet.double(), [frame(rotated(atoms, r.numpy()))])[0][0]
+        float(w) * frame_features(weights.pet.double(), [frame(rotated(atoms, r.numpy()))]).summed[0]
         for r, w in zip(rotations, grid_weights)
     )
     model.set_symmetrization("grid:i")
@@ -206,7 +218,7 @@ def test_compute_pet_uncertainty_equals_the_calculator_on_1_and_2_ranks(calibrat
     reference = atoms.copy()
     reference.calc = PETCalculator(str(calibrated["model"]))
     reference.get_potential_energy()
-    sigma, local = reference.calc.results["energy_uncertainty"], reference.calc.results["atom_uncertainties"]
+    sigma, local = reference.calc.results["energy_uncertainty"], reference.calc.results["atom_extrapolation"]
     data = write_data(tmp_path / "system.data", atoms, box=box)
     for runner, extra in (("in-process", ""), ("mpiexec -np 2", ""), ("mpiexec -np 2", "exchange no")):
         out = tmp_path / f"{runner.replace(' ', '_')}{extra.replace(' ', '_')}"
@@ -231,21 +243,21 @@ write_dump all custom {out}/u.dump id c_u modify format float %.17g sort id
 
 
 def test_fix_halt_stops_a_run_that_leaves_the_data(calibrated, tmp_path):
-    """A training structure squeezed (fix deform) out of what the model knows: fix halt on the largest atomic σ stops
-    the run at the first check whose σ is over the threshold."""
+    """A training structure squeezed (fix deform) out of what the model knows: fix halt on the largest extrapolation
+    score stops the run at the first check whose score is over the threshold."""
     atoms = water_box(2, seed=0, jitter=0.25)  # the first training frame
     start = atoms.copy()
     start.calc = PETCalculator(str(calibrated["model"]))
     start.get_potential_energy()
-    threshold = 1.5 * start.calc.results["atom_uncertainties"].max()
+    threshold = 2 * start.calc.results["atom_extrapolation"].max()
     data = write_data(tmp_path / "box.data", atoms)
     script = (
         water_setup(calibrated["model"], data)
         + f"""
 compute u all pet/uncertainty
-variable sigma_max equal c_u[3]
+variable score_max equal c_u[3]
 fix squeeze all deform 1 x scale 0.7 y scale 0.7 z scale 0.7 remap x
-fix stop all halt 5 v_sigma_max > {threshold:.10g} error continue
+fix stop all halt 5 v_score_max > {threshold:.10g} error continue
 thermo 5
 thermo_style custom step c_u[3]
 fix log all print 5 "$(step) $(c_u[3]:%.17g)" file {tmp_path}/u.txt screen no
@@ -254,10 +266,10 @@ print "$(step)" file {tmp_path}/last.txt
 """
     )
     run_inprocess(script)
-    step, sigma_max = np.loadtxt(tmp_path / "u.txt", unpack=True, ndmin=2)
+    step, score_max = np.loadtxt(tmp_path / "u.txt", unpack=True, ndmin=2)
     last = int((tmp_path / "last.txt").read_text())
-    assert 0 < last < 400 and sigma_max[step == last][0] > threshold, (last, threshold, sigma_max)
-    assert np.all(sigma_max[step < last] <= threshold)
+    assert 0 < last < 400 and score_max[step == last][0] > threshold, (last, threshold, score_max)
+    assert np.all(score_max[step < last] <= threshold)
 
 
 def test_compute_pet_uncertainty_refuses_a_model_without_one(tmp_path):

@@ -13,8 +13,9 @@ from .loading import load_model
 
 class PETCalculator(Calculator):
     """Energy, forces, stress (periodic cells) and per-atom energies from a PET model; with a model exported with
-    ``--uncertainty``, also ``energy_uncertainty`` (σ of the energy, eV) and ``atom_uncertainties`` (σ_i of each
-    atom's environment on its own, eV: the local extrapolation flag; docs/uncertainty.md).
+    ``--uncertainty``, also ``energy_uncertainty`` (σ of the energy, eV) and ``atom_extrapolation`` (each atom's
+    extrapolation score γ_i: 1 for a typical atom of the validation frames, ≫ 1 for an environment unlike the
+    training data's; docs/uncertainty.md).
 
     Runs the model through its exported interface (the same one LAMMPS uses), so a checkpoint and its exported
     file give the same numbers. ``uncertainty``: None computes the uncertainties when the model has a calibration,
@@ -28,7 +29,7 @@ class PETCalculator(Calculator):
         "stress",
         "energies",
         "energy_uncertainty",
-        "atom_uncertainties",
+        "atom_extrapolation",
     ]
 
     def __init__(self, model, uncertainty: bool | None = None, **kwargs):
@@ -58,8 +59,8 @@ class PETCalculator(Calculator):
         self.results["forces"] = out["forces"].detach().numpy().copy()
         if self.uncertainty:
             self.results["energy_uncertainty"] = float(out["energy_uncertainty"])
-            self.results["atom_uncertainties"] = out["atom_uncertainties"].detach().numpy().copy()
-        elif "energy_uncertainty" in properties or "atom_uncertainties" in properties:
+            self.results["atom_extrapolation"] = out["atom_extrapolation"].detach().numpy().copy()
+        elif "energy_uncertainty" in properties or "atom_extrapolation" in properties:
             raise PropertyNotImplementedError("this PETCalculator was made with uncertainty=False")
         if atoms.cell.rank == 3 and atoms.pbc.all():
             # ASE stress = (1/V) ∂E/∂ε = −W/V; the model's virial W is not exactly symmetric (PET is not

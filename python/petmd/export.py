@@ -40,6 +40,7 @@ def export_checkpoint(
         training, validation = calibration_frames(weights, source, data, validation_data, progress)
         calibration = calibrate(weights.pet.double().eval(), training, validation, progress=progress)
         weights.uncertainty_metric = torch.from_numpy(calibration.metric)
+        weights.extrapolation_metric = torch.from_numpy(calibration.extrapolation_metric)
         weights.uncertainty = calibration.metadata()
     elif data is not None or validation_data is not None:
         raise PetmdError("--data and --validation-data are the uncertainty calibration's frames: add --uncertainty")
@@ -47,7 +48,7 @@ def export_checkpoint(
     for p in pet.parameters():
         p.requires_grad_(False)
     try:
-        wrapped = ExportedPET(pet, symmetrize, weights.uncertainty_metric).eval()
+        wrapped = ExportedPET(pet, symmetrize, weights.uncertainty_metric, weights.extrapolation_metric).eval()
     except RuntimeError as err:
         raise PetmdError(f"--symmetrize: {err}") from None
     metadata = weights.metadata(dtype, symmetrize)

@@ -40,19 +40,27 @@ class ExportedPET(nn.Module):
     frames, model/ecse.py). ``set_symmetrization`` changes it at run time. ``set_correction(True)`` makes forward
     return (that mode − the network as trained) instead: the slow term of multiple time stepping.
 
-    ``uncertainty_metric`` [D, D]: M = α² (C + ς² I)⁻¹ of the last-layer prediction rigidity (petmd.uncertainty),
-    or None for a model without uncertainty. ``set_uncertainty(True)`` makes forward also return the uncertainty of
-    the prediction of the current mode (with the correction on: of the symmetrized prediction)."""
+    ``uncertainty_metric`` [D, D]: M = α² (C + ς² I)⁻¹ of the last-layer prediction rigidity, and
+    ``extrapolation_metric`` [D, D] L, the per-atom score's (petmd.uncertainty); None for a model without uncertainty.
+    ``set_uncertainty(True)`` makes forward also return the uncertainty of the prediction of the current mode (with
+    the correction on: of the symmetrized prediction)."""
 
-    def __init__(self, pet: PET, symmetrize: str = "none", uncertainty_metric: Optional[torch.Tensor] = None):
+    def __init__(
+        self,
+        pet: PET,
+        symmetrize: str = "none",
+        uncertainty_metric: Optional[torch.Tensor] = None,
+        extrapolation_metric: Optional[torch.Tensor] = None,
+    ):
         super().__init__()
         self.pet = pet
         self.symmetrize = "none"
         self.correction = False
         self.uncertainty = False
-        if uncertainty_metric is None:
-            uncertainty_metric = torch.zeros(0, 0, dtype=torch.float64)
+        if uncertainty_metric is None or extrapolation_metric is None:
+            uncertainty_metric = extrapolation_metric = torch.zeros(0, 0, dtype=torch.float64)
         self.register_buffer("uncertainty_metric", uncertainty_metric.to(torch.float64))
+        self.register_buffer("extrapolation_metric", extrapolation_metric.to(torch.float64))
         self.copy_nodes_per_call = COPY_NODES_PER_CALL
         self.register_buffer("grid_rotations", torch.eye(3, dtype=torch.float64).unsqueeze(0))
         self.register_buffer("grid_weights", torch.ones(1, dtype=torch.float64))
@@ -90,8 +98,8 @@ class ExportedPET(nn.Module):
     def set_uncertainty(self, on: bool) -> None:
         """With ``on``, forward also returns ``uncertainty_features`` [D] (the summed last-layer features of the
         masked atoms), ``energy_uncertainty`` (σ of the energy, eV, from those; across MPI ranks: energy_uncertainty
-        of the features summed over ranks) and ``atom_uncertainties`` [n] (σ_i of each masked atom's environment on
-        its own, eV; 0 for the others), at the cost of the heads' hidden layers once more."""
+        of the features summed over ranks) and ``atom_extrapolation`` [n] (each masked atom's extrapolation score
+        γ_i, 1 for a typical validation atom; 0 for the others), at the cost of the heads' hidden layers once more."""
         if on and not self.has_uncertainty():
             raise RuntimeError(_no_uncertainty())
         self.uncertainty = on
@@ -103,6 +111,14 @@ class ExportedPET(nn.Module):
             raise RuntimeError(_no_uncertainty())
         f = features.to(torch.float64)
         return torch.sqrt(torch.clamp(((f @ self.uncertainty_metric) * f).sum(-1), min=0.0))
+
+    @torch.jit.export
+    def atom_extrapolation(self, features: torch.Tensor) -> torch.Tensor:
+        """γ_i = sqrt(f_iᵀ L f_i) of per-atom last-layer features [n, D]."""
+        if not self.has_uncertainty():
+            raise RuntimeError(_no_uncertainty())
+        f = features.to(torch.float64)
+        return torch.sqrt(torch.clamp(((f @ self.extrapolation_metric) * f).sum(-1), min=0.0))
 
     @torch.jit.export
     def set_chunk_atoms(self, n: int) -> None:
@@ -155,7 +171,7 @@ class ExportedPET(nn.Module):
         return {
             "uncertainty_features": summed,
             "energy_uncertainty": self.energy_uncertainty(summed),
-            "atom_uncertainties": self.energy_uncertainty(atom_features),
+            "atom_extrapolation": self.atom_extrapolation(atom_features),
         }
 
     @torch.jit.export
@@ -362,7 +378,7 @@ class ExportedPET(nn.Module):
     ) -> Dict[str, torch.Tensor]:
         """Several disconnected structures at once (Python-side evaluation; see petmd.batch.collate): the network,
         with ECSE when that is the mode (it acts per atom), without the rotation averaging of grid:G and random.
-        ``with_uncertainty``: also energy_uncertainty [n_structures] and atom_uncertainties [N] (set_uncertainty)."""
+        ``with_uncertainty``: also energy_uncertainty [n_structures] and atom_extrapolation [N] (set_uncertainty)."""
         if with_uncertainty and not self.has_uncertainty():
             raise RuntimeError(_no_uncertainty())
         out = self.pet(
@@ -384,7 +400,7 @@ class ExportedPET(nn.Module):
             features = out.pop("features")
             summed = torch.zeros(n_structures, features.shape[1], dtype=torch.float64, device=features.device)
             out["energy_uncertainty"] = self.energy_uncertainty(summed.index_add(0, structure, features))
-            out["atom_uncertainties"] = self.energy_uncertainty(features)
+            out["atom_extrapolation"] = self.atom_extrapolation(features)
         return out
 
 

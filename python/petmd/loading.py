@@ -91,7 +91,7 @@ class LoadedModel:
         self, batch: Batch, compute_virial: bool = False, with_uncertainty: bool = False
     ) -> Dict[str, torch.Tensor]:
         """The network on a batch of structures (ExportedPET.batched); ``with_uncertainty`` adds energy_uncertainty
-        and atom_uncertainties (refused, naming the fix, for a model without a calibration)."""
+        and atom_extrapolation (refused, naming the fix, for a model without a calibration)."""
         if with_uncertainty:
             self.require_uncertainty("uncertainty")
         with _plain_interpreter():
@@ -151,8 +151,9 @@ class Weights:
     config: dict  # the config it was trained with; at least its "model" section
     dtype: str  # the precision it was trained or exported in
     training: dict = field(default_factory=dict)  # epochs, source file, last validation
-    # an exported file's uncertainty: its metric [D, D] (ExportedPET.uncertainty_metric) and metadata entry
+    # an exported file's uncertainty: its metrics [D, D] (ExportedPET's) and metadata entry
     uncertainty_metric: Optional[torch.Tensor] = None
+    extrapolation_metric: Optional[torch.Tensor] = None
     uncertainty: Optional[dict] = None
 
     def metadata(self, dtype: Optional[str] = None, symmetrize: str = "none") -> dict:
@@ -177,6 +178,7 @@ def load_weights(path: str | Path) -> Weights:
     weights = Weights(pet, {"model": metadata["hyperparameters"]}, metadata["dtype"], training)
     if metadata.get("uncertainty") is not None:
         weights.uncertainty_metric = module.uncertainty_metric.detach().clone()
+        weights.extrapolation_metric = module.extrapolation_metric.detach().clone()
         weights.uncertainty = metadata["uncertainty"]
     return weights
 
