@@ -625,7 +625,8 @@ void PairPET::keep_uncertainty(const petmd::Result *result)
   }
   uncertainty_.features = result->uncertainty_features;
   // nodes 0..nlocal-1 are the local atoms in order (build_system)
-  uncertainty_.atom_extrapolation.assign(result->atom_extrapolation.begin(), result->atom_extrapolation.begin() + atom->nlocal);
+  uncertainty_.atom_extrapolation.assign(result->atom_extrapolation.begin(),
+                                         result->atom_extrapolation.begin() + atom->nlocal);
 }
 
 const PairPET::UncertaintyShare &PairPET::uncertainty_share(const char *context)

@@ -128,7 +128,9 @@ def calibrate(
     train = frame_features(pet, training, progress=progress, desc="training features")
     inverse = regularized_inverse(train.summed.T @ train.summed, len(training), regularizer)
     atom_inverse = regularized_inverse(train.atom_second_moment, train.n_atoms, regularizer)
-    val = frame_features(pet, validation, progress=progress, desc="validation features", extrapolation_metric=atom_inverse)
+    val = frame_features(
+        pet, validation, progress=progress, desc="validation features", extrapolation_metric=atom_inverse
+    )
     assert val.atom_scores is not None
     errors = val.energies - np.array([f.energy for f in validation])
     raw = quadratic_form(inverse, val.summed)
@@ -140,9 +142,7 @@ def calibrate(
     scores = val.atom_scores / median_score
     figures["atom_extrapolation_p99"] = float(np.percentile(scores, 99))
     figures["atom_extrapolation_max"] = float(scores.max())
-    return Calibration(
-        alpha**2 * inverse, atom_inverse / median_score**2, alpha, regularizer, len(training), figures
-    )
+    return Calibration(alpha**2 * inverse, atom_inverse / median_score**2, alpha, regularizer, len(training), figures)
 
 
 def calibration_figures(errors: np.ndarray, sigmas: np.ndarray) -> Dict[str, float]:
