@@ -1,13 +1,15 @@
 #!/usr/bin/env python
-"""A first measurement for issue 35: how well does last-layer prediction rigidity (LLPR, Bigi et al. 2024) flag
-PET's errors and its extrapolation, on a trained checkpoint, before anything is built into the model?
+"""How well petmd's uncertainty (petmd.uncertainty: LLPR for the energy, the per-atom extrapolation score) flags
+PET's errors and its extrapolation, and how a last-layer ensemble would do instead (issue 35, docs/uncertainty.md).
 
-PET's energy is linear in its heads' last layers: E_s − baseline_s = Σ_i f_i · w, with f_i the scaled inputs of the
-final Linear of every layer's central head (atom i) and of its bond head (edges of i, weighted by f_c), plus ones
-for their biases. LLPR takes the covariance of the training structures' F_s = Σ_i f_i, C = Σ_s F_s F_sᵀ / n, and
-σ_s² = α² F_sᵀ (C + ς² I)⁻¹ F_s (per atom of s: / N_s²), α fitted on half of the validation frames (mean of err²/σ²
-= 1) and judged on the other half: the fraction of energy errors within 1σ and 2σ (68 % and 95 % if calibrated),
-the Gaussian NLL, and σ on structures far from the data against the validation median.
+On a trained checkpoint and its training split: the covariances of the training frames' last-layer features, α fitted
+on half of the validation frames (mean of err²/σ² = 1) and judged on the other half: the fraction of energy errors
+within 1σ and 2σ (68 % and 95 % if calibrated), the Gaussian NLL, rms of err/σ. Then σ per atom and the largest atomic
+extrapolation score of structures far from the data, against the judged validation frames' medians.
+
+The alternative measured: a last-layer bootstrap ensemble, K ridge regressions of the training energies on the same
+summed features, each on a bootstrap resample of the training frames, σ = the members' spread (scaled by its own α
+fitted the same way). It stands for a shallow ensemble of heads, whose members differ only in their last layers.
 
     python benchmarks/uncertainty_llpr.py                          # models/pet-water-small.ckpt, the SCAN set
     python benchmarks/uncertainty_llpr.py --checkpoint models/pet-water.ckpt --json
@@ -19,73 +21,30 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 import numpy as np
 import torch
 
 from machine import metadata  # noqa: E402  (benchmarks/machine.py)
-from petmd.batch import Frame, batches_by_atom_budget, collate, frame_from_atoms
+from petmd.batch import Frame, frame_from_atoms
 from petmd.checkpoint import load_checkpoint, model_from_checkpoint
 from petmd.data import default_data_path, load_frames, split_indices
+from petmd.uncertainty import (
+    DEFAULT_REGULARIZER,
+    calibration_figures,
+    frame_features,
+    quadratic_form,
+    regularized_inverse,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def features(model, frames: List[Frame], atoms_per_batch: int = 4000) -> tuple:
-    """(F [n_frames, D] summed features, the model's E − baseline, the baseline; per frame) through forward hooks
-    on the heads' final Linear layers: their inputs are the last-layer features."""
-    captured: list = []
-    hooks = []
-    for layer in model.layers:
-        for head in (layer.central_head, layer.bond_head):
-            hooks.append(head.net[-1].register_forward_hook(lambda m, inputs, out: captured.append(inputs[0])))
-    rows, energies, baselines = [], [], []
-    try:
-        for group in batches_by_atom_budget(frames, range(len(frames)), atoms_per_batch):
-            captured.clear()
-            batch = collate([frames[i] for i in group])
-            inputs = batch.model_inputs()
-            with torch.no_grad():
-                out = model(**inputs, compute_forces=False)
-                edge_vectors = model.edge_vectors(inputs["positions"], inputs["edge_index"], inputs["shift_vectors"])
-                _, _, fc, _ = model.edge_geometry(edge_vectors)
-            edge_structure = batch.structure.index_select(0, batch.edge_index[0])
-            per_structure = []
-            for k in range(len(model.layers)):
-                central, bond = captured[2 * k].double(), captured[2 * k + 1].double()
-                ones_c = torch.ones(central.shape[0], 1, dtype=torch.float64)
-                central_f = torch.zeros(batch.n_structures, central.shape[1] + 1, dtype=torch.float64)
-                central_f.index_add_(0, batch.structure, torch.cat([central, ones_c], dim=1))
-                weighted = fc.double().unsqueeze(1) * torch.cat([bond, torch.ones(bond.shape[0], 1).double()], dim=1)
-                bond_f = torch.zeros(batch.n_structures, bond.shape[1] + 1, dtype=torch.float64)
-                bond_f.index_add_(0, edge_structure, weighted)
-                per_structure += [central_f, bond_f]
-            rows.append(float(model.energy_scale) * torch.cat(per_structure, dim=1))
-            baseline = torch.zeros(batch.n_structures, dtype=torch.float64).index_add_(
-                0, batch.structure, model.composition_energies.index_select(0, model.species_index(batch.numbers))
-            )
-            energies.append(out["energy"] - baseline)
-            baselines.append(baseline)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return torch.cat(rows).numpy(), torch.cat(energies).numpy(), torch.cat(baselines).numpy()
-
-
-def last_layer_weights(model) -> np.ndarray:
-    parts = []
-    for layer in model.layers:
-        for head in (layer.central_head, layer.bond_head):
-            final = head.net[-1]
-            parts += [final.weight.detach().double().ravel(), final.bias.detach().double().ravel()]
-    return torch.cat(parts).numpy()
-
-
-def far_structures(frames: List[Frame], cutoff: float) -> dict:
-    """Structures far from the data: an isolated molecule with a collapsed H–O–H angle, liquid water compressed
-    to 0.85 of its cell, and a liquid frame with 0.3 Å random displacements (much hotter than 300 K); the liquid is
-    the data's first periodic frame."""
+def far_structures(frames: List[Frame], cutoff: float) -> Dict[str, Frame]:
+    """Structures far from the data: an isolated molecule (the SCAN set has none) at its usual and at collapsed
+    H–O–H angles (where the shipped models have a spurious deep region, examples/gas-phase), the data's first periodic
+    liquid frame compressed to 0.85 and stretched to 1.15 of its cell, and with 0.3 Å random displacements."""
     from ase import Atoms
 
     liquid = next(f for f in frames if f.pbc.all())
@@ -95,9 +54,10 @@ def far_structures(frames: List[Frame], cutoff: float) -> dict:
         atoms = Atoms("OHH", positions=[[0, 0, 0], [0.97, 0, 0], [0.97 * np.cos(theta), 0.97 * np.sin(theta), 0]])
         cases[f"molecule, H–O–H {angle:g}°"] = frame_from_atoms(atoms, cutoff)
     base = Atoms(numbers=liquid.numbers, positions=liquid.positions, cell=liquid.cell, pbc=True)
-    compressed = base.copy()
-    compressed.set_cell(base.cell.array * 0.85, scale_atoms=True)
-    cases["liquid compressed to 0.85 of the cell"] = frame_from_atoms(compressed, cutoff)
+    for scale in (0.85, 1.15):
+        strained = base.copy()
+        strained.set_cell(base.cell.array * scale, scale_atoms=True)
+        cases[f"liquid, cell × {scale:g}"] = frame_from_atoms(strained, cutoff)
     hot = base.copy()
     hot.positions += np.random.default_rng(0).normal(0, 0.3, hot.positions.shape)
     cases["liquid, 0.3 Å random displacements"] = frame_from_atoms(hot, cutoff)
@@ -105,75 +65,124 @@ def far_structures(frames: List[Frame], cutoff: float) -> dict:
     return cases
 
 
+def baselines(model, frames: List[Frame], indices) -> np.ndarray:
+    """The composition baseline Σ_i e_(species i) of each frame (eV)."""
+    energies = model.composition_energies.numpy()
+    return np.array([energies[model.species_index(torch.from_numpy(frames[i].numbers)).numpy()].sum() for i in indices])
+
+
+def ensemble_sigma(f_train, e_train, f_eval, members: int, ridge: float, seed: int = 0) -> np.ndarray:
+    """Spread of K ridge fits w_k of e_train ≈ f_train w on bootstrap resamples, evaluated on f_eval."""
+    rng = np.random.default_rng(seed)
+    n, d = f_train.shape
+    scale = ridge * np.mean(np.einsum("sd,sd->d", f_train, f_train)) / n
+    predictions = []
+    for _ in range(members):
+        pick = rng.integers(0, n, n)
+        a, b = f_train[pick], e_train[pick]
+        w = np.linalg.solve(a.T @ a / n + scale * np.eye(d), a.T @ b / n)
+        predictions.append(f_eval @ w)
+    return np.std(predictions, axis=0)
+
+
+def judged(errors, raw_sigma, fit, judge, n_atoms) -> tuple:
+    alpha = float(np.sqrt(np.mean(errors[fit] ** 2 / raw_sigma[fit] ** 2)))
+    sigma = alpha * raw_sigma
+    return alpha, calibration_figures(errors[judge] / n_atoms[judge], sigma[judge] / n_atoms[judge])
+
+
 def main() -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=ROOT / "models" / "pet-water-small.ckpt")
     parser.add_argument("--data", type=Path, default=None, help="labelled frames (default: the SCAN set)")
     parser.add_argument("--max-frames", type=int, help="the first frames of the data only (a quick check)")
-    parser.add_argument("--regularizer", type=float, default=1e-6, help="ς² relative to C's mean diagonal")
+    parser.add_argument("--members", type=int, default=8, help="last-layer ensemble members (default 8)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     state = load_checkpoint(args.checkpoint)
-    model = model_from_checkpoint(state).double().eval()
+    model = model_from_checkpoint(state).eval()  # in its training dtype, as exported
     data = args.data or default_data_path()
     d = state["config"]["data"]
     frames = load_frames(data, model.cutoff, progress=False, stride=d.get("stride", 1), max_frames=args.max_frames)
     fixed = d["validation_indices"] if args.max_frames is None else None  # indices into the whole set
     train, validation = split_indices(len(frames), d["validation_fraction"], d["split_seed"], fixed)
-    f_train, _, _ = features(model, [frames[i] for i in train])
-    f_val, e_val, b_val = features(model, [frames[i] for i in validation])
-    w = last_layer_weights(model)
-    exactness = float(np.abs(f_val @ w - e_val).max())
-    covariance = f_train.T @ f_train / len(train)
-    covariance += args.regularizer * np.mean(np.diag(covariance)) * np.eye(len(w))
-    inverse = np.linalg.inv(covariance)
+    t = frame_features(model, [frames[i] for i in train])
+    structure_inverse = regularized_inverse(t.summed.T @ t.summed, len(train), DEFAULT_REGULARIZER)
+    atom_inverse = regularized_inverse(t.atom_second_moment, t.n_atoms, DEFAULT_REGULARIZER)
+    v = frame_features(model, [frames[i] for i in validation], extrapolation_metric=atom_inverse)
+    w = model.last_layer_weights().detach().numpy()
+    exactness = float(np.abs(v.summed @ w + baselines(model, frames, validation) - v.energies).max())
     n_atoms = np.array([frames[i].n_atoms for i in validation])
-    reference = np.array([frames[i].energy for i in validation])
-    errors = (e_val + b_val - reference) / n_atoms  # model minus reference, eV/atom
-    raw_sigma = np.sqrt(np.einsum("sd,de,se->s", f_val, inverse, f_val)) / n_atoms
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(validation))
+    errors = v.energies - np.array([frames[i].energy for i in validation])
+    order = np.random.default_rng(0).permutation(len(validation))
     fit, judge = order[: len(order) // 2], order[len(order) // 2 :]
-    alpha = float(np.sqrt(np.mean(errors[fit] ** 2 / raw_sigma[fit] ** 2)))
-    sigma = alpha * raw_sigma
-    z = np.abs(errors[judge]) / sigma[judge]
-    nll = float(np.mean(0.5 * np.log(2 * np.pi * sigma[judge] ** 2) + 0.5 * z**2))
+    llpr_raw = np.sqrt(quadratic_form(structure_inverse, v.summed))
+    alpha, llpr = judged(errors, llpr_raw, fit, judge, n_atoms)
+    train_energies = np.array([frames[i].energy for i in train]) - baselines(model, frames, train)
+    ensemble_raw = ensemble_sigma(t.summed, train_energies, v.summed, args.members, DEFAULT_REGULARIZER)
+    ensemble_alpha, ensemble = judged(errors, ensemble_raw, fit, judge, n_atoms)
+    assert v.atom_scores is not None
+    atom_scale = float(np.median(v.atom_scores))
+
     far = far_structures(frames, model.cutoff)
-    f_far, _, _ = features(model, list(far.values()))
-    n_far = np.array([f.n_atoms for f in far.values()])
-    sigma_far = alpha * np.sqrt(np.einsum("sd,de,se->s", f_far, inverse, f_far)) / n_far
-    median = float(np.median(sigma[judge]))
     report = {
         **metadata(__file__, sys.argv),
         "checkpoint": str(args.checkpoint),
-        "features": len(w),
+        "features": int(len(w)),
         "exactness_eV": exactness,
-        "alpha": alpha,
+        "training_frames": len(train),
+        "validation_frames_fit": len(fit),
         "validation_frames_judged": len(judge),
-        "within_1_sigma": float(np.mean(z < 1)),
-        "within_2_sigma": float(np.mean(z < 2)),
-        "nll": nll,
-        "median_sigma_meV_per_atom": 1e3 * median,
-        "median_abs_error_meV_per_atom": 1e3 * float(np.median(np.abs(errors[judge]))),
+        "llpr": {"alpha": alpha, **llpr},
+        "ensemble": {"members": args.members, "alpha": ensemble_alpha, **ensemble},
+        "validation_atom_score_p99": float(np.percentile(v.atom_scores / atom_scale, 99)),
+        "validation_atom_score_max": float(np.max(v.atom_scores / atom_scale)),
+        "far": {},
     }
-    report["far"] = {
-        name: {"sigma_meV_per_atom": 1e3 * value, "ratio_to_median": value / median}
-        for name, value in zip(far, sigma_far)
-    }
+    for name, structure in far.items():
+        f = frame_features(model, [structure], extrapolation_metric=atom_inverse)
+        assert f.atom_scores is not None
+        sigma = alpha * float(np.sqrt(quadratic_form(structure_inverse, f.summed)[0])) / structure.n_atoms
+        spread = ensemble_alpha * float(
+            ensemble_sigma(t.summed, train_energies, f.summed, args.members, DEFAULT_REGULARIZER)[0]
+        )
+        spread /= structure.n_atoms
+        report["far"][name] = {
+            "sigma_meV_per_atom": 1e3 * sigma,
+            "ratio_to_median": 1e3 * sigma / llpr["median_sigma_mev_per_atom"],
+            "ensemble_ratio_to_median": 1e3 * spread / ensemble["median_sigma_mev_per_atom"],
+            "max_atom_score": float(f.atom_scores.max() / atom_scale),
+        }
     if args.json:
         print(json.dumps(report, indent=1))
     else:
-        print(f"{args.checkpoint.name}: {len(w)} last-layer features; Σ f·w gives E − baseline to {exactness:.1e} eV")
-        print(
-            f"validation ({len(judge)} frames judged, α = {alpha:.3g} fitted on {len(fit)}): within 1σ "
-            f"{100 * report['within_1_sigma']:.0f} %, 2σ {100 * report['within_2_sigma']:.0f} %, NLL {nll:.2f}; "
-            f"median σ {report['median_sigma_meV_per_atom']:.3f} meV/atom, median |error| "
-            f"{report['median_abs_error_meV_per_atom']:.3f}"
-        )
-        for name, entry in report["far"].items():
-            sigma_far = entry["sigma_meV_per_atom"]
-            print(f"  {name:<40} σ {sigma_far:10.3f} meV/atom  {entry['ratio_to_median']:8.1f}× median")
+        print_report(report)
     return report
+
+
+def print_report(report: dict) -> None:
+    print(
+        f"{Path(report['checkpoint']).name}: {report['features']} last-layer features (F·w + baseline = E to "
+        f"{report['exactness_eV']:.1e} eV); {report['training_frames']} training frames; α fitted on "
+        f"{report['validation_frames_fit']} validation frames, judged on {report['validation_frames_judged']}"
+    )
+    for name in ("llpr", "ensemble"):
+        r = report[name]
+        print(
+            f"  {name:<9} within 1σ {100 * r['within_1_sigma']:3.0f} %, 2σ {100 * r['within_2_sigma']:3.0f} %, "
+            f"NLL {r['nll_mev_per_atom']:.2f}, rms z {r['rms_z']:.2f}, median σ {r['median_sigma_mev_per_atom']:.3f} "
+            f"meV/atom (median |error| {r['median_abs_error_mev_per_atom']:.3f})"
+        )
+    print(
+        f"  validation atoms' extrapolation score: median 1, 99th percentile "
+        f"{report['validation_atom_score_p99']:.1f}, max {report['validation_atom_score_max']:.1f}"
+    )
+    print(f"  {'structure':<40} {'σ meV/atom':>11} {'× median':>9} {'ensemble ×':>11} {'max score':>10}")
+    for name, r in report["far"].items():
+        print(
+            f"  {name:<40} {r['sigma_meV_per_atom']:11.3f} {r['ratio_to_median']:9.1f} "
+            f"{r['ensemble_ratio_to_median']:11.1f} {r['max_atom_score']:10.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -50,3 +50,12 @@ def test_shipped_export_is_its_checkpoint(name):
     # both run in float32; a re-export of other weights differs by far more than 0.1 meV/atom or 1 meV/Å
     assert abs(a["energy"].item() - b["energy"].item()) < 1e-4 * len(atoms)
     assert torch.allclose(a["forces"], b["forces"], rtol=0, atol=1e-3)
+
+
+def test_the_small_model_carries_its_uncertainty_calibration():
+    """Calibrated on its own split (docs/uncertainty.md): the covariance of the 1,439 training frames, α on the 160
+    validation frames, whose errors then fall within 1σ and 2σ about as a Gaussian's would."""
+    calibration = load_model(MODELS / "pet-water-small.pt").metadata["uncertainty"]
+    assert calibration["training_frames"] == 1439 and calibration["validation"]["n_frames"] == 160
+    assert 0.6 < calibration["validation"]["within_1_sigma"] < 0.76
+    assert 0.9 < calibration["validation"]["within_2_sigma"] <= 1.0

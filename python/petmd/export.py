@@ -36,15 +36,15 @@ def export_checkpoint(
     if output.is_dir():
         raise PetmdError(f"-o {output} is a directory: give the model file's path, e.g. {output / 'model.pt'}")
     weights = load_weights(source)
-    if uncertainty:
+    pet = weights.pet.to(torch_dtype(dtype)).eval()
+    if uncertainty:  # calibrated on the network as exported
         training, validation = calibration_frames(weights, source, data, validation_data, progress)
-        calibration = calibrate(weights.pet.double().eval(), training, validation, progress=progress)
+        calibration = calibrate(pet, training, validation, progress=progress)
         weights.uncertainty_metric = torch.from_numpy(calibration.metric)
         weights.extrapolation_metric = torch.from_numpy(calibration.extrapolation_metric)
         weights.uncertainty = calibration.metadata()
     elif data is not None or validation_data is not None:
         raise PetmdError("--data and --validation-data are the uncertainty calibration's frames: add --uncertainty")
-    pet = weights.pet.to(torch_dtype(dtype)).eval()
     for p in pet.parameters():
         p.requires_grad_(False)
     try:

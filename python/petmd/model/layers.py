@@ -136,22 +136,30 @@ class GNNLayer(nn.Module):
         """Central energies [N] and bond energies [E] of this layer."""
         return self.central_head(central_out).squeeze(-1), self.bond_head(edge_out).squeeze(-1)
 
-    def readout_features(
+    def readout_with_features(
         self, central_out: torch.Tensor, edge_out: torch.Tensor, fc: torch.Tensor, edge_i: torch.Tensor
-    ) -> torch.Tensor:
-        """Per-atom last-layer features [N, 2 (h + 1)] (float64) of this layer's energies, in which they are linear:
-        (hidden of the central head, 1, Σ_j f_c(r_ij) · (hidden of the bond head of ij, 1)), so that the layer's
-        energy of atom i is features_i · last_layer_weights() (model/uncertainty.py uses them)."""
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """readout's central [N] and bond [E] energies, and the per-atom last-layer features [N, 2 (h + 1)] (float64)
+        in which the layer's energies are linear: (hidden of the central head, 1, Σ_j f_c(r_ij) · (hidden of the
+        bond head of ij, 1)), so that the layer's energy of atom i is features_i · last_layer_weights()
+        (petmd.uncertainty uses them). The heads' hidden layers run once for both."""
+        central_hidden = self.central_head.hidden(central_out)
+        bond_hidden = self.bond_head.hidden(edge_out)
+        central = self.central_head.net[-1](central_hidden).squeeze(-1)
+        bond = self.bond_head.net[-1](bond_hidden).squeeze(-1)
         n_atoms = central_out.shape[0]
-        central = self.central_head.hidden(central_out).to(torch.float64)
-        bond = self.bond_head.hidden(edge_out).to(torch.float64)
-        ones = torch.ones(n_atoms, 1, dtype=torch.float64, device=central.device)
-        weighted = fc.to(torch.float64).unsqueeze(1) * torch.cat([bond, torch.ones_like(bond[:, :1])], dim=1)
-        bond_sum = torch.zeros(n_atoms, weighted.shape[1], dtype=torch.float64, device=central.device)
-        return torch.cat([central, ones, bond_sum.index_add(0, edge_i, weighted)], dim=1)
+        # detached: no gradient flows through the features, so autograd need not record their arithmetic; summed in
+        # the network's dtype: one [N, h + 1] result, not an [E, h + 1] float64 copy of every edge's
+        bond_hidden, fc = bond_hidden.detach(), fc.detach()
+        weighted = torch.cat([bond_hidden, torch.ones_like(bond_hidden[:, :1])], dim=1) * fc.unsqueeze(1)
+        bond_sum = torch.zeros(n_atoms, weighted.shape[1], dtype=weighted.dtype, device=weighted.device)
+        bond_sum = bond_sum.index_add(0, edge_i, weighted)
+        ones = torch.ones_like(central_hidden[:, :1])
+        features = torch.cat([central_hidden.detach(), ones, bond_sum], dim=1).to(torch.float64)
+        return central, bond, features
 
     def last_layer_weights(self) -> torch.Tensor:
-        """The weights [2 (h + 1)] (float64) that readout_features are multiplied with."""
+        """The weights [2 (h + 1)] (float64) that readout_with_features are multiplied with."""
         parts: List[torch.Tensor] = []
         for head in (self.central_head, self.bond_head):
             final = cast(nn.Linear, head.net[-1])
@@ -172,7 +180,7 @@ class GNNLayer(nn.Module):
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """This layer on a set of atoms and all of their edges (``local_i``: each edge's central atom as an index
         into ``species``): the layer's energies of those atoms, their output edge tokens and, ``with_features``,
-        their last-layer features (``readout_features``; else an empty tensor). Atoms are independent within a
+        their last-layer features (``readout_with_features``; else an empty tensor). Atoms are independent within a
         layer, which is what makes chunked evaluation exact."""
         n_atoms = species.shape[0]
         pad_index, max_neighbors = padded_layout(local_i, n_atoms)
@@ -186,10 +194,11 @@ class GNNLayer(nn.Module):
             pad_index,
             max_neighbors,
         )
-        central, bond = self.readout(central_out, edge_out)
-        features = torch.zeros(0, 0, dtype=torch.float64, device=fc.device)
         if with_features:
-            features = self.readout_features(central_out, edge_out, fc, local_i)
+            central, bond, features = self.readout_with_features(central_out, edge_out, fc, local_i)
+        else:
+            central, bond = self.readout(central_out, edge_out)
+            features = torch.zeros(0, 0, dtype=torch.float64, device=fc.device)
         return central.index_add(0, local_i, bond * fc), edge_out, features
 
 

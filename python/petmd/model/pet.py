@@ -40,7 +40,7 @@ class PET(ExchangeLayers):
         self.cutoff = float(cutoff)
         self.cutoff_width = float(config.cutoff_width)
         self.n_gnn_layers = config.n_gnn_layers
-        self.features_per_layer: int = 2 * (config.head_hidden + 1)  # GNNLayer.readout_features
+        self.features_per_layer: int = 2 * (config.head_hidden + 1)  # GNNLayer.readout_with_features
         n_species = len(self.atomic_numbers)
         z_to_index = torch.full((119,), -1, dtype=torch.long)
         for k, z in enumerate(self.atomic_numbers):
@@ -182,9 +182,11 @@ class PET(ExchangeLayers):
                 edge_out = torch.zeros(edge_i.shape[0], edge_out.shape[1], dtype=r.dtype, device=r.device).index_add(
                     0, copy_edge, edge_out * copy_edge_weight
                 )
-            central, bond = layer.readout(central_out, edge_out)
             if with_features:
-                features.append(layer.readout_features(central_out.detach(), edge_out.detach(), fc.detach(), edge_i))
+                central, bond, layer_features = layer.readout_with_features(central_out, edge_out, fc, edge_i)
+                features.append(layer_features.detach())
+            else:
+                central, bond = layer.readout(central_out, edge_out)
             energy = energy + central
             energy = energy.index_add(0, edge_i, bond * fc)
             messages = next_messages(messages, edge_out, reverse)
@@ -221,7 +223,7 @@ class PET(ExchangeLayers):
         path evaluates only as far as the masked atoms' energies depend on them).
 
         features: the last-layer features of each atom's energy, in which the energy is linear: energies_i =
-        features_i · last_layer_weights() + composition baseline (per layer the scaled readout_features of
+        features_i · last_layer_weights() + composition baseline (per layer the scaled readout_with_features of
         model/layers.py; rows of atoms outside the mask are zero). Without gradients attached; the uncertainty
         (petmd.uncertainty) is a quadratic form of them.
 
