@@ -290,3 +290,39 @@ def test_the_bridge_runs_a_format_3_file_and_says_it_has_no_uncertainty():
     assert np.isfinite(model.compute(*args)["energy"])
     with pytest.raises(_bridge.BridgeError, match="model format version 3.* has no uncertainty calibration"):
         model.compute(*args, with_uncertainty=True)
+
+
+@pytest.mark.parametrize("case", ["grid 2i", "grid 2i, 2 ranks", "ecse, 2 ranks", "grid 2i by MTS"])
+def test_compute_pet_uncertainty_judges_the_symmetrized_prediction(calibrated, tmp_path, case):
+    """In a symmetrized mode the compute gives the uncertainty of the symmetrized prediction, as the calculator in
+    that mode does: on 1 rank, on 2 (grid: message exchange over the rotated copies; ecse: ghost atoms), and with
+    multiple time stepping, where it judges the correction style's mode."""
+    mode = "ecse" if case.startswith("ecse") else "grid 2i"
+    atoms = water_box(2, seed=12, jitter=0.25)
+    model = load_model(calibrated["model"])
+    model.set_symmetrization(mode.replace(" ", ":"))
+    reference = atoms.copy()
+    reference.calc = PETCalculator(model)
+    reference.get_potential_energy()
+    data = write_data(tmp_path / "system.data", atoms)
+    script = water_setup(calibrated["model"], data, pair_extra=f"symmetrize {mode}")
+    if case.endswith("MTS"):
+        pair = f"pair_style pet {calibrated['model']} threads 1 symmetrize {mode}\npair_coeff * * O H\n"
+        plain, corrected = f"pet {calibrated['model']} threads 1", f"symmetrize {mode} correction yes"
+        mts = f"""pair_style hybrid/overlay {plain} {plain} {corrected}
+pair_coeff * * pet 1 O H
+pair_coeff * * pet 2 O H
+run_style respa 2 2 hybrid 1 2
+"""
+        assert pair in script
+        script = script.replace(pair, mts)
+    script += f"""
+compute u all pet/uncertainty
+thermo_style custom step pe c_u c_u[3]
+run 0
+print "$(c_u:%.17g) $(c_u[3]:%.17g)" file {tmp_path}/u.txt
+"""
+    run_lammps("mpiexec -np 2" if "2 ranks" in case else "in-process", script, tmp_path)
+    got = np.array((tmp_path / "u.txt").read_text().split(), dtype=float)
+    want = [reference.calc.results["energy_uncertainty"], reference.calc.results["atom_extrapolation"].max()]
+    np.testing.assert_allclose(got, want, rtol=1e-7)
