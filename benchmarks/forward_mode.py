@@ -49,7 +49,8 @@ class OnAtoms(nn.Module):
         self.layer, self.geometry = layer, model.edge_geometry  # a bound method: the model is no submodule
 
     def forward(self, edge_vectors, messages, neighbors, species, local_i):
-        return self.layer.on_atoms(*self.geometry(edge_vectors), messages, neighbors, species, local_i)
+        energies, tokens, _ = self.layer.on_atoms(*self.geometry(edge_vectors), messages, neighbors, species, local_i)
+        return energies, tokens
 
 
 @contextlib.contextmanager
