@@ -170,6 +170,9 @@ def test_models_without_a_calibration_load_and_say_so(calibrated, tmp_path):
     atoms.calc = PETCalculator(str(OLD_MODEL))
     assert np.isfinite(atoms.get_potential_energy())
     assert "energy_uncertainty" not in atoms.calc.results
+    # petmd eval and petmd symmetry run it through batched, whose uncertainty argument it predates
+    batched = old.batched(collate([frame(atoms)]), compute_virial=True)
+    assert float(batched["energy"][0]) == pytest.approx(atoms.get_potential_energy(), rel=1e-12)
     with pytest.raises(PetmdError, match="model format version 3.* has no uncertainty calibration: export its"):
         PETCalculator(str(OLD_MODEL), uncertainty=True)
     result = run_petmd("eval", OLD_MODEL, calibrated["data"], "--uncertainty")

@@ -92,20 +92,21 @@ class LoadedModel:
     ) -> Dict[str, torch.Tensor]:
         """The network on a batch of structures (ExportedPET.batched); ``with_uncertainty`` adds energy_uncertainty
         and atom_extrapolation (refused, naming the fix, for a model without a calibration)."""
-        if with_uncertainty:
+        args = [
+            batch.positions,
+            batch.numbers,
+            batch.edge_index,
+            batch.shift_vectors,
+            batch.reverse,
+            batch.structure,
+            batch.n_structures,
+            compute_virial,
+        ]
+        if with_uncertainty:  # only then: files of format version 3 have no such argument
             self.require_uncertainty("uncertainty")
+            args.append(True)
         with _plain_interpreter():
-            return self.module.batched(
-                batch.positions,
-                batch.numbers,
-                batch.edge_index,
-                batch.shift_vectors,
-                batch.reverse,
-                batch.structure,
-                batch.n_structures,
-                compute_virial,
-                with_uncertainty,
-            )
+            return self.module.batched(*args)
 
 
 def _plain_interpreter():
