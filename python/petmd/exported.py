@@ -107,18 +107,20 @@ class ExportedPET(nn.Module):
     @torch.jit.export
     def energy_uncertainty(self, features: torch.Tensor) -> torch.Tensor:
         """σ = sqrt(Fᵀ M F) (eV) of summed last-layer features F [D] (or one σ per row of F [S, D])."""
-        if not self.has_uncertainty():
-            raise RuntimeError(_no_uncertainty())
-        f = features.to(torch.float64)
-        return torch.sqrt(torch.clamp(((f @ self.uncertainty_metric) * f).sum(-1), min=0.0))
+        return self._root_quadratic_form(features, self.uncertainty_metric)
 
     @torch.jit.export
     def atom_extrapolation(self, features: torch.Tensor) -> torch.Tensor:
         """γ_i = sqrt(f_iᵀ L f_i) of per-atom last-layer features [n, D]."""
+        return self._root_quadratic_form(features, self.extrapolation_metric)
+
+    def _root_quadratic_form(self, features: torch.Tensor, metric) -> torch.Tensor:
+        """sqrt(fᵀ metric f) of each row f of ``features`` (round-off below 0 clamped). ``metric`` is a buffer,
+        unannotated: TorchScript takes it for the Tensor it is, the type checker sees buffers as Tensor | Module."""
         if not self.has_uncertainty():
             raise RuntimeError(_no_uncertainty())
         f = features.to(torch.float64)
-        return torch.sqrt(torch.clamp(((f @ self.extrapolation_metric) * f).sum(-1), min=0.0))
+        return torch.sqrt(torch.clamp(((f @ metric) * f).sum(-1), min=0.0))
 
     @torch.jit.export
     def set_chunk_atoms(self, n: int) -> None:

@@ -125,7 +125,7 @@ class ChunkedLayers(nn.Module):
                     if energy is not None:
                         energy.index_add_(0, atoms, e_c.detach())
                     if features is not None:
-                        features.index_copy_(0, atoms, f_c.detach())
+                        features.index_copy_(0, atoms, f_c)
                     objective = (e_c * weight.index_select(0, atoms)).sum() + (
                         out_c * output_adjoint.index_select(0, edges)
                     ).sum()

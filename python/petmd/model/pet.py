@@ -184,7 +184,7 @@ class PET(ExchangeLayers):
                 )
             if with_features:
                 central, bond, layer_features = layer.readout_with_features(central_out, edge_out, fc, edge_i)
-                features.append(layer_features.detach())
+                features.append(layer_features)
             else:
                 central, bond = layer.readout(central_out, edge_out)
             energy = energy + central
