@@ -161,6 +161,28 @@ void run_setter(torch::jit::Module &module, const std::string &method, const c10
   }
 }
 
+// The module's uncertainty output, on for one call only (a Model may be shared by several pair styles): off again
+// however the call ends.
+class UncertaintyFor {
+ public:
+  UncertaintyFor(torch::jit::Module &module, bool on) : module_(module), on_(on) {
+    if (on_) module_.run_method("set_uncertainty", true);
+  }
+  ~UncertaintyFor() {
+    if (!on_) return;
+    try {
+      module_.run_method("set_uncertainty", false);
+    } catch (...) {  // switching it off cannot fail on a module that switched it on
+    }
+  }
+  UncertaintyFor(const UncertaintyFor &) = delete;
+  UncertaintyFor &operator=(const UncertaintyFor &) = delete;
+
+ private:
+  torch::jit::Module &module_;
+  bool on_;
+};
+
 }  // namespace
 
 struct Model::Impl {
@@ -279,10 +301,8 @@ Result Model::compute(const SystemView &s, bool per_atom_energies, bool with_unc
   Result result;
   if (with_uncertainty) require_uncertainty();
   try {
-    // the module's uncertainty setting is on for this call only (a Model may be shared by several pair styles)
-    if (with_uncertainty) impl_->module.run_method("set_uncertainty", true);
+    UncertaintyFor uncertainty(impl_->module, with_uncertainty);
     auto out = call_dict(impl_->module, "forward", inputs(s, impl_->device));
-    if (with_uncertainty) impl_->module.run_method("set_uncertainty", false);
     result.energy = out.at("energy").toTensor().detach().item<double>();
     result.forces = to_vector(out.at("forces").toTensor());
     const auto virial = to_vector(out.at("virial").toTensor());
@@ -294,7 +314,6 @@ Result Model::compute(const SystemView &s, bool per_atom_energies, bool with_unc
       result.atom_extrapolation = to_vector(out.at("atom_extrapolation").toTensor());
     }
   } catch (const std::exception &err) {
-    if (with_uncertainty) impl_->module.run_method("set_uncertainty", false);
     throw Error("the model failed on " + std::to_string(s.n_nodes) + " atoms and " + std::to_string(s.n_edges) +
                 " edges: " + torch_message(err));
   }
@@ -480,7 +499,7 @@ Result Model::compute_exchanged(const ExchangeSystem &s, MessageExchange &exchan
     auto energy = torch::zeros({s.n_central}, layers.vectors.options());
     auto gradient = torch::zeros({s.n_edges, 3}, layers.vectors.options());
     torch::Tensor features;  // the symmetrized prediction's: the mean over the copies of positive weight
-    if (with_uncertainty) impl_->module.run_method("set_uncertainty", true);
+    UncertaintyFor uncertainty(impl_->module, with_uncertainty);
     for (int64_t k = 0; k < rotations.size(0); k++) {
       const auto rotated = layers.evaluate_rotated(rotations[k], with_uncertainty);
       energy += weights[k] * rotated.energy;
@@ -490,7 +509,6 @@ Result Model::compute_exchanged(const ExchangeSystem &s, MessageExchange &exchan
         features = features.defined() ? features + part : part;
       }
     }
-    if (with_uncertainty) impl_->module.run_method("set_uncertainty", false);
     auto totals = layers.result(energy, gradient);
     result.energy = totals.at("energy").toTensor().item<double>();
     result.forces = to_vector(totals.at("forces").toTensor());
@@ -506,7 +524,6 @@ Result Model::compute_exchanged(const ExchangeSystem &s, MessageExchange &exchan
   } catch (const Error &) {
     throw;
   } catch (const std::exception &err) {
-    if (with_uncertainty) impl_->module.run_method("set_uncertainty", false);
     throw Error("the model failed on " + std::to_string(s.n_central) + " atoms and " + std::to_string(s.n_edges) +
                 " edges (message exchange): " + torch_message(err));
   }

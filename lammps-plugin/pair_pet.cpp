@@ -461,8 +461,7 @@ void PairPET::compute(int eflag, int vflag)
     error->all(FLERR, "pair_style pet does not compute per-atom virials (compute stress/atom, "
                       "centroid/stress/atom): the model gives the global virial only");
 
-  // every rank, and every evaluation within a step, must use the same random rotation
-  if (mode_ == "random") model_->set_random_seed(static_cast<uint64_t>(seed_ + update->ntimestep));
+  seed_random_rotation();
   if (correction_) check_level();
   const bool with_uncertainty = uncertainty_wanted();
   if (exchange_rows_) {
@@ -495,6 +494,12 @@ void PairPET::compute(int eflag, int vflag)
     for (int c = 0; c < 3; c++) f[a][c] += result.forces[3 * n + c];
   }
   tally(result);
+}
+
+// Every rank, and every evaluation within a step, must use the same random rotation (symmetrize random).
+void PairPET::seed_random_rotation()
+{
+  if (mode_ == "random") model_->set_random_seed(static_cast<uint64_t>(seed_ + update->ntimestep));
 }
 
 void PairPET::tally(const petmd::Result &result)
@@ -633,7 +638,7 @@ const PairPET::UncertaintyShare &PairPET::uncertainty_share(const char *context)
 {
   if (uncertainty_.step == update->ntimestep) return uncertainty_;
   check_uncertainty(context);
-  if (mode_ == "random") model_->set_random_seed(static_cast<uint64_t>(seed_ + update->ntimestep));
+  seed_random_rotation();
   if (exchange_rows_) {    // every rank takes part, also one without atoms
     const auto result = evaluate_exchanged(context, true);
     keep_uncertainty(&result);

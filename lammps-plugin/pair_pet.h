@@ -76,6 +76,7 @@ class PairPET : public Pair {
   petmd::Result evaluate_exchanged(const char *context, bool with_uncertainty);
   petmd::ExchangeSystem prepare_exchange();
   void tally(const petmd::Result &result);
+  void seed_random_rotation();
   bool uncertainty_wanted();
   void keep_uncertainty(const petmd::Result *result);
   void allocate();
