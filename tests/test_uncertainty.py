@@ -186,6 +186,9 @@ def test_calibration_inputs_are_checked(calibrated, tmp_path):
     assert result.returncode != 0 and "give --data TRAINING.xyz and --validation-data" in result.stderr
     result = run_petmd("export", calibrated["checkpoint"], "-o", tmp_path / "x.pt", "--data", calibrated["data"])
     assert result.returncode != 0 and "add --uncertainty" in result.stderr
+    missing = tmp_path / "missing.xyz"
+    result = run_petmd("export", calibrated["checkpoint"], "-o", tmp_path / "x.pt", "--uncertainty", "--data", missing)
+    assert result.returncode != 0 and f"--data {missing} does not exist" in result.stderr
     assert not (tmp_path / "x.pt").exists()
 
 

@@ -71,6 +71,9 @@ def calibration_frames(
     """The uncertainty calibration's (training, validation) frames: those of the checkpoint's training run (its
     data file, or ``data`` in its place, with the run's stride and split), the validation ones replaced by
     ``validation_data`` when given; an exported file's source needs both files."""
+    for given, option in ((data, "--data"), (validation_data, "--validation-data")):
+        if given is not None and not Path(given).exists():
+            raise PetmdError(f"--uncertainty: {option} {given} does not exist")
     cutoff = weights.pet.cutoff
     run = weights.config.get("data")
     if run is None:
@@ -107,6 +110,4 @@ def calibration_frames(
 
 
 def _frames(path: str | Path, cutoff: float, numbers: List[int], progress: bool) -> List[Frame]:
-    if not Path(path).exists():
-        raise PetmdError(f"--uncertainty: {path} does not exist")
     return load_frames(path, cutoff, model_numbers=numbers, progress=progress)
