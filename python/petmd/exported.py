@@ -99,7 +99,8 @@ class ExportedPET(nn.Module):
         """With ``on``, forward also returns ``uncertainty_features`` [D] (the summed last-layer features of the
         masked atoms), ``energy_uncertainty`` (σ of the energy, eV, from those; across MPI ranks: energy_uncertainty
         of the features summed over ranks) and ``atom_extrapolation`` [n] (each masked atom's extrapolation score
-        γ_i, 1 for a typical validation atom; 0 for the others), at the cost of the heads' hidden layers once more."""
+        γ_i, 1 for a typical validation atom; 0 for the others), at the cost of summing the heads' hidden
+        activations per atom and a quadratic form per atom."""
         if on and not self.has_uncertainty():
             raise RuntimeError(_no_uncertainty())
         self.uncertainty = on
