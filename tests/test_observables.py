@@ -121,6 +121,23 @@ def test_fcc_crystal_of_aligned_molecules(tmp_path):
     assert result["molecules"]["proton_hops"] == 0 and result["molecules"]["not_whole_molecule_frames"] == 0
 
 
+def test_a_molecule_that_breaks_is_counted_from_the_frame_it_breaks(tmp_path):
+    """From frame 3 on, one H sits 1.0 Å from another molecule's H (the H–H pair of a model's spurious region): the
+    molecules are no longer all whole, and the time of the first frame where they are not is reported."""
+    intact = water(fcc_centers(2, 6.0), np.eye(3) * 12.0)
+    broken = intact.copy()
+    broken.positions[1] = broken.positions[3 * 2 + 1] + [1.0, 0.0, 0.0]  # molecule 0's H beside molecule 2's
+    assert broken.get_distances(1, list(range(0, len(broken), 3)), mic=True).min() > 1.0
+    frames = [intact.copy() for _ in range(3)] + [broken.copy() for _ in range(3)]
+    path = write_extxyz(tmp_path / "b.extxyz", frames, 0.02)
+    m = analyze([str(path)], Options(progress=False))["molecules"]
+    assert m["not_whole_molecule_frames"] > 0 and m["not_whole_molecule_frames"] % 3 == 0  # frames 3, 4, 5 alike
+    assert m["first_not_whole_ps"] == pytest.approx(0.06)
+    path = write_extxyz(tmp_path / "i.extxyz", [intact.copy() for _ in range(3)], 0.02)
+    m = analyze([str(path)], Options(progress=False))["molecules"]
+    assert m["not_whole_molecule_frames"] == 0 and m["first_not_whole_ps"] is None
+
+
 def test_random_dipoles_are_uncorrelated_and_isotropic(tmp_path):
     """Independent random orientations (molecules on a jittered grid, 3 Å apart so that no H is closer to another
     molecule's O): c_L, c_T ≈ 0 and F(cos θ, φ) ≈ 0 within their errors."""

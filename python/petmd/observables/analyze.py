@@ -211,6 +211,7 @@ def analyze(paths: Sequence[str], options: Options | None = None) -> dict:
     first: Optional[TrajectoryFrame] = None
     density, temperature, energy, volumes = [], [], [], []
     hops, previous_owner, not_whole, unassigned = 0, None, 0, 0
+    first_not_whole: Optional[float] = None  # time of the first frame with a molecule that is not whole
     angular = None
     start_time, last_time, k = None, None, 0
     frames = iter_frames(inputs, options.types, options.timestep, options.frame_interval)
@@ -243,6 +244,8 @@ def analyze(paths: Sequence[str], options: Options | None = None) -> dict:
                 hops += int(np.sum(molecules.owner != previous_owner))
             previous_owner = molecules.owner
             not_whole += int((~molecules.whole).sum())
+            if first_not_whole is None and not molecules.whole.all() and frame.time is not None:
+                first_not_whole = frame.time
             unassigned += int((molecules.owner < 0).sum())
             orientation.add(k, molecules)
         if frame.pbc.all():
@@ -287,6 +290,7 @@ def analyze(paths: Sequence[str], options: Options | None = None) -> dict:
                 "n_oxygen": len(molecules.oxygens),
                 "proton_hops": hops,
                 "not_whole_molecule_frames": not_whole,
+                "first_not_whole_ps": first_not_whole,
                 "unassigned_H_frames": unassigned,
                 "rule": "each H belongs to its nearest O within 2 Å; a hop is an H whose O changed "
                 "since the previous frame; molecules without exactly two H are left out "

@@ -193,6 +193,7 @@ def summary(result: dict) -> str:
         lines.append(
             f"  molecules: {m['n_oxygen']} O; proton hops {m['proton_hops']}; O without exactly two H "
             f"(summed over frames) {m['not_whole_molecule_frames']}"
+            + (f", the first at {m['first_not_whole_ps']:.3f} ps" if m.get("first_not_whole_ps") is not None else "")
         )
     for note in result.get("notes", []):
         lines.append(f"  note: {note}")
