@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_MODEL = ROOT / "models" / "pet-water-small.pt"
+PAIR_FILE = ROOT / "examples" / "pair-pet.lammps"
 
 
 def run_example(name: str, tmp_path: Path, *args) -> dict:
@@ -38,6 +39,7 @@ def test_liquid_water_example(tmp_path, scan_data_path):
     sym = nvt["thermo"]["symmetry error mean |F-F_grid|"]["mean"]
     assert 0.0 < sym < 200.0  # meV/Å: PET is not exactly invariant, and the error is far below the forces
     assert 0.8 < npt["thermo"]["density"]["mean"] < 1.2
+    assert summary["hh_wall_A"] == 1.3 and nvt["molecules"]["not_whole_molecule_frames"] == 0
     for name in (
         "rdf.png",
         "rdf.csv",
@@ -111,6 +113,7 @@ def test_study_short_form_runs_every_stage_and_resumes(tmp_path, scan_data_path)
         assert kind["segments"] == kind["of"] == 2 and kind["time_ps"] == pytest.approx(0.032)
         assert 200 < kind["temperature"]["value"] < 400 and 2.55 < kind["g_OO_peak"]["r"] < 3.0
         assert 0 < kind["symmetry_error_meV_per_A"]["value"] < 200 and kind["throughput"]["ps_per_cpu_hour"] > 0
+        assert kind["molecules"]["not_whole_molecule_frames"] == 0 and kind["molecules"]["first_not_whole_ps"] is None
     pairs = {(c["reference"], c["run"]) for c in study["liquid"]["comparisons"]}
     assert pairs == {("plain", "ecse"), ("plain", "grid-2i-mts8"), ("ecse", "grid-2i-mts8")}
     observables = {r["observable"] for r in study["liquid"]["comparisons"][0]["rows"]}
@@ -128,6 +131,48 @@ def test_study_short_form_runs_every_stage_and_resumes(tmp_path, scan_data_path)
     again = subprocess.run(command + ["--stages", "liquid", "gas"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "$ (cd" not in again.stdout  # no segment ran again
     assert json.loads((tmp_path / "study.json").read_text())["liquid"]["kinds"]["ecse"]["segments"] == 2
+
+
+def _wca(r: np.ndarray, cutoff: float) -> float:
+    """The H–H wall of examples/pair-pet.lammps: Lennard-Jones (ε = 1 eV) cut and shifted at its minimum."""
+    x = (cutoff / 2 ** (1 / 6) / r[r < cutoff]) ** 6
+    return float(np.sum(4 * (x * x - x) + 1))
+
+
+def _first_energy(log: Path) -> float:
+    from petmd.observables.lammps_log import read_lammps_log
+
+    return float(read_lammps_log(log).thermo["PotEng"][0])
+
+
+def test_pair_file_wall_adds_its_energy_below_the_cutoff_only_and_runs_under_respa(tmp_path, scan_data_path):
+    """examples/pair-pet.lammps with hhwall 1.3: the liquid's energy unchanged where every H–H is beyond 1.3 Å; one H
+    moved to 1.1 Å from another adds the wall's energy of the pairs below 1.3 Å (to LAMMPS's output precision); the
+    wall rides the fast respa level beside the two terms of multiple time stepping."""
+    from petmd.helpers.lammps_run import run_lammps
+    from petmd.helpers.structures import liquid_water, write_lammps_data
+
+    intact = liquid_water()
+    squeezed = intact.copy()
+    h = [i for i, s in enumerate(squeezed.get_chemical_symbols()) if s == "H"]
+    squeezed.positions[h[0]] = squeezed.positions[h[2]] + [1.1, 0.0, 0.0]
+    energies = {}
+    for name, atoms in (("intact", intact), ("squeezed", squeezed)):
+        data = write_lammps_data(atoms, tmp_path / f"{name}.data")
+        hh = np.concatenate([atoms.get_distances(i, h[k + 1 :], mic=True) for k, i in enumerate(h[:-1])])
+        for wall in (0, 1.3):
+            log = f"{name}-{wall}.log"
+            variables = {"model": SMALL_MODEL, "data": data, "pairfile": PAIR_FILE, "steps": 0, "hhwall": wall}
+            run_lammps(ROOT / "examples" / "liquid-water" / "nvt.lammps", tmp_path, variables, log=log, quiet=True)
+            energies[name, wall] = _first_energy(tmp_path / log)
+        expected = _wca(hh, 1.3)
+        assert (expected > 1.0) == (name == "squeezed")
+        assert energies[name, 1.3] - energies[name, 0] == pytest.approx(expected, abs=2e-3)
+    variables = {"model": SMALL_MODEL, "data": tmp_path / "intact.data", "pairfile": PAIR_FILE, "hhwall": 1.3}
+    variables.update(steps=16, mode="grid 2i", mts=8, symevery=8, thermoevery=8, dumpevery=8)
+    run_lammps(ROOT / "examples" / "liquid-water" / "nvt.lammps", tmp_path, variables, log="mts.log", quiet=True)
+    text = (tmp_path / "mts.log").read_text()
+    assert "run_style respa 2 8 hybrid 1 2 1" in text and "lj/cut 1.3" in text
 
 
 @pytest.mark.slow
@@ -194,3 +239,12 @@ def test_demo_report(tmp_path, scan_data_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert len(summary["symmetry"]["time_ps"]) == 4  # steps 0, 20, 40, 60
     assert all(v > 0 for v in summary["symmetry"]["force_mean_meV_per_A"])
+
+
+def test_liquid_water_example_refuses_a_negative_wall(tmp_path):
+    script = ROOT / "examples" / "liquid-water" / "run.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "-o", str(tmp_path), "--hh-wall", "-1"], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "--hh-wall must be ≥ 0 (0: no wall), got -1.0" in result.stderr
+    assert not (tmp_path / "water.data").exists()

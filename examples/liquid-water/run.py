@@ -20,7 +20,7 @@ from pathlib import Path
 from petmd.helpers.example_cli import example_parser, parse_example_args
 from petmd.helpers.lammps_run import read_thermo, run_lammps
 from petmd.helpers.report import format_rows, plot_thermo, summary_rows
-from petmd.helpers.structures import liquid_water, write_lammps_data
+from petmd.helpers.structures import HH_WALL, liquid_water, write_lammps_data
 from petmd.observables.analyze import Options, analyze
 from petmd.observables.output import write_outputs
 from petmd.observables.structure import first_shell
@@ -50,10 +50,10 @@ def prepare(out: Path, replicate=(1, 1, 1)) -> Path:
     return write_lammps_data(atoms, out / "water.data")
 
 
-def run_variables(model: Path, steps: int, mode: str, mts: int) -> dict:
+def run_variables(model: Path, steps: int, mode: str, mts: int, hh_wall: float) -> dict:
     """The -var values nvt.lammps and npt.lammps share."""
     variables = {"model": model.resolve(), "data": "water.data", "steps": steps, "mode": mode, "mts": mts}
-    return dict(variables, pairfile=PAIR_FILE)
+    return dict(variables, pairfile=PAIR_FILE, hhwall=hh_wall)
 
 
 def run_nvt(
@@ -66,13 +66,18 @@ def run_nvt(
     symgrid: str = "2",
     symevery: int = 100,
     dumpevery: int = 20,
+    hh_wall: float = HH_WALL,
 ) -> float:
-    variables = dict(run_variables(model, steps, mode, mts), symgrid=symgrid, symevery=symevery, dumpevery=dumpevery)
+    variables = dict(run_variables(model, steps, mode, mts, hh_wall), symgrid=symgrid, symevery=symevery)
+    variables["dumpevery"] = dumpevery
     return run_lammps(HERE / "nvt.lammps", out, variables, ranks=ranks, log="nvt.log")
 
 
-def run_npt(out: Path, model: Path, steps: int, mode: str = "none", ranks: int = 1, mts: int = 1) -> float:
-    return run_lammps(HERE / "npt.lammps", out, run_variables(model, steps, mode, mts), ranks=ranks, log="npt.log")
+def run_npt(
+    out: Path, model: Path, steps: int, mode: str = "none", ranks: int = 1, mts: int = 1, hh_wall: float = HH_WALL
+) -> float:
+    variables = run_variables(model, steps, mode, mts, hh_wall)
+    return run_lammps(HERE / "npt.lammps", out, variables, ranks=ranks, log="npt.log")
 
 
 def analyse_nvt(out: Path, discard: float = 0.2) -> dict:
@@ -108,6 +113,7 @@ def analyse_nvt(out: Path, discard: float = 0.2) -> dict:
             "frames": observables["system"]["n_frames"],
             "blocks": g_oo["n_blocks"],
         },
+        "molecules": observables["molecules"],
         "files": {
             "thermo_png": "nvt-thermo.png",
             "observables": "observables.json",
@@ -148,6 +154,13 @@ def summary_text(result: dict) -> str:
         f"{g['first_minimum_A']:.2f} Å, O–O coordination {g['coordination']:.2f} "
         f"({g['frames']} frames)"
     )
+    broken = nvt["molecules"]["not_whole_molecule_frames"]
+    if broken:
+        lines.append(
+            f"  WARNING: {broken} molecule-frames without exactly two H, the first at "
+            f"{nvt['molecules']['first_not_whole_ps']:.2f} ps: the run left water (the model's spurious region; "
+            "see --hh-wall)"
+        )
     if "npt" in result:
         npt = result["npt"]
         lines.append(f"NPT {npt['time_ps']:.2f} ps")
@@ -170,7 +183,17 @@ def main(argv=None) -> dict:
         help="multiple time stepping: the network as trained every 0.5 fs, the correction to --mode every N steps "
         "(r-RESPA; default 1: --mode every step)",
     )
+    parser.add_argument(
+        "--hh-wall",
+        type=float,
+        default=HH_WALL,
+        metavar="Å",
+        help=f"an H–H repulsion below this distance, against the model's spurious region (default {HH_WALL}, below "
+        "every H–H of the training data; 0: none)",
+    )
     args = parse_example_args(parser, argv)
+    if args.hh_wall < 0:
+        parser.error(f"--hh-wall must be ≥ 0 (0: no wall), got {args.hh_wall}")
     if args.mts < 1 or (args.mts > 1 and args.mode == "none"):
         parser.error("--mts N needs N >= 1, and a --mode to correct towards when N > 1")
     steps = args.steps or (LONG_STEPS if args.long else SHORT_STEPS)
@@ -178,10 +201,11 @@ def main(argv=None) -> dict:
     start = time.monotonic()
     prepare(out)
     result = {"model": str(args.model), "mode": args.mode, "mts": args.mts, "steps": steps, "ranks": args.ranks}
-    result["nvt_wall_s"] = run_nvt(out, args.model, steps, args.mode, args.ranks, args.mts)
+    result["hh_wall_A"] = args.hh_wall
+    result["nvt_wall_s"] = run_nvt(out, args.model, steps, args.mode, args.ranks, args.mts, hh_wall=args.hh_wall)
     result["nvt"] = analyse_nvt(out)
     if args.npt:
-        result["npt_wall_s"] = run_npt(out, args.model, steps, args.mode, args.ranks, args.mts)
+        result["npt_wall_s"] = run_npt(out, args.model, steps, args.mode, args.ranks, args.mts, args.hh_wall)
         result["npt"] = analyse_npt(out)
     result["wall_s"] = time.monotonic() - start
     (out / "summary.json").write_text(json.dumps(result, indent=1))

@@ -22,6 +22,8 @@ PUBLISHED = {
     "ice": "ice Ih: the symmetry error is small against the energy differences between proton orders",
 }
 REGENERATE = "python examples/study/run.py --analyse --report docs/study.md"
+# the words of the report: what agrees, what does not and why, written by hand from the generated figures
+DISCUSSION = Path(__file__).resolve().parent / "discussion.md"
 
 
 def _table(header: List[str], rows: List[List[str]]) -> List[str]:
@@ -56,11 +58,12 @@ def liquid_section(liquid: dict, out: Path, figures: Path) -> List[str]:
                 plus_minus(k["diffusion_O"]),
                 plus_minus(k["conserved_drift"]),
                 plus_minus(k["symmetry_error_meV_per_A"]),
+                _broken(k["molecules"]),
                 f"{k['throughput']['ps_per_cpu_hour']:.2f}",
             ]
         )
     header = ["run", "ps (segments)", "T (K)", "PE (eV/atom)", "p (kbar)", "g_OO peak", "D_O (Å²/ps)"]
-    header += ["drift (meV/atom/ps)", "network's sym. err. (meV/Å)", "ps per core-hour"]
+    header += ["drift (meV/atom/ps)", "network's sym. err. (meV/Å)", "broken molecules", "ps per core-hour"]
     lines += _table(header, rows)
     lines += ["", f"Published: {PUBLISHED['liquid']}.", ""]
     for png in ("rdf.png", "dipole.png", "dynamics.png"):
@@ -73,6 +76,12 @@ def liquid_section(liquid: dict, out: Path, figures: Path) -> List[str]:
         rows = [[r["observable"], _difference(r), f"{r['p']:.2g}", r["verdict"]] for r in c["rows"]]
         lines += _table(["observable", "difference", "p", "verdict"], rows) + [""]
     return lines
+
+
+def _broken(molecules: dict) -> str:
+    """Molecules without exactly two H, summed over the analysed frames, and when the first appeared."""
+    count = molecules["not_whole_molecule_frames"]
+    return "none" if count == 0 else f"{count} (first at {molecules['first_not_whole_ps']:.2f} ps)"
 
 
 def _difference(row: dict) -> str:
@@ -179,6 +188,8 @@ def write(results: dict, report: Path, out: Path) -> Path:
         lines += gas_section(results["gas"], figures)
     if "ice" in results:
         lines += ice_section(results["ice"], out, figures)
+    if DISCUSSION.exists():
+        lines += [DISCUSSION.read_text().rstrip(), ""]
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(lines) + "\n")
     return report

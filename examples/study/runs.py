@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from petmd.helpers.segments import RunBusy, SegmentedRun
-from petmd.helpers.structures import liquid_water, write_lammps_data
+from petmd.helpers.structures import HH_WALL, liquid_water, write_lammps_data
 
 EXAMPLES = Path(__file__).resolve().parents[1]
 PAIR_FILE = EXAMPLES / "pair-pet.lammps"
@@ -68,6 +68,7 @@ def liquid_runs(out: Path, model: Path, lengths: Lengths) -> Dict[str, Segmented
         "model": model.resolve(),
         "data": data.resolve(),
         "pairfile": PAIR_FILE,
+        "hhwall": HH_WALL,  # the liquid runs' H–H wall (examples/pair-pet.lammps)
         "symgrid": "2",
         "symevery": lengths.symmetry_every,
         "dumpevery": lengths.liquid_sample,

@@ -15,6 +15,10 @@ from ase import Atoms
 from ..errors import PetmdError
 
 TYPES = ("O", "H")  # LAMMPS atom types 1 and 2, as in `pair_coeff * * O H`
+# Å: where the liquid examples' H–H wall starts (examples/pair-pet.lammps, `hhwall`). No frame of the SCAN set has two
+# H closer than 1.32 Å; below ~1.25 Å the shipped models have a spurious deep region that 300 K liquid water reaches
+# within a few ps (docs/study.md).
+HH_WALL = 1.3
 
 
 def liquid_water(replicate: Sequence[int] = (1, 1, 1), data_path=None) -> Atoms:
