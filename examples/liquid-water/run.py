@@ -154,12 +154,12 @@ def summary_text(result: dict) -> str:
         f"{g['first_minimum_A']:.2f} Å, O–O coordination {g['coordination']:.2f} "
         f"({g['frames']} frames)"
     )
-    broken = nvt["molecules"]["not_whole_molecule_frames"]
+    broken, first = nvt["molecules"]["not_whole_molecule_frames"], nvt["molecules"]["first_not_whole_ps"]
     if broken:
+        when = f", the first at {first:.2f} ps" if first is not None else ""
         lines.append(
-            f"  WARNING: {broken} molecule-frames without exactly two H, the first at "
-            f"{nvt['molecules']['first_not_whole_ps']:.2f} ps: the run left water (the model's spurious region; "
-            "see --hh-wall)"
+            f"  WARNING: {broken} molecule-frames without exactly two H{when}: the run left water (the model's "
+            "spurious region; see --hh-wall)"
         )
     if "npt" in result:
         npt = result["npt"]

@@ -80,8 +80,8 @@ def liquid_section(liquid: dict, out: Path, figures: Path) -> List[str]:
 
 def _broken(molecules: dict) -> str:
     """Molecules without exactly two H, summed over the analysed frames, and when the first appeared."""
-    count = molecules["not_whole_molecule_frames"]
-    return "none" if count == 0 else f"{count} (first at {molecules['first_not_whole_ps']:.2f} ps)"
+    count, first = molecules["not_whole_molecule_frames"], molecules["first_not_whole_ps"]
+    return "none" if count == 0 else f"{count}" + (f" (first at {first:.2f} ps)" if first is not None else "")
 
 
 def _difference(row: dict) -> str:
