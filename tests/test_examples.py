@@ -248,3 +248,14 @@ def test_liquid_water_example_refuses_a_negative_wall(tmp_path):
     )
     assert result.returncode == 2 and "--hh-wall must be ≥ 0 (0: no wall), got -1.0" in result.stderr
     assert not (tmp_path / "water.data").exists()
+
+
+def test_study_runs_only_the_runs_it_is_given(tmp_path):
+    """--runs: one job per core; the others are left for another job (and the analysis takes what there is)."""
+    script = ROOT / "examples" / "study" / "run.py"
+    command = [sys.executable, str(script), "--short", "-o", str(tmp_path), "--stages", "gas", "--runs", "plain"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert [p.name for p in (tmp_path / "gas").iterdir()] == ["plain"]
+    assert json.loads((tmp_path / "study.json").read_text())["gas"]["kinds"]["plain"]["segments"] == 2
+    assert "runs plain" in (tmp_path / "invocations.log").read_text()

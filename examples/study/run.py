@@ -6,6 +6,7 @@ resumes and analyses; `--report docs/study.md` writes the report from the output
     python examples/study/run.py --short                      # every stage on tiny lengths (~3 min on 2 cores)
     python examples/study/run.py --hours 2                    # runs for ~2 h, then analyses what is done
     python examples/study/run.py --stages liquid --analyse    # analyse what the liquid runs have so far
+    python examples/study/run.py --stages liquid --runs ecse  # one run per job (the rest on another core)
     python examples/study/run.py --analyse --report docs/study.md
 
 Every MD run is a chain of segments with LAMMPS restart files (petmd.helpers.segments): kill it at any time and run
@@ -35,19 +36,25 @@ def run_stages(args, lengths: study_runs.Lengths, deadline) -> dict:
     complete = {}
     if "liquid" in args.stages:
         liquid = study_runs.liquid_runs(args.output, args.model, lengths)
-        complete["liquid"] = study_runs.run_round_robin(list(liquid.values()), deadline)
+        complete["liquid"] = study_runs.run_round_robin(chosen(liquid, args.runs), deadline)
     if "gas" in args.stages:
         gas = study_runs.gas_runs(args.output, args.model, lengths)
-        complete["gas"] = study_runs.run_round_robin(list(gas.values()), deadline)
+        complete["gas"] = study_runs.run_round_robin(chosen(gas, args.runs), deadline)
     if "ice" in args.stages:
         complete["ice"] = analysis.run_ice(args.output, args.model, short=args.short, deadline=deadline)
     return complete
 
 
-def log_invocation(out: Path, stages, hours) -> None:
+def chosen(runs: dict, names) -> list:
+    """The runs named by --runs (all without it); the liquid's equilibration always, since the others start from it."""
+    return [run for name, run in runs.items() if names is None or name in names or name == "equilibration"]
+
+
+def log_invocation(out: Path, stages, hours, runs) -> None:
     """One line per call that runs anything (invocations.log): how often the study was started and resumed."""
+    only = f" runs {' '.join(runs)}" if runs else ""
     with open(out / "invocations.log", "a") as fh:
-        fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} stages {' '.join(stages)} hours {hours}\n")
+        fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} stages {' '.join(stages)} hours {hours}{only}\n")
 
 
 def main(argv=None) -> dict:
@@ -56,6 +63,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=STAGES, help="stages to run and analyse")
     parser.add_argument(
         "--hours", type=float, help="start no new MD segment after this many hours (default: run to the end)"
+    )
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        choices=sorted({kind.name for kind in study_runs.LIQUID_KINDS + study_runs.GAS_KINDS}),
+        help="run only these of the liquid and gas runs (one job per core: e.g. --runs ecse on one core, and, once "
+        "the equilibration is done, --runs plain grid-2i-mts8 on another); all are analysed",
     )
     parser.add_argument("--analyse", action="store_true", help="run nothing: analyse the outputs there are")
     parser.add_argument("--report", type=Path, metavar="MD", help="write the report (docs/study.md) from the outputs")
@@ -66,7 +80,7 @@ def main(argv=None) -> dict:
     start = time.monotonic()
     deadline = start + 3600 * args.hours if args.hours is not None else None
     if not args.analyse:
-        log_invocation(args.output, args.stages, args.hours)
+        log_invocation(args.output, args.stages, args.hours, args.runs)
     complete = {} if args.analyse else run_stages(args, lengths, deadline)
     results = analysis.analyse(args.output, args.model, lengths, args.stages)
     results["complete"] = complete
