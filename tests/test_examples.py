@@ -114,6 +114,7 @@ def test_study_short_form_runs_every_stage_and_resumes(tmp_path, scan_data_path)
         assert 200 < kind["temperature"]["value"] < 400 and 2.55 < kind["g_OO_peak"]["r"] < 3.0
         assert 0 < kind["symmetry_error_meV_per_A"]["value"] < 200 and kind["throughput"]["ps_per_cpu_hour"] > 0
         assert kind["molecules"]["not_whole_molecule_frames"] == 0 and kind["molecules"]["first_not_whole_ps"] is None
+        assert 1.0 < kind["closest_HH_A"] < 1.6  # intramolecular H–H ~1.5 Å
     pairs = {(c["reference"], c["run"]) for c in study["liquid"]["comparisons"]}
     assert pairs == {("plain", "ecse"), ("plain", "grid-2i-mts8"), ("ecse", "grid-2i-mts8")}
     observables = {r["observable"] for r in study["liquid"]["comparisons"][0]["rows"]}

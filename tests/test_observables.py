@@ -133,6 +133,10 @@ def test_a_molecule_that_breaks_is_counted_from_the_frame_it_breaks(tmp_path):
     m = analyze([str(path)], Options(progress=False))["molecules"]
     assert m["not_whole_molecule_frames"] > 0 and m["not_whole_molecule_frames"] % 3 == 0  # frames 3, 4, 5 alike
     assert m["first_not_whole_ps"] == pytest.approx(0.06)
+    h = [i for i, symbol in enumerate(broken.get_chemical_symbols()) if symbol == "H"]
+    closest_hh = min(broken.get_distances(i, [j for j in h if j != i], mic=True).min() for i in h)
+    assert closest_hh == pytest.approx(1.0, abs=1e-6)
+    assert analyze([str(path)], Options(progress=False))["g_HH"]["closest"] == pytest.approx(closest_hh, abs=1e-6)
     path = write_extxyz(tmp_path / "i.extxyz", [intact.copy() for _ in range(3)], 0.02)
     m = analyze([str(path)], Options(progress=False))["molecules"]
     assert m["not_whole_molecule_frames"] == 0 and m["first_not_whole_ps"] is None

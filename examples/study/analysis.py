@@ -100,6 +100,7 @@ def liquid_kind(run: SegmentedRun, kind: study_runs.Kind, lengths: study_runs.Le
         "symmetry_error_meV_per_A": estimate(thermo["c_sym[2]"], 1e3),
         # chemistry kept: a molecule without exactly two H means the run left water (docs/study.md)
         "molecules": {key: result["molecules"][key] for key in MOLECULE_KEYS},
+        "closest_HH_A": result["g_HH"]["closest"],  # below the H–H wall's 1.3 Å: the wall acted
         "observables": str(run.folder / "observables"),
     }
 

@@ -59,11 +59,13 @@ def liquid_section(liquid: dict, out: Path, figures: Path) -> List[str]:
                 plus_minus(k["conserved_drift"]),
                 plus_minus(k["symmetry_error_meV_per_A"]),
                 _broken(k["molecules"]),
+                f"{k['closest_HH_A']:.2f}",
                 f"{k['throughput']['ps_per_cpu_hour']:.2f}",
             ]
         )
     header = ["run", "ps (segments)", "T (K)", "PE (eV/atom)", "p (kbar)", "g_OO peak", "D_O (Å²/ps)"]
-    header += ["drift (meV/atom/ps)", "network's sym. err. (meV/Å)", "broken molecules", "ps per core-hour"]
+    header += ["drift (meV/atom/ps)", "network's sym. err. (meV/Å)", "broken molecules", "closest H–H (Å)"]
+    header += ["ps per core-hour"]
     lines += _table(header, rows)
     lines += ["", f"Published: {PUBLISHED['liquid']}.", ""]
     for png in ("rdf.png", "dipole.png", "dynamics.png"):

@@ -159,6 +159,7 @@ def summary(result: dict) -> str:
             lines.append(
                 f"  {key}: first peak beyond {after:g} Å at {peak:.3f} Å (g = {e['g'][k]:.3f} ± {err:.2g}), "
                 f"minimum at {minimum:.3f} Å, coordination there {coordination:.3f}"
+                + (f"; closest pair {e['closest']:.3f} Å" if e.get("closest") is not None else "")
             )
     if "c_L" in result:
         lines.append(f"  c_L, c_T: {int(np.nansum(result['c_L']['pairs']))} O–O pairs (dipole.csv, dipole.png)")

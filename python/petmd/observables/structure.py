@@ -36,6 +36,9 @@ class RDFAccumulator:
         self.g = BlockSeries((len(PAIRS), n_bins))
         self.density = BlockSeries((len(PAIRS),))  # number density of B seen from an A, for coordination numbers
         self.pairs = [(a, b) for a, b in PAIRS]
+        # the closest approach of each pair of elements over all frames: a run that left the model's data (two H
+        # far closer than in any water) shows here whatever the averages say
+        self.closest = np.full(len(PAIRS), np.inf)
 
     def add(self, k: int, frame: TrajectoryFrame, pairs: Pairs):
         self.g.new_frame(k)
@@ -51,6 +54,8 @@ class RDFAccumulator:
                 continue
             ka, kb = (1 if a == "O" else 2), (1 if b == "O" else 2)
             select = ((ki == ka) & (kj == kb)) | ((ki == kb) & (kj == ka)) if a != b else (ki == ka) & (kj == ka)
+            if select.any():
+                self.closest[p] = min(self.closest[p], float(pairs.d[select].min()))
             histogram, _ = np.histogram(pairs.d[select], bins=self.edges)
             distinct = n_a * (n_a - 1) / 2 if a == b else n_a * n_b
             self.g.add(k, histogram / (distinct / volume * self.shell), where=p)
@@ -81,6 +86,7 @@ class RDFAccumulator:
                 "coordination": coordination,
                 "coordination_err": c_err,
                 "n_blocks": len(frames),
+                "closest": float(self.closest[p]) if np.isfinite(self.closest[p]) else None,
             }
         return out
 
