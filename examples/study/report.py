@@ -148,7 +148,8 @@ def ice_section(ice: dict, out: Path, figures: Path) -> List[str]:
     lines += _table(header, rows) + ["", "(meV per molecule)", ""]
     npt = ice.get("npt")
     if npt:
-        thermo = npt["thermo"]
+        # the ice example's summary gives {"mean", "err"}
+        thermo = {key: {"value": e["mean"], "err": e["err"]} for key, e in npt["thermo"].items()}
         cells = ", ".join(f"{key} {plus_minus(thermo[key])} Å" for key in ("Lx", "Ly", "Lz") if key in thermo)
         lines.append(f"NPT 250 K, 1 bar, {npt['cell']}: density {plus_minus(thermo.get('density'))} g/cm³; {cells}.")
     lines += ["", f"Published: {PUBLISHED['ice']}.", ""]
