@@ -68,8 +68,8 @@ def run_nvt(
     dumpevery: int = 20,
     hh_wall: float = HH_WALL,
 ) -> float:
-    variables = dict(run_variables(model, steps, mode, mts, hh_wall), symgrid=symgrid, symevery=symevery)
-    variables["dumpevery"] = dumpevery
+    variables = run_variables(model, steps, mode, mts, hh_wall)
+    variables.update(symgrid=symgrid, symevery=symevery, dumpevery=dumpevery)
     return run_lammps(HERE / "nvt.lammps", out, variables, ranks=ranks, log="nvt.log")
 
 

@@ -243,8 +243,9 @@ def analyze(paths: Sequence[str], options: Options | None = None) -> dict:
             if previous_owner is not None:
                 hops += int(np.sum(molecules.owner != previous_owner))
             previous_owner = molecules.owner
-            not_whole += int((~molecules.whole).sum())
-            if first_not_whole is None and not molecules.whole.all() and frame.time is not None:
+            broken = int((~molecules.whole).sum())
+            not_whole += broken
+            if broken and first_not_whole is None and frame.time is not None:
                 first_not_whole = frame.time
             unassigned += int((molecules.owner < 0).sum())
             orientation.add(k, molecules)
