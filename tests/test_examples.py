@@ -206,6 +206,25 @@ def test_ice_example_refuses_npt_steps_it_cannot_run_before_relaxing(tmp_path, s
     assert result.returncode == 2 and message in result.stderr and not list(tmp_path.glob("ice-*"))
 
 
+def test_study_refuses_runs_its_stages_do_not_have(tmp_path):
+    script = ROOT / "examples" / "study" / "run.py"
+    command = [sys.executable, str(script), "-o", str(tmp_path), "--stages", "liquid", "--runs", "ecse", "random"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 2 and "--runs random: no such run in --stages liquid" in result.stderr
+    assert not (tmp_path / "liquid").exists()
+
+
+def test_pair_file_refuses_a_negative_wall(tmp_path, scan_data_path):
+    from petmd.errors import PetmdError
+    from petmd.helpers.lammps_run import run_lammps
+    from petmd.helpers.structures import liquid_water, write_lammps_data
+
+    data = write_lammps_data(liquid_water(), tmp_path / "water.data")
+    variables = {"model": SMALL_MODEL, "data": data, "pairfile": PAIR_FILE, "steps": 0, "hhwall": -1}
+    with pytest.raises(PetmdError, match=r"hhwall -1 is negative; give the cutoff in Angstrom \(1.3\) or 0 for none"):
+        run_lammps(ROOT / "examples" / "liquid-water" / "nvt.lammps", tmp_path, variables, quiet=True)
+
+
 def test_study_refuses_a_negative_time_budget(tmp_path):
     script = ROOT / "examples" / "study" / "run.py"
     result = subprocess.run(

@@ -76,6 +76,15 @@ def main(argv=None) -> dict:
     args = parse_example_args(parser, argv)
     if args.hours is not None and args.hours < 0:
         parser.error(f"--hours must be ≥ 0 (got {args.hours})")
+    if args.runs:
+        stage_kinds = {"liquid": study_runs.LIQUID_KINDS, "gas": study_runs.GAS_KINDS}
+        names = {kind.name for stage in args.stages for kind in stage_kinds.get(stage, [])}
+        unknown = [name for name in args.runs if name not in names]
+        if unknown:
+            parser.error(
+                f"--runs {' '.join(unknown)}: no such run in --stages {' '.join(args.stages)} (its runs: "
+                f"{', '.join(sorted(names)) or 'none'}); add the stage or leave the name out"
+            )
     lengths = study_runs.SHORT if args.short else study_runs.FULL
     start = time.monotonic()
     deadline = start + 3600 * args.hours if args.hours is not None else None
