@@ -415,6 +415,29 @@ def test_compare_refuses_different_conditions_unless_forced(tmp_path):
         compare_runs([a, tmp_path])
 
 
+def test_compare_does_not_judge_diffusion_fitted_over_different_lags(tmp_path):
+    def run(name: str, value: float, fit: list) -> Path:
+        entry = {"value": value, "err": 0.01, "fit_ps": fit, "n_blocks": 5, "unit": "Å²/ps"}
+        temperature = {"value": 300.0, "err": 1.0, "n_blocks": 5, "unit": "K"}
+        result = {"inputs": [name], "system": {}, "diffusion_O": entry, "temperature": temperature}
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "observables.json").write_text(json.dumps(result))
+        return tmp_path / name
+
+    long, short = run("long", 0.13, [0.4, 2.0]), run("short", 0.46, [0.04, 0.2])
+    fast = run("fast", 0.46, [0.4, 2.0])
+    result = compare_runs([long, short, fast])
+    rows = {(c["run"], r["observable"]): r for c in result["json"]["comparisons"] for r in c["rows"]}
+    # 23 standard errors apart, but a slope over the ballistic 0.04-0.2 ps is not the diffusive one
+    verdict = rows[("short", "diffusion_O")]["verdict"]
+    assert verdict.startswith("not comparable: fitted over 0.4–2 ps against 0.04–0.2 ps"), verdict
+    assert "same petmd observables --fit" in verdict
+    assert rows[("short", "temperature")]["verdict"] == "consistent"
+    assert rows[("fast", "diffusion_O")]["verdict"] == "differs"  # same window: judged as usual
+    assert "not comparable: diffusion_O" in result["text"]
+    assert "not comparable: diffusion_O" in write_report(result, tmp_path / "report").read_text()
+
+
 # --- real LAMMPS runs ------------------------------------------------------------------------------------------
 
 

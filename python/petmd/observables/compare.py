@@ -102,6 +102,18 @@ def _scalar_test(a: dict, b: dict) -> Optional[dict]:
     }
 
 
+def _fit_mismatch(a: dict, b: dict) -> dict:
+    """A slope fitted over different lag windows (D from the MSD of runs of different lengths, or different --fit)
+    is a different quantity, not a second sample of the same one: its difference says nothing about the runs."""
+    fa, fb = a.get("fit_ps"), b.get("fit_ps")
+    if fa is None or fb is None or np.allclose(fa, fb, rtol=1e-3, atol=1e-6):
+        return {}
+    return {
+        "not_comparable": f"fitted over {fa[0]:.3g}–{fa[1]:.3g} ps against {fb[0]:.3g}–{fb[1]:.3g} ps of lag; "
+        "give both runs the same petmd observables --fit"
+    }
+
+
 def conditions_differ(a: dict, b: dict) -> List[str]:
     """What makes two runs different systems rather than two samples of one: composition, temperature, density
     (constant-volume runs) or target pressure (constant-pressure runs)."""
@@ -160,7 +172,7 @@ def compare_runs(
                     continue  # fixed by the set-up, not an outcome
                 test = _scalar_test(runs[0][key], run[key])
                 if test:
-                    rows.append({"observable": key, "kind": "scalar", **test})
+                    rows.append({"observable": key, "kind": "scalar", **test, **_fit_mismatch(runs[0][key], run[key])})
         for key, (x_name, y_name, *_rest) in CURVES.items():
             if key in runs[0] and key in run:
                 test = _curve_test(runs[0][key], run[key], x_name, y_name)
@@ -177,7 +189,10 @@ def compare_runs(
                 if test:
                     rows.append({"observable": f"angular_momentum.{sub}", "kind": "scalar", **test})
         for row in rows:
-            row["verdict"] = "differs" if row["p"] < alpha else "consistent"
+            if "not_comparable" in row:
+                row["verdict"] = f"not comparable: {row['not_comparable']}"
+            else:
+                row["verdict"] = "differs" if row["p"] < alpha else "consistent"
         comparisons.append(
             {"reference": names[0], "run": name, "conditions_differ": refused.get(name, []), "rows": rows}
         )
@@ -227,9 +242,11 @@ def _text(result: dict) -> str:
     lines = [f"verdict 'differs' when p < {result['alpha']:.2g} ({result['threshold_sigma']:g}σ two-sided)"]
     for c in result["comparisons"]:
         differs = [r["observable"] for r in c["rows"] if r["verdict"] == "differs"]
+        apart = [r["observable"] for r in c["rows"] if "not_comparable" in r]
         lines.append(
             f"{c['run']} vs {c['reference']}: {len(c['rows'])} observables, "
             + (f"differs in {', '.join(differs)}" if differs else "all consistent")
+            + (f"; not comparable: {', '.join(apart)}" if apart else "")
         )
         for problem in c["conditions_differ"]:
             lines.append(f"  forced although {problem}")
@@ -286,9 +303,11 @@ def write_report(result: dict, output) -> Path:
     ]
     for c in data["comparisons"]:
         differs = [r["observable"] for r in c["rows"] if r["verdict"] == "differs"]
+        apart = [r["observable"] for r in c["rows"] if "not_comparable" in r]
         lines += [
             f"## {c['run']} vs {c['reference']}: "
-            + (f"differs in {', '.join(differs)}" if differs else "all consistent"),
+            + (f"differs in {', '.join(differs)}" if differs else "all consistent")
+            + (f"; not comparable: {', '.join(apart)}" if apart else ""),
             "",
         ]
         for problem in c["conditions_differ"]:
