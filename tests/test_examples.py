@@ -128,7 +128,8 @@ def test_study_short_form_runs_every_stage_and_resumes(tmp_path, scan_data_path)
     for heading in ("## Liquid water", "## The isolated molecule", "## Ice Ih", "Published:"):
         assert heading in text
     assert "density — " not in text and "NPT 250 K, 1 bar" in text  # the ice NPT's figures are in the report
-    for png in ("liquid-rdf.png", "liquid-dynamics.png", "gas-angular-momentum.png", "ice.png"):
+    liquid = ("liquid-rdf.png", "liquid-dynamics.png", "liquid-orientation_F.png")
+    for png in liquid + ("gas-angular-momentum.png", "ice.png"):
         assert (report.parent / "study" / png).stat().st_size > 0 and f"study/{png}" in text
     again = subprocess.run(command + ["--stages", "liquid", "gas"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "$ (cd" not in again.stdout  # no segment ran again

@@ -160,6 +160,10 @@ def test_random_dipoles_are_uncorrelated_and_isotropic(tmp_path):
     z = f / err
     assert np.all(np.abs(f) < 0.3) and np.all(np.abs(z) < 5.5)  # ~230 samples a bin: ±7 % each
     assert np.mean(z**2) < 2.5
+    moments = result["orientation_moments"]
+    assert moments["component"] == ["u_x", "u_y", "u_z", "Q_xx", "Q_yy", "Q_xy", "Q_xz", "Q_yz"]
+    value, err = np.asarray(moments["value"]), np.asarray(moments["err"])
+    assert np.all(np.abs(value) < 0.05) and np.all(np.abs(value) / err < 5.5)  # 7500 samples: ±0.007 each
 
 
 def test_rotating_the_trajectory_rotates_the_orientation_free_energy(tmp_path):
@@ -176,12 +180,24 @@ def test_rotating_the_trajectory_rotates_the_orientation_free_energy(tmp_path):
     rotation = rz @ np.diag([1.0, -1.0, -1.0])
     rotated = [Atoms(f.symbols, positions=f.positions @ rotation.T) for f in frames]
     options = Options(orientation_bins=(n_cos, n_phi), progress=False)
-    plain = analyze([str(write_extxyz(tmp_path / "plain.extxyz", frames))], options)["orientation_F"]
-    turned = analyze([str(write_extxyz(tmp_path / "turned.extxyz", rotated))], options)["orientation_F"]
+    plain_result = analyze([str(write_extxyz(tmp_path / "plain.extxyz", frames))], options)
+    turned_result = analyze([str(write_extxyz(tmp_path / "turned.extxyz", rotated))], options)
+    plain, turned = plain_result["orientation_F"], turned_result["orientation_F"]
     expected = np.roll(plain["F"][::-1, ::-1], 1, axis=1)
     assert np.nanmax(np.abs(plain["F"])) > 0.5  # the test distribution is far from isotropic
     np.testing.assert_allclose(turned["F"], expected, atol=1e-9)
     np.testing.assert_allclose(turned["err"], np.roll(plain["err"][::-1, ::-1], 1, axis=1), atol=1e-9)
+
+    def vector_and_tensor(moments):
+        ux, uy, uz, qxx, qyy, qxy, qxz, qyz = moments["value"]
+        return np.array([ux, uy, uz]), np.array([[qxx, qxy, qxz], [qxy, qyy, qyz], [qxz, qyz, -qxx - qyy]])
+
+    u, q = vector_and_tensor(plain_result["orientation_moments"])
+    u_turned, q_turned = vector_and_tensor(turned_result["orientation_moments"])
+    # the dipoles lean towards +z: ⟨u⟩ has a large z part and Q_zz = ⟨(3 u_z² − 1) / 2⟩ > 0
+    assert u[2] > 0.3 and q[2, 2] > 0.1
+    np.testing.assert_allclose(u_turned, rotation @ u, atol=1e-9)
+    np.testing.assert_allclose(q_turned, rotation @ q @ rotation.T, atol=1e-9)
 
 
 def test_rdf_of_a_water_frame_matches_ase(tmp_path):
@@ -484,7 +500,8 @@ def test_dump_and_extxyz_of_the_same_run_agree(two_seeds, tmp_path):
     options = Options(timestep=0.0005, progress=False)
     from_dump = analyze([str(run / "nvt.dump")], Options(types=["O", "H"], timestep=0.0005, progress=False))
     from_xyz = analyze([str(xyz)], options)
-    for key in ("g_OO", "g_OH", "g_HH", "c_L", "c_T", "msd_O", "c_uu", "orientation_F", "density", "diffusion_O"):
+    keys = ("g_OO", "g_OH", "g_HH", "c_L", "c_T", "msd_O", "c_uu", "orientation_F", "orientation_moments")
+    for key in keys + ("density", "diffusion_O"):
         for field, value in from_dump[key].items():
             if isinstance(value, np.ndarray) or isinstance(value, float):
                 np.testing.assert_allclose(from_xyz[key][field], value, rtol=1e-7, atol=1e-9, err_msg=key)
@@ -521,11 +538,14 @@ def test_two_seeds_consistent_and_shifted_rdf_differs(two_seeds, tmp_path):
         "c_L",
         "c_T",
         "orientation_F",
+        "orientation_moments",
         "c_uu",
         "conserved_drift",
     } <= observables.keys()
+    assert (dirs[0] / "orientation_moments.csv").read_text().startswith("component,value,err\nu_x,")
     same = compare_runs(dirs)
     rows = same["json"]["comparisons"][0]["rows"]
+    assert "orientation_moments" in {row["observable"] for row in rows}
     assert len(rows) >= 10 and all(row["verdict"] == "consistent" for row in rows), same["text"]
     shifted = json.loads((dirs[1] / "observables.json").read_text())
     r = np.array(shifted["g_OO"]["r"])

@@ -68,7 +68,7 @@ def liquid_section(liquid: dict, out: Path, figures: Path) -> List[str]:
     header += ["ps per core-hour"]
     lines += _table(header, rows)
     lines += ["", f"Published: {PUBLISHED['liquid']}.", ""]
-    for png in ("rdf.png", "dipole.png", "dynamics.png"):
+    for png in ("rdf.png", "dipole.png", "dynamics.png", "orientation_F.png"):
         link = _copy(out / "liquid" / "compare" / "all" / png, figures, f"liquid-{png}")
         if link:
             lines.append(f"![{png}]({link})")

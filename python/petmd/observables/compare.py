@@ -182,6 +182,10 @@ def compare_runs(
             test = _curve_test(runs[0]["orientation_F"], run["orientation_F"], None, "F")
             if test:
                 rows.append({"observable": "orientation_F", "kind": "map", **test})
+        if "orientation_moments" in runs[0] and "orientation_moments" in run:
+            test = _curve_test(runs[0]["orientation_moments"], run["orientation_moments"], None, "value")
+            if test:
+                rows.append({"observable": "orientation_moments", "kind": "moments", **test})
         if "angular_momentum" in runs[0] and "angular_momentum" in run:
             for sub in ("L_norm_drift", "mean_abs_torque"):
                 a, b = runs[0]["angular_momentum"].get(sub), run["angular_momentum"].get(sub)

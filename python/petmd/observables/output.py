@@ -95,6 +95,12 @@ def write_outputs(result: dict, directory) -> List[Path]:
             )
         )
         written.append(orientation_figure([("lab-frame F(cos θ, φ) of u", entry)], out / "orientation_F.png"))
+    if "orientation_moments" in result:
+        entry = result["orientation_moments"]
+        rows = zip(entry["component"], np.ravel(entry["value"]), np.ravel(entry["err"]))
+        path = out / "orientation_moments.csv"
+        path.write_text("component,value,err\n" + "".join(f"{c},{v:.8g},{e:.8g}\n" for c, v, e in rows))
+        written.append(path)
     panels = []
     if "msd_O" in result:
         m = result["msd_O"]
@@ -168,6 +174,14 @@ def summary(result: dict) -> str:
         lines.append(
             f"  orientation F(cos θ, φ): max |F| = {np.nanmax(np.abs(f)):.3f} kT over "
             f"{f.size} bins ({int(result['orientation_F']['samples'])} samples)"
+        )
+    if "orientation_moments" in result:
+        m = result["orientation_moments"]
+        worst = int(np.nanargmax(np.abs(np.asarray(m["value"], float))))
+        lines.append(
+            f"  orientation moments ⟨u⟩, ⟨Q⟩ (orientation_moments.csv): largest {m['component'][worst]} = "
+            f"{_pm({'value': m['value'][worst], 'err': m['err'][worst]})} (0 for an isotropic liquid, on average "
+            "over many dielectric relaxation times)"
         )
     units = {
         "temperature": "K",
