@@ -85,6 +85,35 @@ def test_eval_mean_error_is_the_signed_offset(files, tmp_path):
     assert "E mean" in table and f"{a['energy_mean_error_mev_per_atom']:+.3f}" in table
 
 
+@pytest.mark.parametrize("mode", ["ecse", "grid:2"])
+def test_eval_symmetrized_is_the_calculator_in_that_mode(files, mode):
+    """--symmetrize: the errors of the potential that MD in that mode runs on, the same numbers as the ASE
+    calculator of the model switched to it (ecse through the batched call, grids one structure per call)."""
+    import ase.io
+
+    from petmd.loading import load_model
+
+    figures = json.loads(run_petmd("eval", files["pt"], files["data"], "--symmetrize", mode, "--json", check=True).stdout)
+    model = load_model(files["pt"])
+    model.set_symmetrization(mode)
+    calculator = PETCalculator(model)
+    e_err, f_err = [], []
+    for atoms in ase.io.read(files["data"], index=":"):
+        reference_energy, reference_forces = atoms.get_potential_energy(), atoms.get_forces()
+        atoms.calc = calculator
+        e_err.append(abs(atoms.get_potential_energy() - reference_energy) / len(atoms))
+        f_err.append(np.abs(atoms.get_forces() - reference_forces))
+    assert figures["symmetrize"] == mode
+    assert figures["energy_mae_mev_per_atom"] == pytest.approx(1e3 * np.mean(e_err), rel=1e-5)
+    assert figures["force_mae_mev_per_A"] == pytest.approx(1e3 * np.mean(np.concatenate(f_err)), rel=1e-5)
+    plain = json.loads(run_petmd("eval", files["pt"], files["data"], "--json", check=True).stdout)
+    assert plain["symmetrize"] == "none" and plain["force_mae_mev_per_A"] != figures["force_mae_mev_per_A"]
+
+
+def test_eval_refuses_an_unknown_symmetrization(files):
+    assert_one_line_error(run_petmd("eval", files["pt"], files["data"], "--symmetrize", "grid 2"), "unknown symmetrization 'grid 2'")
+
+
 def test_eval_on_scan_frames_grouped_by_phase(files, scan_data_path, tmp_path):
     """Real data: frames of several phases; a model of the right species evaluates them, grouped."""
     indices = tmp_path / "idx.json"

@@ -153,6 +153,10 @@ def test_eval_judges_the_uncertainty_and_plots_it(calibrated, tmp_path):
     assert plot.stat().st_size > 10_000
     table = run_petmd("eval", calibrated["model"], calibrated["data"], "--uncertainty")
     assert "errors within 1σ" in table.stdout
+    grid = run_petmd("eval", calibrated["model"], calibrated["data"], "--uncertainty", "--symmetrize", "grid:2")
+    assert grid.returncode == 2 and "mode grid:2 averages rotated copies" in grid.stderr
+    ecse = run_petmd("eval", calibrated["model"], calibrated["data"], "--uncertainty", "--symmetrize", "ecse", "--json")
+    assert ecse.returncode == 0 and json.loads(ecse.stdout)["uncertainty"]["n_frames"] == 24
 
 
 def test_re_export_keeps_the_calibration(calibrated, tmp_path):

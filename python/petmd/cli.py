@@ -85,6 +85,7 @@ def _eval(args) -> int:
         virial_key=args.virial_key,
         uncertainty=args.uncertainty or args.calibration_plot is not None,
         calibration_plot_path=args.calibration_plot,
+        symmetrize=args.symmetrize,
     )
     print(json.dumps(result, indent=1) if args.json else format_table(result))
     return 0
@@ -301,6 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Gaussian NLL (needs a model exported with --uncertainty)",
     )
     p.add_argument("--calibration-plot", metavar="PNG", help="with --uncertainty: write |error| against σ here")
+    p.add_argument(
+        "--symmetrize",
+        default=None,
+        metavar="MODE",
+        help="evaluate the model in this mode (none, random, grid:G, ecse) instead of the one stored in it: the "
+        "errors of the symmetrized potential that MD with `symmetrize ...` runs on",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=_eval)
 

@@ -7,11 +7,13 @@ from collections import defaultdict
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
-from .batch import batches_by_atom_budget, collate
+from .batch import Frame, batches_by_atom_budget, collate
 from .data import INFO_GROUP_KEYS, load_frames
-from .loading import load_model
+from .errors import PetmdError
+from .loading import LoadedModel, load_model
 from .objective import EV_PER_A3_IN_GPA, stress_residual
 from .tables import group_table
 from .uncertainty import calibration_figures, calibration_plot
@@ -42,6 +44,21 @@ def _summary(e_err: List[float], f_err: List[np.ndarray], s_err: Optional[List[n
     }
 
 
+# modes whose batched call gives the model's prediction (ECSE acts per atom); grid:G and random average rotated
+# copies of one structure inside the exported forward, a structure per call
+BATCHED_MODES = ("none", "ecse")
+
+
+def _one_by_one(model: LoadedModel, frames: List[Frame]) -> Dict[str, torch.Tensor]:
+    """The exported forward on each frame, laid out as a batched call's output (energy, forces, virial)."""
+    outs = [model(frame) for frame in frames]
+    return {
+        "energy": torch.stack([out["energy"].detach().reshape(()) for out in outs]),
+        "forces": torch.cat([out["forces"].detach() for out in outs]),
+        "virial": torch.stack([out["virial"].detach().reshape(3, 3) for out in outs]),
+    }
+
+
 def evaluate(
     model_path,
     data_path,
@@ -54,13 +71,21 @@ def evaluate(
     virial_key: str = "virial",
     uncertainty: bool = False,
     calibration_plot_path=None,
+    symmetrize: Optional[str] = None,
 ) -> dict:
-    """Errors of ``model_path`` on the labelled frames of ``data_path``; ``uncertainty`` adds how well the model's
-    energy uncertainty describes its energy errors (petmd.uncertainty.calibration_figures, and a plot when a path is
-    given)."""
+    """Errors of ``model_path`` on the labelled frames of ``data_path``, in its stored symmetrization mode or in
+    ``symmetrize`` (none, random, grid:G, ecse); ``uncertainty`` adds how well the model's energy uncertainty
+    describes its energy errors (petmd.uncertainty.calibration_figures, and a plot when a path is given)."""
     model = load_model(model_path)
+    if symmetrize is not None:
+        model.set_symmetrization(symmetrize)
     if uncertainty:
         model.require_uncertainty("--uncertainty")
+        if model.symmetrize not in BATCHED_MODES:
+            raise PetmdError(
+                f"--uncertainty judges the network's own energies; mode {model.symmetrize} averages rotated copies: "
+                "evaluate the uncertainty without --symmetrize (or with ecse)"
+            )
     frames = load_frames(
         data_path,
         model.cutoff,
@@ -80,7 +105,10 @@ def evaluate(
     batches = batches_by_atom_budget(frames, range(len(frames)), atoms_per_batch)
     for group in tqdm(batches, desc="evaluating", unit="batch", disable=not progress, leave=False):
         batch = collate([frames[i] for i in group])
-        out = model.batched(batch, compute_virial=batch.has_virial is not None, with_uncertainty=uncertainty)
+        if model.symmetrize in BATCHED_MODES:
+            out = model.batched(batch, compute_virial=batch.has_virial is not None, with_uncertainty=uncertainty)
+        else:
+            out = _one_by_one(model, [frames[i] for i in group])
         energy = out["energy"].detach().numpy()
         forces = out["forces"].detach().numpy()
         if batch.has_virial is not None:
@@ -108,6 +136,7 @@ def evaluate(
     }
     result["model"] = str(model_path)
     result["data"] = str(data_path)
+    result["symmetrize"] = model.symmetrize
     if uncertainty:
         result["uncertainty"] = calibration_figures(np.array(e_err), np.array(sigmas))
         if calibration_plot_path is not None:
@@ -134,7 +163,8 @@ def format_table(result: dict) -> str:
             cells += f" {r['n_stress_frames']:>8d} {r['stress_mae_gpa']:>8.4f} {r['stress_rmse_gpa']:>8.4f}"
         return cells
 
-    table = group_table([f"model {result['model']} on {result['data']}", units], columns, row, result)
+    mode = f" (symmetrize {result['symmetrize']})" if result.get("symmetrize", "none") != "none" else ""
+    table = group_table([f"model {result['model']}{mode} on {result['data']}", units], columns, row, result)
     if "uncertainty" in result:
         u = result["uncertainty"]
         table += (
