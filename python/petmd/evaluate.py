@@ -47,6 +47,9 @@ def _summary(e_err: List[float], f_err: List[np.ndarray], s_err: Optional[List[n
 # modes whose batched call gives the model's prediction (ECSE acts per atom); grid:G and random average rotated
 # copies of one structure inside the exported forward, a structure per call
 BATCHED_MODES = ("none", "ecse")
+# ECSE runs every atom's layers once per local frame (~6 in water): its batches hold fewer atoms for the same memory
+# and speed (docs/benchmarks.md, "petmd eval")
+ECSE_FRAMES_PER_ATOM = 6
 
 
 def _one_by_one(model: LoadedModel, frames: List[Frame]) -> Dict[str, torch.Tensor]:
@@ -102,7 +105,8 @@ def evaluate(
     s_err: Dict[int, np.ndarray] = {}  # frame number in e_err → stress error (eV/Å³)
     sigmas: List[float] = []  # energy uncertainty per atom (eV), with uncertainty
     groups: Dict[str, List[int]] = defaultdict(list)
-    batches = batches_by_atom_budget(frames, range(len(frames)), atoms_per_batch)
+    budget = atoms_per_batch // ECSE_FRAMES_PER_ATOM if model.symmetrize == "ecse" else atoms_per_batch
+    batches = batches_by_atom_budget(frames, range(len(frames)), budget)
     for group in tqdm(batches, desc="evaluating", unit="batch", disable=not progress, leave=False):
         batch = collate([frames[i] for i in group])
         if model.symmetrize in BATCHED_MODES:
