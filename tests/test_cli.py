@@ -93,7 +93,8 @@ def test_eval_symmetrized_is_the_calculator_in_that_mode(files, mode):
 
     from petmd.loading import load_model
 
-    figures = json.loads(run_petmd("eval", files["pt"], files["data"], "--symmetrize", mode, "--json", check=True).stdout)
+    result = run_petmd("eval", files["pt"], files["data"], "--symmetrize", mode, "--json", check=True)
+    figures = json.loads(result.stdout)
     model = load_model(files["pt"])
     model.set_symmetrization(mode)
     calculator = PETCalculator(model)
@@ -111,7 +112,8 @@ def test_eval_symmetrized_is_the_calculator_in_that_mode(files, mode):
 
 
 def test_eval_refuses_an_unknown_symmetrization(files):
-    assert_one_line_error(run_petmd("eval", files["pt"], files["data"], "--symmetrize", "grid 2"), "unknown symmetrization 'grid 2'")
+    result = run_petmd("eval", files["pt"], files["data"], "--symmetrize", "grid 2")
+    assert_one_line_error(result, "unknown symmetrization 'grid 2'", "grid:2i")
 
 
 def test_eval_on_scan_frames_grouped_by_phase(files, scan_data_path, tmp_path):
