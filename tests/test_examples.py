@@ -127,6 +127,7 @@ def test_study_short_form_runs_every_stage_and_resumes(tmp_path, scan_data_path)
     text = report.read_text()
     for heading in ("## Liquid water", "## The isolated molecule", "## Ice Ih", "Published:"):
         assert heading in text
+    assert "| published |" in text and "| structure unchanged |" in text  # per observable, against plain
     assert "density — " not in text and "NPT 250 K, 1 bar" in text  # the ice NPT's figures are in the report
     liquid = ("liquid-rdf.png", "liquid-dynamics.png", "liquid-orientation_F.png")
     for png in liquid + ("gas-angular-momentum.png", "ice.png"):
