@@ -33,6 +33,10 @@ ICE_SCRIPT = study_runs.EXAMPLES / "ice-ih" / "run.py"
 # 4 ps: the anisotropic barostat settles the cell lengths within ~1 ps (0.5 fs steps), the 20 % the ice example
 # leaves out; the rest gives the density to ~0.1 %. Two of the ice example's resumable 2 ps segments.
 ICE_NPT_STEPS = 8000
+# D of the liquid from lags of 1-4 ps: the MSD of water is linear (diffusive) only beyond ~1 ps, later still in this
+# model's sluggish liquid (docs/study.md), and the default window of a 9 ps run (its 1.8 ps blocks: 0.36-1.8 ps)
+# would fit the cage regime
+LIQUID_FIT_PS = (1.0, 4.0)
 MOLECULE_KEYS = ("not_whole_molecule_frames", "first_not_whole_ps", "proton_hops")
 
 
@@ -61,12 +65,14 @@ def throughput(run: SegmentedRun, n_atoms: int) -> dict:
     }
 
 
-def observables_of(run: SegmentedRun, discard_ps: float) -> dict:
-    """`petmd observables` of the recorded segments, written into RUN/observables."""
+def observables_of(run: SegmentedRun, discard_ps: float, fit_ps: Optional[tuple] = None) -> dict:
+    """`petmd observables` of the recorded segments, written into RUN/observables; D from the MSD over ``fit_ps``
+    where the analysed run is at least twice the window's end, else over petmd's default window."""
     time_ps = run.done * int(run.variables["steps"]) * 0.0005
     discard = discard_ps if time_ps > 3 * discard_ps else 0.0
+    window = fit_ps if fit_ps is not None and time_ps - discard >= 2 * fit_ps[1] else None
     paths = [str(p) for p in run.dumps + run.logs]
-    result = analyze(paths, Options(discard=discard, progress=False))
+    result = analyze(paths, Options(discard=discard, fit_window=window, progress=False))
     write_outputs(result, run.folder / "observables")
     result["discarded_ps"] = discard
     return result
@@ -78,7 +84,7 @@ def scalar(result: dict, key: str) -> Optional[dict]:
 
 
 def liquid_kind(run: SegmentedRun, kind: study_runs.Kind, lengths: study_runs.Lengths) -> dict:
-    result = observables_of(run, lengths.discard_ps)
+    result = observables_of(run, lengths.discard_ps, LIQUID_FIT_PS)
     thermo = run.thermo()
     peak, minimum, coordination = first_shell(result["g_OO"], after=2.0)
     k = int(np.argmin(np.abs(np.asarray(result["g_OO"]["r"]) - peak)))
