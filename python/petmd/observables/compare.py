@@ -242,16 +242,20 @@ def _row_cells(row: dict) -> List[str]:
 HEADER = ["observable", "reference", "run", "difference ± combined error", "|z|", "p", "verdict"]
 
 
+def _headline(comparison: dict) -> str:
+    """One comparison in a line: which observables differ, and which could not be judged."""
+    rows = comparison["rows"]
+    differs = [r["observable"] for r in rows if r["verdict"] == "differs"]
+    apart = [r["observable"] for r in rows if "not_comparable" in r]
+    return (f"differs in {', '.join(differs)}" if differs else "all consistent") + (
+        f"; not comparable: {', '.join(apart)}" if apart else ""
+    )
+
+
 def _text(result: dict) -> str:
     lines = [f"verdict 'differs' when p < {result['alpha']:.2g} ({result['threshold_sigma']:g}σ two-sided)"]
     for c in result["comparisons"]:
-        differs = [r["observable"] for r in c["rows"] if r["verdict"] == "differs"]
-        apart = [r["observable"] for r in c["rows"] if "not_comparable" in r]
-        lines.append(
-            f"{c['run']} vs {c['reference']}: {len(c['rows'])} observables, "
-            + (f"differs in {', '.join(differs)}" if differs else "all consistent")
-            + (f"; not comparable: {', '.join(apart)}" if apart else "")
-        )
+        lines.append(f"{c['run']} vs {c['reference']}: {len(c['rows'])} observables, {_headline(c)}")
         for problem in c["conditions_differ"]:
             lines.append(f"  forced although {problem}")
         for row in c["rows"]:
@@ -306,14 +310,7 @@ def write_report(result: dict, output) -> Path:
         "",
     ]
     for c in data["comparisons"]:
-        differs = [r["observable"] for r in c["rows"] if r["verdict"] == "differs"]
-        apart = [r["observable"] for r in c["rows"] if "not_comparable" in r]
-        lines += [
-            f"## {c['run']} vs {c['reference']}: "
-            + (f"differs in {', '.join(differs)}" if differs else "all consistent")
-            + (f"; not comparable: {', '.join(apart)}" if apart else ""),
-            "",
-        ]
+        lines += [f"## {c['run']} vs {c['reference']}: {_headline(c)}", ""]
         for problem in c["conditions_differ"]:
             lines.append(f"- **Compared with --force although {problem}.**")
         lines += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]

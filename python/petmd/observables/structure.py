@@ -149,7 +149,7 @@ class OrientationFreeEnergy:
     """F(cos θ, φ) = −ln(P / P_isotropic) of the molecular dipole u in the lab frame (θ from z, φ from x in the xy
     plane), in units of kT. Bins are uniform in cos θ and φ, so each covers the same solid angle. Beside it the
     distribution's l = 1 and 2 moments (MOMENTS), zero for an isotropic liquid on average: eight numbers that sum
-    up F's 128 bins. In a small box both follow the net dipole of all molecules, which relaxes slowly (water's
+    up F's bins. In a small box both follow the net dipole of all molecules, which relaxes slowly (water's
     dielectric relaxation, picoseconds): a run of a few such times is not isotropic on average, whatever the model, and
     block errors from blocks shorter than that are lower bounds."""
 
