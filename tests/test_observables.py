@@ -454,6 +454,44 @@ def test_compare_does_not_judge_diffusion_fitted_over_different_lags(tmp_path):
     assert "not comparable: diffusion_O" in write_report(result, tmp_path / "report").read_text()
 
 
+def test_replicas_merge_to_their_mean_with_the_larger_of_spread_and_block_errors():
+    """Two replicas: the mean; the error from their spread where they disagree, from their block errors where they
+    agree; curves cut to the lags both have; D fitted over different windows refused."""
+    from petmd.observables.replicas import merge_replicas
+
+    def replica(temperature: float, g_peak: float, lags: int, fit=(0.5, 1.25)) -> dict:
+        return {
+            "system": {"n_atoms": 192, "n_frames": 50, "time_span_ps": 2.5},
+            "temperature": {"value": temperature, "err": 1.0, "n_blocks": 5, "unit": "K"},
+            "diffusion_O": {"value": 0.1, "err": 0.01, "n_blocks": 5, "fit_ps": list(fit)},
+            "g_OO": {
+                "r": [2.5, 2.8],
+                "g": [1.0, g_peak],
+                "err": [0.1, 0.1],
+                "coordination": [1.0, 4.0],
+                "coordination_err": [0.2, 0.2],
+                "closest": 2.4 + g_peak / 100,
+            },
+            "c_uu": {"t": [0.02 * k for k in range(lags)], "c": [1.0] * lags, "err": [0.0] + [0.01] * (lags - 1)},
+            "molecules": {"not_whole_molecule_frames": 0, "first_not_whole_ps": None, "proton_hops": 2},
+            "notes": ["a note"],
+        }
+
+    merged = merge_replicas([replica(290.0, 3.0, 10), replica(310.0, 3.2, 8)])
+    assert merged["replicas"] == 2 and merged["system"]["n_frames"] == 100 and merged["notes"] == ["a note"]
+    temperature = merged["temperature"]
+    assert temperature["value"] == pytest.approx(300.0) and temperature["n_blocks"] == 2
+    assert temperature["err"] == pytest.approx(np.std([290.0, 310.0], ddof=1) / np.sqrt(2))  # spread: 10 K
+    assert merged["diffusion_O"]["err"] == pytest.approx(np.sqrt(2) * 0.01 / 2)  # agree: block errors combined
+    g = merged["g_OO"]
+    assert g["g"] == pytest.approx([1.0, 3.1]) and g["err"][1] == pytest.approx(0.1)  # spread 0.1 > 0.0707
+    assert g["coordination"] == pytest.approx([1.0, 4.0]) and g["closest"] == pytest.approx(2.43)
+    assert len(merged["c_uu"]["t"]) == len(merged["c_uu"]["c"]) == 8 and merged["molecules"]["proton_hops"] == 4
+    with pytest.raises(PetmdError, match="diffusion_O: the replicas fitted it over different lag windows"):
+        merge_replicas([replica(300.0, 3.0, 10), replica(300.0, 3.0, 10, fit=(0.1, 0.5))])
+    assert merge_replicas([replica(300.0, 3.0, 10)])["temperature"]["err"] == 1.0
+
+
 # --- real LAMMPS runs ------------------------------------------------------------------------------------------
 
 

@@ -64,6 +64,15 @@ def test_genice_output_garbage_is_an_error():
         parse_genice_exyz("# nothing here\n")
 
 
+def test_liquid_water_starts_are_other_frames_of_the_first_frames_density(scan_data_path):
+    first, second = liquid_water(), liquid_water(start=1)
+    assert np.allclose(second.cell.array, first.cell.array) and len(second) == len(first) == 192
+    assert not np.allclose(second.positions, first.positions)
+    assert sorted(second.get_chemical_symbols()) == sorted(first.get_chemical_symbols())
+    with pytest.raises(PetmdError, match=r"liquid water start 500 does not exist; use 0-\d+"):
+        liquid_water(start=500)
+
+
 def test_lammps_data_round_trip(tmp_path):
     atoms = liquid_water()
     path = write_lammps_data(atoms, tmp_path / "water.data")

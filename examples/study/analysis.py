@@ -4,6 +4,7 @@ throughput from the logs, `petmd compare` verdicts between the ways of running t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import subprocess
@@ -22,7 +23,8 @@ from petmd.observables.analyze import Options, analyze
 from petmd.observables.blocks import mean_estimate
 from petmd.observables.compare import compare_runs, write_report
 from petmd.observables.lammps_log import read_lammps_log
-from petmd.observables.output import write_outputs
+from petmd.observables.output import write_json, write_outputs
+from petmd.observables.replicas import merge_entries, merge_replicas
 from petmd.observables.structure import first_shell
 
 # pairs (reference, run) of `petmd compare`: the question of the study, then whether MTS does the job of full
@@ -33,10 +35,10 @@ ICE_SCRIPT = study_runs.EXAMPLES / "ice-ih" / "run.py"
 # 4 ps: the anisotropic barostat settles the cell lengths within ~1 ps (0.5 fs steps), the 20 % the ice example
 # leaves out; the rest gives the density to ~0.1 %. Two of the ice example's resumable 2 ps segments.
 ICE_NPT_STEPS = 8000
-# D of the liquid from lags of 1-4 ps: the MSD of water is linear (diffusive) only beyond ~1 ps, later still in this
-# model's sluggish liquid (docs/study.md), and the default window of a 9 ps run (its 1.8 ps blocks: 0.36-1.8 ps)
-# would fit the cage regime
-LIQUID_FIT_PS = (1.0, 4.0)
+# D of the liquid from MSD lags of 0.5-1.25 ps of each replica's 2.5 analysed ps (lags up to half the run have many
+# time origins): past the ballistic and librational regime, though in this model's sluggish liquid (docs/study.md)
+# not yet fully diffusive, so an apparent D, compared between the kinds over one window
+LIQUID_FIT_PS = (0.5, 1.25)
 MOLECULE_KEYS = ("not_whole_molecule_frames", "first_not_whole_ps", "proton_hops")
 
 
@@ -45,10 +47,11 @@ def estimate(values: np.ndarray, scale: float = 1.0) -> dict:
     return {"value": float(mean), "err": float(err), "n_blocks": int(blocks)}
 
 
-def throughput(run: SegmentedRun, n_atoms: int) -> dict:
-    """Cost per 0.5 fs step from LAMMPS's own figures of each segment's MD loop: its wall time and its CPU use (the
-    process's CPU time over the wall time). The study's jobs run one thread each, so CPU seconds are the time a
-    step costs on one core, whatever else shared or paused the machine; wall seconds include all of that."""
+def throughput(run: SegmentedRun) -> dict:
+    """CPU and wall seconds of each segment's MD loop and the 0.5 fs steps it made, from LAMMPS's own figures: its
+    wall time and its CPU use (the process's CPU time over the wall time). The study's jobs run one thread each, so
+    CPU seconds are the time a step costs on one core, whatever else shared or paused the machine; wall seconds
+    include all of that."""
     wall = cpu = 0.0
     steps = 0
     for log in run.logs:
@@ -56,12 +59,18 @@ def throughput(run: SegmentedRun, n_atoms: int) -> dict:
         wall += loop["wall_s"]
         cpu += loop["wall_s"] * (loop["cpu_fraction"] or 1.0) * loop["procs"]
         steps += loop["steps"] * int(run.variables.get("mts", 1))
+    return {"wall_s": wall, "cpu_s": cpu, "steps": steps, "segments_wall_s": run.wall_s}
+
+
+def rates(totals: dict, n_atoms: int) -> dict:
+    """Cost per 0.5 fs step of a throughput() (or of several summed)."""
+    steps, cpu = totals["steps"], totals["cpu_s"]
     return {
-        "wall_s_per_step": wall / steps,
+        "wall_s_per_step": totals["wall_s"] / steps,
         "cpu_s_per_step": cpu / steps,
         "ps_per_cpu_hour": 3600 * steps * 0.0005 / cpu,
         "atom_steps_per_cpu_s": n_atoms * steps / cpu,
-        "segments_wall_s": run.wall_s,
+        "segments_wall_s": totals["segments_wall_s"],
     }
 
 
@@ -84,31 +93,89 @@ def scalar(result: dict, key: str) -> Optional[dict]:
 
 
 def liquid_kind(run: SegmentedRun, kind: study_runs.Kind, lengths: study_runs.Lengths) -> dict:
+    """One replica's run of one kind: its observables (``result``, as `petmd observables` writes them) and what the
+    logs add (symmetry error, cost, the wall's contacts)."""
     result = observables_of(run, lengths.discard_ps, LIQUID_FIT_PS)
     thermo = run.thermo()
-    peak, minimum, coordination = first_shell(result["g_OO"], after=2.0)
-    k = int(np.argmin(np.abs(np.asarray(result["g_OO"]["r"]) - peak)))
     return {
         "mode": kind.mode,
         "mts": kind.mts,
         "segments": run.done,
-        "of": run.segments,
         "time_ps": float(thermo["Time"][-1]),
         "discarded_ps": result["discarded_ps"],
-        "throughput": throughput(run, result["system"]["n_atoms"]),
+        "throughput": throughput(run),
+        "symmetry_error_meV_per_atom": estimate(thermo["c_sym[1]"], 1e3),
+        "symmetry_error_meV_per_A": estimate(thermo["c_sym[2]"], 1e3),
+        "result": result,
+    }
+
+
+def merged_kind(entries: List[dict], folder: Path, of_segments: int) -> dict:
+    """The replicas of one kind as one run: observables merged (petmd.observables.replicas, written to ``folder``
+    for `petmd compare`), times and costs summed."""
+    result = merge_replicas([entry["result"] for entry in entries])
+    write_outputs(result, folder)
+    peak, minimum, coordination = first_shell(result["g_OO"], after=2.0)
+    k = int(np.argmin(np.abs(np.asarray(result["g_OO"]["r"]) - peak)))
+    totals = {key: sum(entry["throughput"][key] for entry in entries) for key in entries[0]["throughput"]}
+    return {
+        "mode": entries[0]["mode"],
+        "mts": entries[0]["mts"],
+        "replicas": len(entries),
+        "segments": sum(entry["segments"] for entry in entries),
+        "of": of_segments,
+        "time_ps": sum(entry["time_ps"] for entry in entries),
+        "analysed_ps": sum(entry["time_ps"] - entry["discarded_ps"] for entry in entries),
+        "throughput": rates(totals, result["system"]["n_atoms"]),
         "temperature": scalar(result, "temperature"),
         "potential_energy": scalar(result, "potential_energy"),
         "pressure": scalar(result, "pressure"),
         "diffusion_O": scalar(result, "diffusion_O"),
         "conserved_drift": scalar(result, "conserved_drift"),
         "g_OO_peak": {"r": peak, "g": float(result["g_OO"]["g"][k]), "minimum": minimum, "n": coordination},
-        "symmetry_error_meV_per_atom": estimate(thermo["c_sym[1]"], 1e3),
-        "symmetry_error_meV_per_A": estimate(thermo["c_sym[2]"], 1e3),
+        "symmetry_error_meV_per_atom": merge_entries([e["symmetry_error_meV_per_atom"] for e in entries]),
+        "symmetry_error_meV_per_A": merge_entries([e["symmetry_error_meV_per_A"] for e in entries]),
         # chemistry kept: a molecule without exactly two H means the run left water (docs/study.md)
         "molecules": {key: result["molecules"][key] for key in MOLECULE_KEYS},
         "closest_HH_A": result["g_HH"]["closest"],  # below the H–H wall's 1.3 Å: the wall acted
-        "observables": str(run.folder / "observables"),
+        "observables": str(folder),
     }
+
+
+def replica_kind(
+    run: SegmentedRun, kind: study_runs.Kind, lengths: study_runs.Lengths, record: Optional[Path]
+) -> Optional[dict]:
+    """A replica's finished run of one kind: analysed from its files where they are (and kept in ``record``), else
+    read from ``record`` (a run whose files are gone: another machine or checkout); None while it is unfinished."""
+    settings = record_settings(run)
+    if run.complete:
+        entry = liquid_kind(run, kind, lengths)
+        if record is not None:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            write_json({"settings": settings, "entry": entry}, record)
+        return entry
+    if record is None or not record.exists():
+        return None
+    stored = json.loads(record.read_text())
+    kept = stored["settings"]
+    if kept != settings:
+        changed = sorted(key for key in set(settings) | set(kept) if settings.get(key) != kept.get(key))
+        raise PetmdError(
+            f"{record} is the record of a run with other settings ({', '.join(changed)}): give --records another "
+            "folder for these settings"
+        )
+    return stored["entry"]
+
+
+def record_settings(run: SegmentedRun) -> dict:
+    """What a record must share with the run it stands for: every setting but where files are, and the model file's
+    contents."""
+    paths = ("model", "data", "pairfile")
+    settings = {key: str(value) for key, value in run.variables.items() if key not in paths}
+    settings["segments"] = str(run.segments)
+    settings["input"] = Path(run.input_file).name
+    settings["model_sha256"] = hashlib.sha256(Path(run.variables["model"]).read_bytes()).hexdigest()
+    return settings
 
 
 def compare(out: Path, folders: Dict[str, str], pairs) -> List[dict]:
@@ -128,16 +195,26 @@ def compare(out: Path, folders: Dict[str, str], pairs) -> List[dict]:
     return verdicts
 
 
-def analyse_liquid(out: Path, model: Path, lengths: study_runs.Lengths) -> dict:
-    runs = study_runs.liquid_runs(out, model, lengths)
-    kinds = {}
-    for kind in study_runs.LIQUID_KINDS:
-        run = runs[kind.name]
-        if run.done:
-            kinds[kind.name] = liquid_kind(run, kind, lengths)
+def analyse_liquid(out: Path, model: Path, lengths: study_runs.Lengths, records: Optional[Path]) -> dict:
+    """Every replica's finished runs (from their files, or from ``records``), merged per kind, and compared."""
+    per_kind: Dict[str, List[dict]] = {kind.name: [] for kind in study_runs.LIQUID_KINDS}
+    equilibration = {"segments": 0, "wall_s": 0.0}
+    for replica in range(lengths.liquid_replicas):
+        runs = study_runs.liquid_runs(out, model, lengths, replica)
+        equilibration["segments"] += runs["equilibration"].done
+        equilibration["wall_s"] += runs["equilibration"].wall_s
+        for kind in study_runs.LIQUID_KINDS:
+            record = records / "liquid" / f"replica-{replica}" / f"{kind.name}.json" if records else None
+            entry = replica_kind(runs[kind.name], kind, lengths, record)
+            if entry is not None:
+                per_kind[kind.name].append(entry)
+    of = lengths.liquid_replicas * lengths.liquid_segments
+    merged = out / "liquid" / "merged"
+    kinds = {name: merged_kind(entries, merged / name, of) for name, entries in per_kind.items() if entries}
     folders = {name: entry["observables"] for name, entry in kinds.items()}
     return {
-        "equilibration": {"segments": runs["equilibration"].done, "wall_s": runs["equilibration"].wall_s},
+        "replicas": lengths.liquid_replicas,
+        "equilibration": equilibration,
         "kinds": kinds,
         "comparisons": compare(out / "liquid", folders, LIQUID_COMPARISONS),
     }
@@ -153,7 +230,7 @@ def gas_kind(run: SegmentedRun, kind: study_runs.Kind) -> dict:
         "segments": run.done,
         "of": run.segments,
         "time_ps": float(thermo["Time"][-1]),
-        "throughput": throughput(run, 3),
+        "throughput": rates(throughput(run), 3),
         "L_final": float(thermo["v_L"][-1]),
         "L_max": float(thermo["v_L"].max()),
         "L_norm_drift": angular["L_norm_drift"],
@@ -190,7 +267,7 @@ def run_ice(out: Path, model: Path, short: bool, deadline: Optional[float]) -> b
     return True
 
 
-def analyse(out: Path, model: Path, lengths: study_runs.Lengths, stages) -> dict:
+def analyse(out: Path, model: Path, lengths: study_runs.Lengths, stages, records: Optional[Path]) -> dict:
     results: dict = {
         "model": str(model),
         "lengths": asdict(lengths),
@@ -200,7 +277,7 @@ def analyse(out: Path, model: Path, lengths: study_runs.Lengths, stages) -> dict
     invocations = out / "invocations.log"
     results["invocations"] = invocations.read_text().splitlines() if invocations.exists() else []
     if "liquid" in stages:
-        results["liquid"] = analyse_liquid(out, model, lengths)
+        results["liquid"] = analyse_liquid(out, model, lengths, records)
     if "gas" in stages:
         results["gas"] = analyse_gas(out, model, lengths)
     summary = out / "ice" / "summary.json"
@@ -223,7 +300,7 @@ def summary_text(results: dict) -> str:
         lines.append("liquid water, 64 molecules, 300 K (± block-average standard errors)")
         for name, k in liquid["kinds"].items():
             lines.append(
-                f"  {name:<14} {k['time_ps']:6.2f} ps ({k['segments']}/{k['of']} segments)"
+                f"  {name:<14} {k['time_ps']:6.2f} ps ({k['replicas']}/{liquid['replicas']} replicas)"
                 f"  T {plus_minus(k['temperature'])} K  D_O {plus_minus(k['diffusion_O'])} Å²/ps"
                 f"  drift {plus_minus(k['conserved_drift'])} meV/atom/ps"
                 f"  sym. err. {plus_minus(k['symmetry_error_meV_per_A'])} meV/Å"

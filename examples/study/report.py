@@ -50,14 +50,22 @@ def _copy(source: Path, figures: Path, name: str) -> Optional[str]:
 
 def liquid_section(liquid: dict, out: Path, figures: Path) -> List[str]:
     kinds = liquid["kinds"]
-    lines = ["## Liquid water: 64 molecules, 300 K", ""]
+    lines = [
+        "## Liquid water: 64 molecules, 300 K",
+        "",
+        f"{liquid['replicas']} independent replicas per run kind, each from its own SCAN frame and velocities through "
+        "a plain equilibration; every kind's replica k starts from the same equilibrated state. Values are means over "
+        "the finished replicas; errors the larger of their spread (standard error of the mean) and their block "
+        "errors combined; `petmd compare` weighs them with as many degrees of freedom as there are replicas.",
+        "",
+    ]
     rows = []
     for name, k in kinds.items():
         g = k["g_OO_peak"]
         rows.append(
             [
                 name,
-                f"{k['time_ps']:.2f} ({k['segments']}/{k['of']})",
+                f"{k['time_ps']:.2f} ({k['replicas']} × {k['time_ps'] / k['replicas']:.2f}; {k['analysed_ps']:.2f})",
                 plus_minus(k["temperature"]),
                 plus_minus(k["potential_energy"], 1.0, ".6f"),
                 plus_minus(k["pressure"], 1e-3),
@@ -70,7 +78,7 @@ def liquid_section(liquid: dict, out: Path, figures: Path) -> List[str]:
                 f"{k['throughput']['ps_per_cpu_hour']:.2f}",
             ]
         )
-    header = ["run", "ps (segments)", "T (K)", "PE (eV/atom)", "p (kbar)", "g_OO peak", "D_O (Å²/ps)"]
+    header = ["run", "ps (replicas × ps; analysed)", "T (K)", "PE (eV/atom)", "p (kbar)", "g_OO peak", "D_O (Å²/ps)"]
     header += ["drift (meV/atom/ps)", "network's sym. err. (meV/Å)", "broken molecules", "closest H–H (Å)"]
     header += ["ps per core-hour"]
     lines += _table(header, rows)
@@ -185,10 +193,15 @@ def write(results: dict, report: Path, out: Path) -> Path:
         "and throughput below are from the segments' records (`segments.json`).",
         "",
     ]
+    liquid = results.get("liquid", {})
     unfinished = [
-        f"{stage} {name} {k['segments']}/{k['of']} segments"
-        for stage in ("liquid", "gas")
-        for name, k in results.get(stage, {}).get("kinds", {}).items()
+        f"liquid {name} {k['replicas']}/{liquid['replicas']} replicas"
+        for name, k in liquid.get("kinds", {}).items()
+        if k["replicas"] < liquid["replicas"]
+    ]
+    unfinished += [
+        f"gas {name} {k['segments']}/{k['of']} segments"
+        for name, k in results.get("gas", {}).get("kinds", {}).items()
         if k["segments"] < k["of"]
     ]
     if unfinished:

@@ -35,19 +35,13 @@ def run_stages(args, lengths: study_runs.Lengths, deadline) -> dict:
     """Run what is not done yet; returns {stage: whether its runs are complete}."""
     complete = {}
     if "liquid" in args.stages:
-        liquid = study_runs.liquid_runs(args.output, args.model, lengths)
-        complete["liquid"] = study_runs.run_round_robin(chosen(liquid, args.runs), deadline)
+        complete["liquid"] = study_runs.run_liquid(args.output, args.model, lengths, args.runs, deadline)
     if "gas" in args.stages:
         gas = study_runs.gas_runs(args.output, args.model, lengths)
-        complete["gas"] = study_runs.run_round_robin(chosen(gas, args.runs), deadline)
+        complete["gas"] = study_runs.run_round_robin(study_runs.chosen(gas, args.runs), deadline)
     if "ice" in args.stages:
         complete["ice"] = analysis.run_ice(args.output, args.model, short=args.short, deadline=deadline)
     return complete
-
-
-def chosen(runs: dict, names) -> list:
-    """The runs named by --runs (all without it); the liquid's equilibration always, since the others start from it."""
-    return [run for name, run in runs.items() if names is None or name in names or name == "equilibration"]
 
 
 def log_invocation(out: Path, stages, hours, runs) -> None:
@@ -71,6 +65,13 @@ def main(argv=None) -> dict:
         help="run only these of the liquid and gas runs (one job per core: e.g. --runs ecse on one core, and, once "
         "the equilibration is done, --runs plain grid-2i-mts8 on another); all are analysed",
     )
+    parser.add_argument(
+        "--records",
+        type=Path,
+        metavar="DIR",
+        help="where each finished liquid run's analysis is kept, so that the report survives the loss of the "
+        "trajectories (default: examples/study/records/MODEL, committed; with --short: OUTPUT/records)",
+    )
     parser.add_argument("--analyse", action="store_true", help="run nothing: analyse the outputs there are")
     parser.add_argument("--report", type=Path, metavar="MD", help="write the report (docs/study.md) from the outputs")
     args = parse_example_args(parser, argv)
@@ -91,7 +92,8 @@ def main(argv=None) -> dict:
     if not args.analyse:
         log_invocation(args.output, args.stages, args.hours, args.runs)
     complete = {} if args.analyse else run_stages(args, lengths, deadline)
-    results = analysis.analyse(args.output, args.model, lengths, args.stages)
+    records = args.records or (args.output / "records" if args.short else HERE / "records" / args.model.stem)
+    results = analysis.analyse(args.output, args.model, lengths, args.stages, records)
     results["complete"] = complete
     results["wall_s"] = time.monotonic() - start
     (args.output / "study.json").write_text(json.dumps(results, indent=1))

@@ -1,9 +1,10 @@
-"""The MD runs of the study, each a chain of resumable segments (petmd.helpers.segments): liquid water (a shared
-plain equilibration, then plain, grid 2i by multiple time stepping and ECSE production runs) and the isolated
-molecule (NVE from rest in every symmetrization mode)."""
+"""The MD runs of the study, each a chain of resumable segments (petmd.helpers.segments): liquid water (independent
+replicas, each a plain equilibration from its own SCAN frame, then plain, grid 2i by multiple time stepping and ECSE
+production runs from its end) and the isolated molecule (NVE from rest in every symmetrization mode)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -51,20 +52,25 @@ class Lengths:
     gas_segments: int
     gas_sample: int
     discard_ps: float  # liquid production left out of the observables
+    liquid_replicas: int  # independent liquid replicas (own starting frame, velocities and equilibration)
 
 
-FULL = Lengths(2000, 2000, 10, 40, 200, 4000, 5, 20, 1.0)
-SHORT = Lengths(24, 32, 2, 8, 32, 40, 2, 20, 0.0)
+FULL = Lengths(2000, 2000, 3, 40, 200, 4000, 5, 20, 0.5, 4)
+SHORT = Lengths(24, 32, 2, 8, 32, 40, 2, 20, 0.0, 2)
+LIQUID_SEED = 20261121  # of replica 0's velocities and thermostat; replica k uses LIQUID_SEED + k
 
 
-def liquid_runs(out: Path, model: Path, lengths: Lengths) -> Dict[str, SegmentedRun]:
-    """The equilibration (plain, CSVR τ = 0.1 ps) and, from its end, the production runs (CSVR τ = 1 ps, which
-    leaves the dynamics of 192 atoms all but untouched); keyed by kind name."""
-    folder = out / "liquid"
+def liquid_runs(out: Path, model: Path, lengths: Lengths, replica: int) -> Dict[str, SegmentedRun]:
+    """One replica of the liquid: its equilibration (plain, CSVR τ = 0.1 ps) from SCAN frame ``replica`` (structures.
+    liquid_water's start) and, from its end, the production runs (CSVR τ = 1 ps, which leaves the dynamics of 192
+    atoms all but untouched); keyed by kind name."""
+    folder = liquid_folder(out, replica)
     data = folder / "water.data"
     if not data.exists():
-        write_lammps_data(liquid_water(), data)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_lammps_data(liquid_water(start=replica), data)
     common = {
+        "seed": LIQUID_SEED + replica,
         "model": model.resolve(),
         "data": data.resolve(),
         "pairfile": PAIR_FILE,
@@ -93,6 +99,10 @@ def liquid_runs(out: Path, model: Path, lengths: Lengths) -> Dict[str, Segmented
     return runs
 
 
+def liquid_folder(out: Path, replica: int) -> Path:
+    return out / "liquid" / f"replica-{replica}"
+
+
 def _end_of(run: SegmentedRun) -> Path:
     """The restart file a run will end with (known before it has run: the name of its last segment's restart)."""
     return run.folder / run.name(run.segments - 1, "restart")
@@ -118,6 +128,36 @@ def gas_runs(out: Path, model: Path, lengths: Lengths) -> Dict[str, SegmentedRun
 def ready(run: SegmentedRun) -> bool:
     """Whether the run can take its next segment: not complete, and the restart it starts from exists."""
     return not run.complete and (run.done > 0 or run.start_restart is None or run.start_restart.exists())
+
+
+def run_liquid(out: Path, model: Path, lengths: Lengths, names, deadline: Optional[float]) -> bool:
+    """The liquid replicas in turn, each to its end, so that whatever stops the work leaves whole replicas (every
+    kind from the same start). A replica whose equilibration another process is running is waited for: the
+    production runs of both processes start from it. Returns whether all replicas are complete."""
+    complete = True
+    for replica in range(lengths.liquid_replicas):
+        runs = liquid_runs(out, model, lengths, replica)
+        _wait_while_busy(runs["equilibration"], deadline)
+        if not run_round_robin(chosen(runs, names), deadline):
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            complete = False
+    return complete
+
+
+def chosen(runs: Dict[str, SegmentedRun], names) -> List[SegmentedRun]:
+    """The runs named (all for None); the liquid's equilibration always, since the others start from it."""
+    return [run for name, run in runs.items() if names is None or name in names or name == "equilibration"]
+
+
+def _wait_while_busy(run: SegmentedRun, deadline: Optional[float], poll_s: float = 20.0) -> None:
+    """Run ``run`` to its end, or wait while another process does (RunBusy), until ``deadline``."""
+    while deadline is None or time.monotonic() < deadline:
+        try:
+            run.run(deadline)
+            return
+        except RunBusy:
+            time.sleep(poll_s)
 
 
 def run_round_robin(runs: List[SegmentedRun], deadline: Optional[float]) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from ase.data import chemical_symbols
@@ -50,17 +50,23 @@ def read_structures(path: str | Path, index: str = ":"):
 def find_structure(path: str | Path, n_atoms: Optional[int] = None, **info):
     """The first structure of a file with ``n_atoms`` atoms whose ``atoms.info`` matches ``info`` (e.g.
     ``config_type="multithermal"``), reading only as far as needed."""
+    for atoms in iter_structures(path, n_atoms, **info):
+        return atoms
+    wanted = ", ".join([f"{n_atoms} atoms"] * (n_atoms is not None) + [f"{k}={v!r}" for k, v in info.items()])
+    raise PetmdError(f"no structure in {path} has {wanted}")
+
+
+def iter_structures(path: str | Path, n_atoms: Optional[int] = None, **info) -> Iterator:
+    """The structures of a file with ``n_atoms`` atoms whose ``atoms.info`` matches ``info``, read one at a time."""
     import ase.io
 
     source, fmt = _readable(_check_path(path))
     try:
         for atoms in ase.io.iread(source, index=":", format=fmt):
             if (n_atoms is None or len(atoms) == n_atoms) and all(atoms.info.get(k) == v for k, v in info.items()):
-                return atoms
+                yield atoms
     except Exception as err:  # ASE raises many types for malformed input
         raise unreadable(path, err) from None
-    wanted = ", ".join([f"{n_atoms} atoms"] * (n_atoms is not None) + [f"{k}={v!r}" for k, v in info.items()])
-    raise PetmdError(f"no structure in {path} has {wanted}")
 
 
 def _check_path(path) -> Path:

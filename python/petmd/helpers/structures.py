@@ -21,12 +21,39 @@ TYPES = ("O", "H")  # LAMMPS atom types 1 and 2, as in `pair_coeff * * O H`
 HH_WALL = 1.3
 
 
-def liquid_water(replicate: Sequence[int] = (1, 1, 1), data_path=None) -> Atoms:
-    """The first 64-molecule liquid frame (multithermal, 12.38 Å cube) of the SCAN set, replicated ``replicate``
-    times along the cell vectors (3 × 8 × 8 × 8 = 98,304 atoms for (8, 8, 8))."""
-    from ..data import default_data_path, find_structure
+# relative difference of cube edge within which a SCAN liquid frame can start a replica of the first (scaled onto its
+# cell, which stretches O–H bonds by at most this fraction, ~0.005 Å)
+LIQUID_START_EDGE_TOLERANCE = 0.005
 
-    atoms = find_structure(data_path or default_data_path(), n_atoms=192, config_type="multithermal")
+
+def liquid_water(replicate: Sequence[int] = (1, 1, 1), data_path=None, start: int = 0) -> Atoms:
+    """A 64-molecule liquid frame (multithermal) of the SCAN set, replicated ``replicate`` times along the cell
+    vectors (3 × 8 × 8 × 8 = 98,304 atoms for (8, 8, 8)). ``start`` 0 is the first frame (12.38 Å cube); ``start`` k
+    the k-th later frame whose cube edge is within 0.5 % of the first's, scaled onto the first's cell: independent
+    starting points of the same density, for replicas."""
+    from ..data import default_data_path, iter_structures
+
+    path = data_path or default_data_path()
+    if start < 0:
+        raise PetmdError(f"liquid water start {start}: give 0 (the first frame) or a positive index")
+    frames = iter_structures(path, n_atoms=192, config_type="multithermal")
+    first = next(frames, None)
+    if first is None:
+        raise PetmdError(f"no structure in {path} has 192 atoms, config_type='multithermal'")
+    found, atoms = 0, first
+    edge = first.cell.lengths()
+    for frame in frames if start else ():
+        if np.all(np.abs(frame.cell.lengths() / edge - 1.0) <= LIQUID_START_EDGE_TOLERANCE):
+            found += 1
+            if found == start:
+                atoms = frame.copy()
+                atoms.set_cell(first.cell, scale_atoms=True)
+                break
+    if found < start:
+        raise PetmdError(
+            f"{path} has only {found} liquid frames besides the first within {LIQUID_START_EDGE_TOLERANCE:.1%} of its "
+            f"cube edge: liquid water start {start} does not exist; use 0-{found}"
+        )
     atoms = Atoms(atoms.get_chemical_symbols(), atoms.positions, cell=atoms.cell, pbc=True)
     return atoms.repeat(tuple(int(n) for n in replicate))
 

@@ -45,10 +45,15 @@ def _welch(delta, err_a, err_b, n_a: int, n_b: int):
     return z, p
 
 
+def as_floats(values) -> np.ndarray:
+    """A JSON number, list or nested list as floats, null (NaN or inf when written) as NaN."""
+    return np.array([np.nan if v is None else v for v in np.ravel(np.asarray(values, dtype=object))], float).reshape(
+        np.shape(values)
+    )
+
+
 def _values(entry: dict, name: str) -> np.ndarray:
-    return np.array(
-        [np.nan if v is None else v for v in np.ravel(np.asarray(entry[name], dtype=object))], float
-    ).reshape(np.shape(entry[name]))
+    return as_floats(entry[name])
 
 
 def _curve_test(a: dict, b: dict, x_name: Optional[str], y_name: str) -> Optional[dict]:
