@@ -492,6 +492,20 @@ def test_replicas_merge_to_their_mean_with_the_larger_of_spread_and_block_errors
     assert merge_replicas([replica(300.0, 3.0, 10)])["temperature"]["err"] == 1.0
 
 
+def test_replicas_cli_refuses_runs_of_other_conditions(tmp_path, capsys):
+    folders = []
+    for name, temperature in (("cold", 250.0), ("warm", 350.0)):
+        entry = {"value": temperature, "err": 1.0, "n_blocks": 5, "unit": "K"}
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "observables.json").write_text(json.dumps({"inputs": [name], "temperature": entry}))
+        folders.append(str(tmp_path / name))
+    assert main(["replicas", *folders, "-o", str(tmp_path / "merged")]) == 2
+    err = capsys.readouterr().err
+    assert "these are not replicas of one simulation" in err and "temperature 250.0" in err
+    assert main(["replicas", folders[0], "-o", str(tmp_path / "merged")]) == 2
+    assert "at least two folders" in capsys.readouterr().err and not (tmp_path / "merged").exists()
+
+
 # --- real LAMMPS runs ------------------------------------------------------------------------------------------
 
 
@@ -585,6 +599,14 @@ def test_two_seeds_consistent_and_shifted_rdf_differs(two_seeds, tmp_path):
     rows = same["json"]["comparisons"][0]["rows"]
     assert "orientation_moments" in {row["observable"] for row in rows}
     assert len(rows) >= 10 and all(row["verdict"] == "consistent" for row in rows), same["text"]
+    # the two seeds as replicas of one run: `petmd replicas`, read by compare like any run
+    assert main(["replicas", *map(str, dirs), "-o", str(tmp_path / "merged")]) == 0
+    merged = json.loads((tmp_path / "merged" / "observables.json").read_text())
+    temperatures = [json.loads((d / "observables.json").read_text())["temperature"]["value"] for d in dirs]
+    assert merged["replicas"] == 2 and merged["temperature"]["value"] == pytest.approx(np.mean(temperatures))
+    assert (tmp_path / "merged" / "rdf.png").exists() and merged["c_uu"]["n_blocks"] == 2
+    against = compare_runs([dirs[0], tmp_path / "merged"])["json"]["comparisons"][0]["rows"]
+    assert len(against) >= 10 and all(row["verdict"] == "consistent" for row in against)
     shifted = json.loads((dirs[1] / "observables.json").read_text())
     r = np.array(shifted["g_OO"]["r"])
     shifted["g_OO"]["g"] = np.interp(r - 0.1, r, shifted["g_OO"]["g"]).tolist()  # peak 0.1 Å further out

@@ -194,6 +194,26 @@ def _observables(args) -> int:
     return 0
 
 
+def _replicas(args) -> int:
+    from .observables.analyze import load_observables
+    from .observables.output import summary, write_outputs
+    from .observables.replicas import check_same_system, merge_replicas
+
+    if len(args.runs) < 2:
+        raise PetmdError("replicas needs at least two folders written by petmd observables")
+    results = [load_observables(folder) for folder in args.runs]
+    check_same_system(results, args.runs)
+    _check_output_folder(args.output)
+    merged = merge_replicas(results)
+    written = write_outputs(merged, args.output)
+    if args.json:
+        print((Path(args.output) / "observables.json").read_text())
+    else:
+        print(summary(merged))
+        print(f"merged {len(results)} replicas; wrote {len(written)} files to {args.output}/")
+    return 0
+
+
 def _check_options(options) -> None:
     if options.n_blocks < 2:
         raise PetmdError(f"--blocks must be at least 2 (errors need two blocks), got {options.n_blocks}")
@@ -452,6 +472,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print observables.json instead of the summary")
     p.set_defaults(func=_observables)
+
+    p = sub.add_parser(
+        "replicas",
+        help="merge the observables of independent replicas of one simulation",
+        description="One observables folder from those of independent replicas of one simulation (own "
+        "starting configuration or velocities; folders written by `petmd observables`, analysed with the same "
+        "options): each value is the mean over the replicas, its error the larger of their spread (standard "
+        "error of the mean) and their block errors combined, with as many degrees of freedom as replicas. For "
+        "slow observables one trajectory samples once, the spread is the honest error. `petmd compare` reads "
+        "the result like any run's.",
+    )
+    p.add_argument("runs", nargs="+", metavar="DIR", help="folders holding observables.json, one per replica")
+    p.add_argument("-o", "--output", required=True, help="folder for the merged observables.json, CSV and PNG")
+    p.add_argument("--json", action="store_true", help="print the merged observables.json instead of the summary")
+    p.set_defaults(func=_replicas)
 
     p = sub.add_parser(
         "compare",

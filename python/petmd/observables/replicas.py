@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ..errors import PetmdError
-from .compare import as_floats
+from .compare import as_floats, conditions_differ
 
 X_NAMES = ("r", "t")  # the abscissae of curves: equal in every replica (lags: cut to the shortest replica)
 Y_NAMES = ("value", "g", "c", "msd", "F")  # the quantity of an entry whose error is "err"
@@ -35,6 +35,8 @@ def merge_replicas(results: Sequence[dict]) -> dict:
             merged[key] = _merge_system(entries)
         elif key == "molecules":
             merged[key] = _merge_molecules(entries)
+        elif key == "inputs":
+            merged[key] = {"replicas": entries}
         elif key == "notes":
             merged[key] = list(dict.fromkeys(note for entry in entries for note in entry))
         elif isinstance(first, dict) and "err" in first:
@@ -43,6 +45,20 @@ def merge_replicas(results: Sequence[dict]) -> dict:
             merged[key] = first
     merged["replicas"] = len(results)
     return merged
+
+
+def check_same_system(results: Sequence[dict], names: Sequence[str]) -> None:
+    """Replicas are samples of one simulation: refuse runs of different temperature, density or composition."""
+    problems = []
+    for name, result in zip(names[1:], results[1:]):
+        differ = conditions_differ(results[0], result)
+        if differ:
+            problems.append(f"{name}: {', '.join(differ)}")
+    if problems:
+        raise PetmdError(
+            f"these are not replicas of one simulation ({'; '.join(problems)} against {names[0]}); merge only runs "
+            "of the same system and conditions"
+        )
 
 
 def merge_entries(entries: List[dict], key: str = "entry") -> dict:
