@@ -56,7 +56,7 @@ class Lengths:
 
 
 FULL = Lengths(2000, 2000, 3, 40, 200, 4000, 5, 20, 0.5, 4)
-SHORT = Lengths(24, 32, 2, 8, 32, 40, 2, 20, 0.0, 2)
+SHORT = Lengths(24, 32, 1, 8, 32, 40, 2, 20, 0.0, 2)
 LIQUID_SEED = 20261121  # of replica 0's velocities and thermostat; replica k uses LIQUID_SEED + k
 
 
