@@ -136,16 +136,22 @@ def test_study_short_form_runs_every_stage_and_resumes(tmp_path, scan_data_path)
     again = subprocess.run(command + ["--stages", "liquid", "gas"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "$ (cd" not in again.stdout  # no segment ran again
     assert json.loads((tmp_path / "study.json").read_text())["liquid"]["kinds"]["ecse"]["segments"] == 2
-    # the trajectories lost (another checkout): the liquid's analysis comes back from the records
+    # every output lost (another checkout): the analysis and the report come back from the records
     records = tmp_path / "records" / "liquid"
     assert sorted(p.name for p in (records / "replica-1").iterdir()) == ["ecse.json", "grid-2i-mts8.json", "plain.json"]
-    shutil.rmtree(tmp_path / "liquid")
-    analyse = command + ["--stages", "liquid", "--analyse"]
-    restored = subprocess.run(analyse, capture_output=True, text=True, timeout=300)
+    for stage in ("liquid", "gas", "ice"):
+        shutil.rmtree(tmp_path / stage)
+    shutil.rmtree(report.parent)
+    restored = subprocess.run(command + ["--analyse", "--report", str(report)], capture_output=True, text=True)
     assert restored.returncode == 0, restored.stderr[-3000:]
-    kinds = json.loads((tmp_path / "study.json").read_text())["liquid"]["kinds"]
-    assert kinds["ecse"]["temperature"] == study["liquid"]["kinds"]["ecse"]["temperature"]
-    assert kinds["plain"]["replicas"] == 2
+    kept = json.loads((tmp_path / "study.json").read_text())
+    assert kept["liquid"]["kinds"]["ecse"]["temperature"] == study["liquid"]["kinds"]["ecse"]["temperature"]
+    assert kept["liquid"]["kinds"]["plain"]["replicas"] == 2 and kept["ice"]["sizes"] == study["ice"]["sizes"]
+    assert kept["gas"]["kinds"]["plain"]["L_final"] == study["gas"]["kinds"]["plain"]["L_final"]
+    assert [c["rows"] for c in kept["gas"]["comparisons"]] == [c["rows"] for c in study["gas"]["comparisons"]]
+    for png in liquid + ("gas-angular-momentum.png", "ice.png"):
+        assert (report.parent / "study" / png).stat().st_size > 0 and f"study/{png}" in report.read_text()
+    analyse = command + ["--stages", "liquid", "--analyse"]
     stored = json.loads((records / "replica-0" / "ecse.json").read_text())
     stored["settings"]["steps"] = "64"
     (records / "replica-0" / "ecse.json").write_text(json.dumps(stored))

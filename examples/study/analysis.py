@@ -7,12 +7,14 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import runs as study_runs
@@ -142,20 +144,26 @@ def merged_kind(entries: List[dict], folder: Path, of_segments: int) -> dict:
     }
 
 
-def replica_kind(
-    run: SegmentedRun, kind: study_runs.Kind, lengths: study_runs.Lengths, record: Optional[Path]
+def recorded(
+    run: SegmentedRun, record: Optional[Path], analyse: Callable[[], dict], unfinished: bool
 ) -> Optional[dict]:
-    """A replica's finished run of one kind: analysed from its files where they are (and kept in ``record``), else
-    read from ``record`` (a run whose files are gone: another machine or checkout); None while it is unfinished."""
+    """A run's analysis: from its files once it has finished (and then kept in ``record``), else from ``record`` (a
+    run whose files are gone: another machine or checkout), else, with ``unfinished``, of the segments it has so
+    far; None when there is nothing."""
     settings = record_settings(run)
     if run.complete:
-        entry = liquid_kind(run, kind, lengths)
+        entry = analyse()
         if record is not None:
             record.parent.mkdir(parents=True, exist_ok=True)
             write_json({"settings": settings, "entry": entry}, record)
         return entry
-    if record is None or not record.exists():
-        return None
+    if record is not None and record.exists():
+        return read_record(record, settings)["entry"]
+    return analyse() if unfinished and run.done else None
+
+
+def read_record(record: Path, settings: dict) -> dict:
+    """A record written with ``settings``; one of other settings is refused, naming them."""
     stored = json.loads(record.read_text())
     kept = stored["settings"]
     if kept != settings:
@@ -164,7 +172,11 @@ def replica_kind(
             f"{record} is the record of a run with other settings ({', '.join(changed)}): give --records another "
             "folder for these settings"
         )
-    return stored["entry"]
+    return stored
+
+
+def model_hash(model: Path) -> str:
+    return hashlib.sha256(Path(model).read_bytes()).hexdigest()
 
 
 def record_settings(run: SegmentedRun) -> dict:
@@ -174,7 +186,7 @@ def record_settings(run: SegmentedRun) -> dict:
     settings = {key: str(value) for key, value in run.variables.items() if key not in paths}
     settings["segments"] = str(run.segments)
     settings["input"] = Path(run.input_file).name
-    settings["model_sha256"] = hashlib.sha256(Path(run.variables["model"]).read_bytes()).hexdigest()
+    settings["model_sha256"] = model_hash(Path(str(run.variables["model"])))
     return settings
 
 
@@ -205,7 +217,8 @@ def analyse_liquid(out: Path, model: Path, lengths: study_runs.Lengths, records:
         equilibration["wall_s"] += runs["equilibration"].wall_s
         for kind in study_runs.LIQUID_KINDS:
             record = records / "liquid" / f"replica-{replica}" / f"{kind.name}.json" if records else None
-            entry = replica_kind(runs[kind.name], kind, lengths, record)
+            run = runs[kind.name]
+            entry = recorded(run, record, partial(liquid_kind, run, kind, lengths), unfinished=False)
             if entry is not None:
                 per_kind[kind.name].append(entry)
     of = lengths.liquid_replicas * lengths.liquid_segments
@@ -240,18 +253,45 @@ def gas_kind(run: SegmentedRun, kind: study_runs.Kind) -> dict:
         "symmetry_error_meV_per_A": estimate(thermo["c_sym[2]"], 1e3),
         "series": {"time_ps": thermo["Time"].tolist(), "L": thermo["v_L"].tolist(), "torque": thermo["v_tau"].tolist()},
         "observables": str(run.folder / "observables"),
+        "result": result,
     }
 
 
-def analyse_gas(out: Path, model: Path, lengths: study_runs.Lengths) -> dict:
+def analyse_gas(out: Path, model: Path, lengths: study_runs.Lengths, records: Optional[Path]) -> dict:
     runs = study_runs.gas_runs(out, model, lengths)
-    kinds = {kind.name: gas_kind(runs[kind.name], kind) for kind in study_runs.GAS_KINDS if runs[kind.name].done}
+    kinds = {}
+    for kind in study_runs.GAS_KINDS:
+        run = runs[kind.name]
+        record = records / "gas" / f"{kind.name}.json" if records else None
+        entry = recorded(run, record, partial(gas_kind, run, kind), unfinished=True)
+        if entry is not None:
+            # compare reads folders: written again from the entry, which may come from a record
+            write_outputs(entry.pop("result"), run.folder / "observables")
+            kinds[kind.name] = dict(entry, observables=str(run.folder / "observables"))
     folders = {name: entry["observables"] for name, entry in kinds.items()}
     pairs = [(GAS_REFERENCE, name) for name in kinds if name != GAS_REFERENCE]
     comparisons = compare(out / "gas", folders, pairs)
     for c in comparisons:  # one deterministic trajectory per mode: only the angular momentum is a fair test
         c["rows"] = [row for row in c["rows"] if row["observable"].startswith("angular_momentum")]
     return {"kinds": kinds, "comparisons": comparisons}
+
+
+def ice_results(out: Path, model: Path, short: bool, records: Optional[Path]) -> Optional[dict]:
+    """The ice stage's summary (with "figure", its PNG): from OUT/ice once it has finished (then kept in
+    RECORDS/ice), else from the records."""
+    folder = out / "ice"
+    settings = {"model_sha256": model_hash(model), "short": str(short), "npt_steps": str(ICE_NPT_STEPS)}
+    kept = records / "ice" if records else None
+    if (folder / "summary.json").exists():
+        summary = json.loads((folder / "summary.json").read_text())
+        if kept is not None:
+            kept.mkdir(parents=True, exist_ok=True)
+            write_json({"settings": settings, "entry": summary}, kept / "summary.json")
+            shutil.copy(folder / "ice.png", kept / "ice.png")
+        return dict(summary, figure=str(folder / "ice.png"))
+    if kept is not None and (kept / "summary.json").exists():
+        return dict(read_record(kept / "summary.json", settings)["entry"], figure=str(kept / "ice.png"))
+    return None
 
 
 def run_ice(out: Path, model: Path, short: bool, deadline: Optional[float]) -> bool:
@@ -279,10 +319,10 @@ def analyse(out: Path, model: Path, lengths: study_runs.Lengths, stages, records
     if "liquid" in stages:
         results["liquid"] = analyse_liquid(out, model, lengths, records)
     if "gas" in stages:
-        results["gas"] = analyse_gas(out, model, lengths)
-    summary = out / "ice" / "summary.json"
-    if "ice" in stages and summary.exists():
-        results["ice"] = json.loads(summary.read_text())
+        results["gas"] = analyse_gas(out, model, lengths, records)
+    ice = ice_results(out, model, lengths == study_runs.SHORT, records) if "ice" in stages else None
+    if ice is not None:
+        results["ice"] = ice
     return results
 
 

@@ -173,7 +173,7 @@ def ice_section(ice: dict, out: Path, figures: Path) -> List[str]:
         cells = ", ".join(f"{key} {plus_minus(thermo[key])} Å" for key in ("Lx", "Ly", "Lz") if key in thermo)
         lines.append(f"NPT 250 K, 1 bar, {npt['cell']}: density {plus_minus(thermo.get('density'))} g/cm³; {cells}.")
     lines += ["", f"Published: {PUBLISHED['ice']}.", ""]
-    link = _copy(out / "ice" / "ice.png", figures, "ice.png")
+    link = _copy(Path(ice["figure"]), figures, "ice.png")
     if link:
         lines += [f"![ice]({link})", ""]
     return lines
