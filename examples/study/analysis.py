@@ -112,7 +112,7 @@ def liquid_kind(run: SegmentedRun, kind: study_runs.Kind, lengths: study_runs.Le
     }
 
 
-def merged_kind(entries: List[dict], folder: Path, of_segments: int) -> dict:
+def merged_kind(entries: List[dict], folder: Path) -> dict:
     """The replicas of one kind as one run: observables merged (petmd.observables.replicas, written to ``folder``
     for `petmd compare`), times and costs summed."""
     result = merge_replicas([entry["result"] for entry in entries])
@@ -125,7 +125,6 @@ def merged_kind(entries: List[dict], folder: Path, of_segments: int) -> dict:
         "mts": entries[0]["mts"],
         "replicas": len(entries),
         "segments": sum(entry["segments"] for entry in entries),
-        "of": of_segments,
         "time_ps": sum(entry["time_ps"] for entry in entries),
         "analysed_ps": sum(entry["time_ps"] - entry["discarded_ps"] for entry in entries),
         "throughput": rates(totals, result["system"]["n_atoms"]),
@@ -216,14 +215,13 @@ def analyse_liquid(out: Path, model: Path, lengths: study_runs.Lengths, records:
         equilibration["segments"] += runs["equilibration"].done
         equilibration["wall_s"] += runs["equilibration"].wall_s
         for kind in study_runs.LIQUID_KINDS:
-            record = records / "liquid" / f"replica-{replica}" / f"{kind.name}.json" if records else None
+            record = study_runs.record_path(records, "liquid", kind.name, replica)
             run = runs[kind.name]
             entry = recorded(run, record, partial(liquid_kind, run, kind, lengths), unfinished=False)
             if entry is not None:
                 per_kind[kind.name].append(entry)
-    of = lengths.liquid_replicas * lengths.liquid_segments
     merged = out / "liquid" / "merged"
-    kinds = {name: merged_kind(entries, merged / name, of) for name, entries in per_kind.items() if entries}
+    kinds = {name: merged_kind(entries, merged / name) for name, entries in per_kind.items() if entries}
     folders = {name: entry["observables"] for name, entry in kinds.items()}
     return {
         "replicas": lengths.liquid_replicas,
@@ -262,7 +260,7 @@ def analyse_gas(out: Path, model: Path, lengths: study_runs.Lengths, records: Op
     kinds = {}
     for kind in study_runs.GAS_KINDS:
         run = runs[kind.name]
-        record = records / "gas" / f"{kind.name}.json" if records else None
+        record = study_runs.record_path(records, "gas", kind.name)
         entry = recorded(run, record, partial(gas_kind, run, kind), unfinished=True)
         if entry is not None:
             # compare reads folders: written again from the entry, which may come from a record
@@ -281,16 +279,16 @@ def ice_results(out: Path, model: Path, short: bool, records: Optional[Path]) ->
     RECORDS/ice), else from the records."""
     folder = out / "ice"
     settings = {"model_sha256": model_hash(model), "short": str(short), "npt_steps": str(ICE_NPT_STEPS)}
-    kept = records / "ice" if records else None
+    record = study_runs.record_path(records, "ice", "summary")
     if (folder / "summary.json").exists():
         summary = json.loads((folder / "summary.json").read_text())
-        if kept is not None:
-            kept.mkdir(parents=True, exist_ok=True)
-            write_json({"settings": settings, "entry": summary}, kept / "summary.json")
-            shutil.copy(folder / "ice.png", kept / "ice.png")
+        if record is not None:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            write_json({"settings": settings, "entry": summary}, record)
+            shutil.copy(folder / "ice.png", record.with_suffix(".png"))
         return dict(summary, figure=str(folder / "ice.png"))
-    if kept is not None and (kept / "summary.json").exists():
-        return dict(read_record(kept / "summary.json", settings)["entry"], figure=str(kept / "ice.png"))
+    if record is not None and record.exists():
+        return dict(read_record(record, settings)["entry"], figure=str(record.with_suffix(".png")))
     return None
 
 

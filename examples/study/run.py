@@ -31,16 +31,20 @@ HERE = Path(__file__).resolve().parent
 STAGES = ["liquid", "gas", "ice"]
 
 
-def run_stages(args, lengths: study_runs.Lengths, deadline) -> dict:
-    """Run what is not done yet; returns {stage: whether its runs are complete}."""
+def run_stages(args, lengths: study_runs.Lengths, deadline, records: Path) -> dict:
+    """Run what is not done yet (runs with a record are done); returns {stage: whether its runs are complete}."""
     complete = {}
     if "liquid" in args.stages:
-        complete["liquid"] = study_runs.run_liquid(args.output, args.model, lengths, args.runs, deadline)
+        complete["liquid"] = study_runs.run_liquid(args.output, args.model, lengths, args.runs, deadline, records)
     if "gas" in args.stages:
         gas = study_runs.gas_runs(args.output, args.model, lengths)
-        complete["gas"] = study_runs.run_round_robin(study_runs.chosen(gas, args.runs), deadline)
+        todo = study_runs.chosen(gas, args.runs, study_runs.recorded_names(records, "gas", gas))
+        complete["gas"] = study_runs.run_round_robin(todo, deadline)
     if "ice" in args.stages:
-        complete["ice"] = analysis.run_ice(args.output, args.model, short=args.short, deadline=deadline)
+        recorded = study_runs.record_path(records, "ice", "summary")
+        complete["ice"] = (recorded is not None and recorded.exists()) or analysis.run_ice(
+            args.output, args.model, short=args.short, deadline=deadline
+        )
     return complete
 
 
@@ -91,8 +95,8 @@ def main(argv=None) -> dict:
     deadline = start + 3600 * args.hours if args.hours is not None else None
     if not args.analyse:
         log_invocation(args.output, args.stages, args.hours, args.runs)
-    complete = {} if args.analyse else run_stages(args, lengths, deadline)
     records = args.records or (args.output / "records" if args.short else HERE / "records" / args.model.stem)
+    complete = {} if args.analyse else run_stages(args, lengths, deadline, records)
     results = analysis.analyse(args.output, args.model, lengths, args.stages, records)
     results["complete"] = complete
     results["wall_s"] = time.monotonic() - start

@@ -130,24 +130,47 @@ def ready(run: SegmentedRun) -> bool:
     return not run.complete and (run.done > 0 or run.start_restart is None or run.start_restart.exists())
 
 
-def run_liquid(out: Path, model: Path, lengths: Lengths, names, deadline: Optional[float]) -> bool:
+def run_liquid(
+    out: Path, model: Path, lengths: Lengths, names, deadline: Optional[float], records: Optional[Path] = None
+) -> bool:
     """The liquid replicas in turn, each to its end, so that whatever stops the work leaves whole replicas (every
-    kind from the same start). A replica whose equilibration another process is running is waited for: the
-    production runs of both processes start from it. Returns whether all replicas are complete."""
+    kind from the same start); runs with a record (analysis.recorded) are done already. A replica whose equilibration
+    another process is running is waited for: the production runs of both processes start from it. Returns whether
+    all replicas are complete."""
     complete = True
     for replica in range(lengths.liquid_replicas):
         runs = liquid_runs(out, model, lengths, replica)
+        todo = chosen(runs, names, recorded_names(records, "liquid", runs, replica))
+        if not todo:
+            continue
         _wait_while_busy(runs["equilibration"], deadline)
-        if not run_round_robin(chosen(runs, names), deadline):
+        if not run_round_robin(todo, deadline):
             if deadline is not None and time.monotonic() > deadline:
                 return False
             complete = False
     return complete
 
 
-def chosen(runs: Dict[str, SegmentedRun], names) -> List[SegmentedRun]:
-    """The runs named (all for None); the liquid's equilibration always, since the others start from it."""
-    return [run for name, run in runs.items() if names is None or name in names or name == "equilibration"]
+def chosen(runs: Dict[str, SegmentedRun], names, recorded=frozenset()) -> List[SegmentedRun]:
+    """The runs named (all for None) that have no record yet, and the liquid's equilibration with them, since they
+    start from it."""
+    kinds = [run for name, run in runs.items() if name != "equilibration" and (names is None or name in names)]
+    kinds = [run for run in kinds if run.folder.name not in recorded]
+    return [runs["equilibration"]] + kinds if kinds and "equilibration" in runs else kinds
+
+
+def record_path(records: Optional[Path], stage: str, name: str, replica: Optional[int] = None) -> Optional[Path]:
+    """Where a finished run's analysis is kept (analysis.recorded), so that it outlives the run's files."""
+    if records is None:
+        return None
+    folder = records / stage / f"replica-{replica}" if replica is not None else records / stage
+    return folder / f"{name}.json"
+
+
+def recorded_names(records: Optional[Path], stage: str, names, replica: Optional[int] = None) -> set:
+    """Those of ``names`` whose runs have a record: finished, wherever their files are."""
+    paths = {name: record_path(records, stage, name, replica) for name in names}
+    return {name for name, path in paths.items() if path is not None and path.exists()}
 
 
 def _wait_while_busy(run: SegmentedRun, deadline: Optional[float], poll_s: float = 20.0) -> None:
