@@ -473,6 +473,7 @@ def test_replicas_merge_to_their_mean_with_the_larger_of_spread_and_block_errors
                 "closest": 2.4 + g_peak / 100,
             },
             "c_uu": {"t": [0.02 * k for k in range(lags)], "c": [1.0] * lags, "err": [0.0] + [0.01] * (lags - 1)},
+            "c_L": {"r": [3.0, 3.5], "c": [0.2, 0.1], "err": [0.01, 0.01], "pairs": [10.0, 20.0]},
             "molecules": {"not_whole_molecule_frames": 0, "first_not_whole_ps": None, "proton_hops": 2},
             "notes": ["a note"],
         }
@@ -487,6 +488,7 @@ def test_replicas_merge_to_their_mean_with_the_larger_of_spread_and_block_errors
     assert g["g"] == pytest.approx([1.0, 3.1]) and g["err"][1] == pytest.approx(0.1)  # spread 0.1 > 0.0707
     assert g["coordination"] == pytest.approx([1.0, 4.0]) and g["closest"] == pytest.approx(2.43)
     assert len(merged["c_uu"]["t"]) == len(merged["c_uu"]["c"]) == 8 and merged["molecules"]["proton_hops"] == 4
+    assert merged["c_L"]["pairs"] == [20.0, 40.0] and merged["c_L"]["c"] == pytest.approx([0.2, 0.1])
     with pytest.raises(PetmdError, match="diffusion_O: the replicas fitted it over different lag windows"):
         merge_replicas([replica(300.0, 3.0, 10), replica(300.0, 3.0, 10, fit=(0.1, 0.5))])
     assert merge_replicas([replica(300.0, 3.0, 10)])["temperature"]["err"] == 1.0

@@ -18,6 +18,7 @@ from .compare import as_floats, conditions_differ
 
 X_NAMES = ("r", "t")  # the abscissae of curves: equal in every replica (lags: cut to the shortest replica)
 Y_NAMES = ("value", "g", "c", "msd", "F")  # the quantity of an entry whose error is "err"
+SUMMED = ("pairs", "samples")  # counts behind an entry: the merged entry rests on all of them
 
 
 def merge_replicas(results: Sequence[dict]) -> dict:
@@ -78,6 +79,10 @@ def merge_entries(entries: List[dict], key: str = "entry") -> dict:
     for x_name in X_NAMES:
         if x_name in first and length is not None:
             merged[x_name] = list(first[x_name])[:length]
+    for name in SUMMED:
+        if name in first:
+            total = np.sum([as_floats(entry[name] if length is None else entry[name][:length]) for entry in entries], 0)
+            merged[name] = total.tolist() if np.ndim(total) else float(total)
     if "closest" in first:
         merged["closest"] = min(float(entry["closest"]) for entry in entries if entry.get("closest") is not None)
     merged["n_blocks"] = len(entries)
