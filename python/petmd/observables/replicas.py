@@ -65,6 +65,8 @@ def check_same_system(results: Sequence[dict], names: Sequence[str]) -> None:
 def merge_entries(entries: List[dict], key: str = "entry") -> dict:
     """One {value or curve, "err", ...} entry from the same entry of each replica."""
     first = entries[0]
+    if len(entries) == 1:
+        return dict(first)
     windows = [entry.get("fit_ps") for entry in entries]
     if not all(_same_window(window, windows[0]) for window in windows):
         raise PetmdError(f"{key}: the replicas fitted it over different lag windows ({windows}); analyse them alike")
