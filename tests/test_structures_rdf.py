@@ -73,6 +73,23 @@ def test_liquid_water_starts_are_other_frames_of_the_first_frames_density(scan_d
         liquid_water(start=500)
 
 
+def test_find_structure_takes_the_first_match_and_names_what_is_missing(tmp_path):
+    import ase.io
+
+    from petmd.data import find_structure, iter_structures
+
+    frames = [Atoms("H2O", positions=[[0, 0, 0], [0.8, 0, 0], [0, 0.8, 0]], cell=[5, 5, 5], pbc=True) for _ in range(3)]
+    for k, atoms in enumerate(frames):
+        atoms.info["config_type"] = "liquid" if k else "gas"
+        atoms.positions += 0.1 * k
+    path = tmp_path / "frames.extxyz"
+    ase.io.write(path, frames)
+    assert [a.info["config_type"] for a in iter_structures(path, n_atoms=3)] == ["gas", "liquid", "liquid"]
+    assert find_structure(path, config_type="liquid").positions[0, 0] == pytest.approx(0.1)
+    with pytest.raises(PetmdError, match="no structure in .*frames.extxyz has 4 atoms, config_type='liquid'"):
+        find_structure(path, n_atoms=4, config_type="liquid")
+
+
 def test_lammps_data_round_trip(tmp_path):
     atoms = liquid_water()
     path = write_lammps_data(atoms, tmp_path / "water.data")
