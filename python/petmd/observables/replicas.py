@@ -26,7 +26,7 @@ def merge_replicas(results: Sequence[dict]) -> dict:
     if not results:
         raise PetmdError("no replicas to merge")
     if len(results) == 1:
-        return dict(results[0])
+        return dict(results[0], replicas=1)
     merged: dict = {}
     for key, first in results[0].items():
         if any(result.get(key) is None for result in results):
@@ -73,8 +73,8 @@ def merge_entries(entries: List[dict], key: str = "entry") -> dict:
     length = _common_length(entries, key)
     merged = dict(first)
     y_name = next(name for name in Y_NAMES if name in first)
-    pairs = [(y_name, "err")] + [(k[: -len("_err")], k) for k in first if k.endswith("_err") and k[:-4] in first]
-    for value_name, err_name in pairs:
+    errors_of = [(y_name, "err")] + [(k[:-4], k) for k in first if k.endswith("_err") and k[:-4] in first]
+    for value_name, err_name in errors_of:
         values = _stack(entries, value_name, length)
         errors = _stack(entries, err_name, length)
         merged[value_name], merged[err_name] = _mean_and_error(values, errors)
