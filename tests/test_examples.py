@@ -253,6 +253,14 @@ def test_pair_file_refuses_a_negative_wall(tmp_path, scan_data_path):
         run_lammps(ROOT / "examples" / "liquid-water" / "nvt.lammps", tmp_path, variables, quiet=True)
 
 
+def test_study_refuses_a_file_as_its_records_folder(tmp_path):
+    script = ROOT / "examples" / "study" / "run.py"
+    (tmp_path / "records").write_text("not a folder")
+    command = [sys.executable, str(script), "-o", str(tmp_path), "--records", str(tmp_path / "records"), "--analyse"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 2 and "records is a file: give a folder for the records" in result.stderr
+
+
 def test_study_refuses_a_negative_time_budget(tmp_path):
     script = ROOT / "examples" / "study" / "run.py"
     result = subprocess.run(

@@ -81,6 +81,8 @@ def main(argv=None) -> dict:
     args = parse_example_args(parser, argv)
     if args.hours is not None and args.hours < 0:
         parser.error(f"--hours must be ≥ 0 (got {args.hours})")
+    if args.records is not None and args.records.exists() and not args.records.is_dir():
+        parser.error(f"--records {args.records} is a file: give a folder for the records (it is created if needed)")
     if args.runs:
         stage_kinds = {"liquid": study_runs.LIQUID_KINDS, "gas": study_runs.GAS_KINDS}
         names = {kind.name for stage in args.stages for kind in stage_kinds.get(stage, [])}
