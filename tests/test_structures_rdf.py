@@ -71,6 +71,8 @@ def test_liquid_water_starts_are_other_frames_of_the_first_frames_density(scan_d
     assert sorted(second.get_chemical_symbols()) == sorted(first.get_chemical_symbols())
     with pytest.raises(PetmdError, match=r"liquid water start 500 does not exist; use 0-\d+"):
         liquid_water(start=500)
+    with pytest.raises(PetmdError, match="liquid water start -1: give 0"):
+        liquid_water(start=-1)
 
 
 def test_find_structure_takes_the_first_match_and_names_what_is_missing(tmp_path):
