@@ -73,8 +73,9 @@ def main(argv=None) -> dict:
         "--records",
         type=Path,
         metavar="DIR",
-        help="where each finished liquid run's analysis is kept, so that the report survives the loss of the "
-        "trajectories (default: examples/study/records/MODEL, committed; with --short: OUTPUT/records)",
+        help="where each finished liquid and gas run's analysis and the ice stage's summary are kept, so that the "
+        "report survives the loss of the outputs (default: examples/study/records/MODEL, committed; with --short: "
+        "OUTPUT/records)",
     )
     parser.add_argument("--analyse", action="store_true", help="run nothing: analyse the outputs there are")
     parser.add_argument("--report", type=Path, metavar="MD", help="write the report (docs/study.md) from the outputs")

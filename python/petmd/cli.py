@@ -166,7 +166,7 @@ def _symmetry(args) -> int:
 
 def _observables(args) -> int:
     from .observables.analyze import Options, analyze
-    from .observables.output import summary, write_outputs
+    from .observables.output import write_outputs
 
     options = Options(
         types=args.types,
@@ -185,18 +185,24 @@ def _observables(args) -> int:
     _check_options(options)
     _check_output_folder(args.output)
     result = analyze(args.inputs, options)
-    written = write_outputs(result, args.output)
+    _print_observables(result, args, write_outputs(result, args.output), "")
+    return 0
+
+
+def _print_observables(result: dict, args, written, what: str) -> None:
+    """What `petmd observables` and `petmd replicas` print: observables.json with --json, else the summary."""
+    from .observables.output import summary
+
     if args.json:
         print((Path(args.output) / "observables.json").read_text())
     else:
         print(summary(result))
-        print(f"wrote {len(written)} files to {args.output}/ (observables.json, CSV, PNG)")
-    return 0
+        print(f"{what}wrote {len(written)} files to {args.output}/ (observables.json, CSV, PNG)")
 
 
 def _replicas(args) -> int:
     from .observables.analyze import load_observables
-    from .observables.output import summary, write_outputs
+    from .observables.output import write_outputs
     from .observables.replicas import check_same_system, merge_replicas
 
     if len(args.runs) < 2:
@@ -205,12 +211,7 @@ def _replicas(args) -> int:
     check_same_system(results, args.runs)
     _check_output_folder(args.output)
     merged = merge_replicas(results)
-    written = write_outputs(merged, args.output)
-    if args.json:
-        print((Path(args.output) / "observables.json").read_text())
-    else:
-        print(summary(merged))
-        print(f"merged {len(results)} replicas; wrote {len(written)} files to {args.output}/")
+    _print_observables(merged, args, write_outputs(merged, args.output), f"merged {len(results)} replicas; ")
     return 0
 
 
