@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-import platform
+
+from petmd.cpu import cpu_model  # noqa: F401  (the benchmarks import it from here)
 
 
 def available_cores() -> int:
@@ -11,17 +12,6 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def metadata(script: str, argv) -> dict:

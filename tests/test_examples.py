@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from petmd.cpu import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_MODEL = ROOT / "models" / "pet-water-small.pt"
 PAIR_FILE = ROOT / "examples" / "pair-pet.lammps"
@@ -125,7 +127,11 @@ def test_study_short_form_runs_every_stage_and_resumes(tmp_path, scan_data_path)
     assert gas["plain"]["L_final"] > 1e-4 and gas["grid-2i"]["L_max"] < 1e-2 * gas["plain"]["L_final"]
     assert gas["ecse"]["L_max"] < 1e-2 * gas["plain"]["L_final"]
     check_ice_summary(study["ice"])
+    runs = study["liquid"]["runs"] + study["gas"]["runs"]  # when and where each ran, for the report's table
+    assert len(runs) == 2 * 3 + 5 and all(r["cpus"] == [cpu_model()] and r["wall_s"] > 0 for r in runs)
+    assert study["ice"]["ran"]["cpus"] == [cpu_model()] and study["ice"]["ran"]["last_finished"]
     text = report.read_text()
+    assert "## Runs" in text and "| ice | 3 relaxations, NPT" in text and "| liquid replica 1 | ecse | 1 |" in text
     for heading in ("## Liquid water", "## The isolated molecule", "## Ice Ih", "Published:"):
         assert heading in text
     assert "| published |" in text and "| structure unchanged |" in text  # per observable, against plain
@@ -147,6 +153,7 @@ def test_study_short_form_runs_every_stage_and_resumes(tmp_path, scan_data_path)
     kept = json.loads((tmp_path / "study.json").read_text())
     assert kept["liquid"]["kinds"]["ecse"]["temperature"] == study["liquid"]["kinds"]["ecse"]["temperature"]
     assert kept["liquid"]["kinds"]["plain"]["replicas"] == 2 and kept["ice"]["sizes"] == study["ice"]["sizes"]
+    assert kept["liquid"]["runs"] == study["liquid"]["runs"] and kept["ice"]["ran"] == study["ice"]["ran"]
     assert kept["gas"]["kinds"]["plain"]["L_final"] == study["gas"]["kinds"]["plain"]["L_final"]
     assert [c["rows"] for c in kept["gas"]["comparisons"]] == [c["rows"] for c in study["gas"]["comparisons"]]
     for png in liquid + ("gas-angular-momentum.png", "ice.png"):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from ase.io import read
 
+from petmd.cpu import cpu_model
 from petmd.errors import PetmdError
 from petmd.helpers.lammps_run import read_thermo
 from petmd.helpers.segments import RunBusy, SegmentedRun
@@ -60,6 +61,9 @@ def test_segments_continue_a_thermostatted_run_as_one_run(tmp_path):
     assert len(chain.dumps) == 2 and not (chain.folder / "segment-000.restart").exists()  # the newest one is kept
     state = json.loads((chain.folder / "segments.json").read_text())
     assert [s["segment"] for s in state["segments"]] == [0, 1]
+    ran = chain.provenance()  # when and where, for reports that outlive the machine
+    assert ran["cpus"] == [cpu_model()] and ran["first_finished"] <= ran["last_finished"]
+    assert ran["last_finished"] == state["segments"][-1]["finished"] and ran["wall_s"] == chain.wall_s > 0
 
 
 def test_a_run_continuing_another_restarts_its_clock(tmp_path):

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from petmd.atomic import atomic_output
+from petmd.cpu import cpu_model
 from petmd.helpers.example_cli import example_parser, parse_example_args
 from petmd.helpers.lammps_run import read_thermo, run_lammps
 from petmd.helpers.report import format_rows, plot_thermo, summary_rows
@@ -91,6 +92,22 @@ def relax_cell(folder: Path, model: Path, replicate, seed: int, grid_iterations:
         # |E - E_2i| of the network at the plain minimum, per molecule (compute pet/symmetry gives it per atom)
         "sym_err_meV_per_mol": float(1e3 * 3 * plain["c_sym[1]"][-1]),
         "sym_force_err_meV_per_A": float(1e3 * plain["c_sym[2]"][-1]),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "cpu": cpu_model(),
+    }
+
+
+def ran(cells, npt: SegmentedRun) -> dict:
+    """When, where and how long the stage computed: its relaxations (each cell's, whichever invocation relaxed it)
+    and its NPT run."""
+    npt_ran = npt.provenance()
+    times = [c.get("finished") for c in cells] + [npt_ran["first_finished"], npt_ran["last_finished"]]
+    finished = sorted(t for t in times if t)
+    return {
+        "first_finished": finished[0] if finished else None,
+        "last_finished": finished[-1] if finished else None,
+        "cpus": sorted({c["cpu"] for c in cells if "cpu" in c} | set(npt_ran["cpus"])),
+        "wall_s": sum(c["wall_s"] for c in cells) + npt_ran["wall_s"],
     }
 
 
@@ -226,6 +243,7 @@ def main(argv=None) -> dict:
             "thermo": {label: {"mean": m, "err": e, "unit": u} for label, m, e, u in npt_rows},
         },
         "wall_s": time.monotonic() - start,
+        "ran": ran(cells, run),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"ice Ih, {len(cells)} proton-disordered cells relaxed (fixed cell) with {args.model.name}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import runs as study_runs
 
+from petmd.cpu import cpu_model
 from petmd.errors import PetmdError
 from petmd.helpers.segments import SegmentedRun
 from petmd.observables.analyze import Options, analyze
@@ -151,14 +151,26 @@ def recorded(
     far; None when there is nothing."""
     settings = record_settings(run)
     if run.complete:
-        entry = analyse()
+        entry = dict(analyse(), ran=ran(run, record))
         if record is not None:
             record.parent.mkdir(parents=True, exist_ok=True)
             write_json({"settings": settings, "entry": entry}, record)
         return entry
     if record is not None and record.exists():
         return read_record(record, settings)["entry"]
-    return analyse() if unfinished and run.done else None
+    return dict(analyse(), ran=ran(run, None)) if unfinished and run.done else None
+
+
+def ran(run: SegmentedRun, record: Optional[Path]) -> dict:
+    """When, where and how long a run ran, from its segments' records. Segments recorded without their CPU take the
+    CPUs that the run's earlier record of the same segments names, else this machine's: a record is written in the
+    session that ran the run."""
+    provenance = run.provenance()
+    if not provenance["cpus"]:
+        earlier = json.loads(record.read_text())["entry"].get("ran", {}) if record and record.exists() else {}
+        same = earlier.get("last_finished") == provenance["last_finished"] and earlier.get("cpus")
+        provenance["cpus"] = earlier["cpus"] if same else [cpu_model()]
+    return provenance
 
 
 def read_record(record: Path, settings: dict) -> dict:
@@ -210,6 +222,7 @@ def analyse_liquid(out: Path, model: Path, lengths: study_runs.Lengths, records:
     """Every replica's finished runs (from their files, or from ``records``), merged per kind, and compared."""
     per_kind: Dict[str, List[dict]] = {kind.name: [] for kind in study_runs.LIQUID_KINDS}
     equilibration = {"segments": 0, "wall_s": 0.0}
+    ran_runs = []
     for replica in range(lengths.liquid_replicas):
         runs = study_runs.liquid_runs(out, model, lengths, replica)
         equilibration["segments"] += runs["equilibration"].done
@@ -220,6 +233,7 @@ def analyse_liquid(out: Path, model: Path, lengths: study_runs.Lengths, records:
             entry = recorded(run, record, partial(liquid_kind, run, kind, lengths), unfinished=False)
             if entry is not None:
                 per_kind[kind.name].append(entry)
+                ran_runs.append(run_row(f"liquid replica {replica}", kind.name, entry))
     merged = out / "liquid" / "merged"
     kinds = {name: merged_kind(entries, merged / name) for name, entries in per_kind.items() if entries}
     folders = {name: entry["observables"] for name, entry in kinds.items()}
@@ -228,6 +242,18 @@ def analyse_liquid(out: Path, model: Path, lengths: study_runs.Lengths, records:
         "equilibration": equilibration,
         "kinds": kinds,
         "comparisons": compare(out / "liquid", folders, LIQUID_COMPARISONS),
+        "runs": ran_runs,
+    }
+
+
+def run_row(stage: str, name: str, entry: dict) -> dict:
+    """One line of the report's table of runs: what ran, how far, when and where."""
+    return {
+        "stage": stage,
+        "run": name,
+        "segments": entry["segments"],
+        "time_ps": entry["time_ps"],
+        **entry.get("ran", {}),
     }
 
 
@@ -271,7 +297,8 @@ def analyse_gas(out: Path, model: Path, lengths: study_runs.Lengths, records: Op
     comparisons = compare(out / "gas", folders, pairs)
     for c in comparisons:  # one deterministic trajectory per mode: only the angular momentum is a fair test
         c["rows"] = [row for row in c["rows"] if row["observable"].startswith("angular_momentum")]
-    return {"kinds": kinds, "comparisons": comparisons}
+    runs = [run_row("gas", name, entry) for name, entry in kinds.items()]
+    return {"kinds": kinds, "comparisons": comparisons, "runs": runs}
 
 
 def ice_results(out: Path, model: Path, short: bool, records: Optional[Path]) -> Optional[dict]:
@@ -309,7 +336,6 @@ def analyse(out: Path, model: Path, lengths: study_runs.Lengths, stages, records
     results: dict = {
         "model": str(model),
         "lengths": asdict(lengths),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "date": time.strftime("%Y-%m-%d"),
     }
     invocations = out / "invocations.log"

@@ -1,6 +1,20 @@
-"""Process-wide CPU settings for the commands that run PET models."""
+"""The CPU: process-wide settings for the commands that run PET models, and what the machine is."""
 
 from __future__ import annotations
+
+import platform
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what the platform says."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def flush_subnormals() -> bool:

@@ -26,6 +26,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional
 import numpy as np
 
 from ..atomic import atomic_output
+from ..cpu import cpu_model
 from ..errors import PetmdError
 from ..observables.lammps_log import merge_thermo
 from .lammps_run import read_thermo, run_lammps
@@ -78,6 +79,17 @@ class SegmentedRun:
     @property
     def wall_s(self) -> float:
         return sum(float(record["wall_s"]) for record in self.records)
+
+    def provenance(self) -> Dict[str, Any]:
+        """When the recorded segments finished (first and last), on which CPUs (a segment recorded without its CPU
+        adds none), and their wall seconds."""
+        finished = [record["finished"] for record in self.records]
+        return {
+            "first_finished": finished[0] if finished else None,
+            "last_finished": finished[-1] if finished else None,
+            "cpus": sorted({record["cpu"] for record in self.records if "cpu" in record}),
+            "wall_s": self.wall_s,
+        }
 
     def thermo(self) -> Dict[str, np.ndarray]:
         """The thermo output of the recorded segments' runs as one table (the step a segment repeats from the end
@@ -159,7 +171,8 @@ class SegmentedRun:
         if not part.exists():
             raise PetmdError(f"{self.input_file} did not write {part}: end it with `write_restart ${{restart_out}}`")
         os.replace(part, self.folder / self.name(k, "restart"))
-        self.records.append({"segment": k, "wall_s": wall, "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        finished = time.strftime("%Y-%m-%d %H:%M:%S")
+        self.records.append({"segment": k, "wall_s": wall, "finished": finished, "cpu": cpu_model()})
         self._write_state()
         if k >= 1:  # only the newest restart file is needed to go on
             (self.folder / self.name(k - 1, "restart")).unlink(missing_ok=True)
