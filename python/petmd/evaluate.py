@@ -7,13 +7,12 @@ from collections import defaultdict
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from .batch import Frame, batches_by_atom_budget, collate
+from .batch import batches_by_atom_budget, collate
 from .data import INFO_GROUP_KEYS, load_frames
 from .errors import PetmdError
-from .loading import LoadedModel, load_model
+from .loading import load_model
 from .objective import EV_PER_A3_IN_GPA, stress_residual
 from .tables import group_table
 from .uncertainty import calibration_figures, calibration_plot
@@ -50,16 +49,6 @@ BATCHED_MODES = ("none", "ecse")
 # ECSE runs every atom's layers once per local frame (~6 in water): its batches hold fewer atoms for the same memory
 # and speed (docs/benchmarks.md, "petmd eval")
 ECSE_FRAMES_PER_ATOM = 6
-
-
-def _one_by_one(model: LoadedModel, frames: List[Frame]) -> Dict[str, torch.Tensor]:
-    """The exported forward on each frame, laid out as a batched call's output (energy, forces, virial)."""
-    outs = [model(frame) for frame in frames]
-    return {
-        "energy": torch.stack([out["energy"].detach().reshape(()) for out in outs]),
-        "forces": torch.cat([out["forces"].detach() for out in outs]),
-        "virial": torch.stack([out["virial"].detach().reshape(3, 3) for out in outs]),
-    }
 
 
 def evaluate(
@@ -112,7 +101,7 @@ def evaluate(
         if model.symmetrize in BATCHED_MODES:
             out = model.batched(batch, compute_virial=batch.has_virial is not None, with_uncertainty=uncertainty)
         else:
-            out = _one_by_one(model, [frames[i] for i in group])
+            out = model.each([frames[i] for i in group])
         energy = out["energy"].detach().numpy()
         forces = out["forces"].detach().numpy()
         if batch.has_virial is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
@@ -86,6 +86,16 @@ class LoadedModel:
                 torch.from_numpy(frame.cell_shifts),
                 torch.ones(n, dtype=torch.bool),
             )
+
+    def each(self, frames: Sequence[Frame]) -> Dict[str, torch.Tensor]:
+        """The exported forward on each structure in turn (the only way for the modes whose forward has no batched
+        form), laid out as a batched call's output: energy (n_structures,), forces (atoms, 3), virial (n, 3, 3)."""
+        outs = [self(frame) for frame in frames]
+        return {
+            "energy": torch.stack([out["energy"].detach().reshape(()) for out in outs]),
+            "forces": torch.cat([out["forces"].detach() for out in outs]),
+            "virial": torch.stack([out["virial"].detach().reshape(3, 3) for out in outs]),
+        }
 
     def batched(
         self, batch: Batch, compute_virial: bool = False, with_uncertainty: bool = False

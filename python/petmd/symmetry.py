@@ -93,26 +93,20 @@ def evaluate_on_grid(
     is evaluated as such, one rotated copy per call (a grid:G call batches its own grid; an ecse call already holds
     ~6 copies of every atom, and batching more ran slower)."""
     rotations = np.concatenate([np.eye(3)[None], grid.matrices])  # element 0: the plain prediction
-    if model.symmetrize != "none":
-        return _evaluate_one_by_one(model, frame, grid, rotations)
-    per_call = max(1, atoms_per_batch // max(frame.n_atoms, 1))
+    plain = model.symmetrize == "none"
+    per_call = max(1, atoms_per_batch // max(frame.n_atoms, 1)) if plain else 1
     energy_parts, force_parts = [], []
     for start in range(0, len(rotations), per_call):
         chunk = rotations[start : start + per_call]
-        out = model.batched(collate([frame] * len(chunk), rotations=chunk))
+        if plain:
+            out = model.batched(collate([frame] * len(chunk), rotations=chunk))
+        else:
+            out = model.each(
+                [replace(frame, positions=rotate(frame.positions, q), cell=rotate(frame.cell, q)) for q in chunk]
+            )
         energy_parts.append(out["energy"].detach().numpy())
         force_parts.append(rotate_back(out["forces"].detach().numpy().reshape(len(chunk), frame.n_atoms, 3), chunk))
     energies, forces = np.concatenate(energy_parts), np.concatenate(force_parts)
-    return GridEvaluation(energies[1:], forces[1:], grid.weights, float(energies[0]), forces[0])
-
-
-def _evaluate_one_by_one(model: LoadedModel, frame: Frame, grid: RotationGrid, rotations: np.ndarray):
-    energy_parts, force_parts = [], []
-    for q in rotations:
-        out = model(replace(frame, positions=rotate(frame.positions, q), cell=rotate(frame.cell, q)))
-        energy_parts.append(float(out["energy"].detach()))
-        force_parts.append(rotate_back(out["forces"].detach().numpy(), q))
-    energies, forces = np.array(energy_parts), np.stack(force_parts)
     return GridEvaluation(energies[1:], forces[1:], grid.weights, float(energies[0]), forces[0])
 
 
