@@ -90,6 +90,9 @@ def test_find_structure_takes_the_first_match_and_names_what_is_missing(tmp_path
     assert find_structure(path, config_type="liquid").positions[0, 0] == pytest.approx(0.1)
     with pytest.raises(PetmdError, match="no structure in .*frames.extxyz has 4 atoms, config_type='liquid'"):
         find_structure(path, n_atoms=4, config_type="liquid")
+    # the liquid starting frame says the same of a file without the SCAN set's liquid frames
+    with pytest.raises(PetmdError, match="no structure in .*frames.extxyz has 192 atoms, config_type='multithermal'"):
+        liquid_water(data_path=path)
 
 
 def test_lammps_data_round_trip(tmp_path):

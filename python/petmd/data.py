@@ -52,8 +52,13 @@ def find_structure(path: str | Path, n_atoms: Optional[int] = None, **info):
     ``config_type="multithermal"``), reading only as far as needed."""
     for atoms in iter_structures(path, n_atoms, **info):
         return atoms
+    raise no_structure(path, n_atoms, **info)
+
+
+def no_structure(path: str | Path, n_atoms: Optional[int] = None, **info) -> PetmdError:
+    """The error for a file without a structure of ``n_atoms`` atoms whose ``atoms.info`` matches ``info``."""
     wanted = ", ".join([f"{n_atoms} atoms"] * (n_atoms is not None) + [f"{k}={v!r}" for k, v in info.items()])
-    raise PetmdError(f"no structure in {path} has {wanted}")
+    return PetmdError(f"no structure in {path} has {wanted}")
 
 
 def iter_structures(path: str | Path, n_atoms: Optional[int] = None, **info) -> Iterator:

@@ -31,7 +31,7 @@ def liquid_water(replicate: Sequence[int] = (1, 1, 1), data_path=None, start: in
     vectors (3 × 8 × 8 × 8 = 98,304 atoms for (8, 8, 8)). ``start`` 0 is the first frame (12.38 Å cube); ``start`` k
     the k-th later frame whose cube edge is within 0.5 % of the first's, scaled onto the first's cell: independent
     starting points of the same density, for replicas."""
-    from ..data import default_data_path, iter_structures
+    from ..data import default_data_path, iter_structures, no_structure
 
     path = data_path or default_data_path()
     if start < 0:
@@ -39,7 +39,7 @@ def liquid_water(replicate: Sequence[int] = (1, 1, 1), data_path=None, start: in
     frames = iter_structures(path, n_atoms=192, config_type="multithermal")
     first = next(frames, None)
     if first is None:
-        raise PetmdError(f"no structure in {path} has 192 atoms, config_type='multithermal'")
+        raise no_structure(path, 192, config_type="multithermal")
     found, atoms = 0, first
     edge = first.cell.lengths()
     for frame in frames if start else ():
